@@ -1,0 +1,220 @@
+"""The `lossbench` command: parse and validate flags, call the library, turn errors into one line.
+
+Results go to stdout (for machines), progress and logs to stderr (for people).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lossbench.errors import LossbenchError
+
+log = logging.getLogger("lossbench")
+
+
+class Group(click.Group):
+    """Every user-caused error becomes `error: <one line>` on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LossbenchError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s: %(message)s")
+    logging.getLogger("lossbench").setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lossbench")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress events to stderr.")
+def main(verbose: bool) -> None:
+    """lossbench: a measured comparison of GAN cost functions."""
+    _setup_logging(verbose)
+
+
+def _store_options(f: Any) -> Any:
+    f = click.option("--tracking-uri", default=None, help="MLflow store; default MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db.")(f)
+    f = click.option("--experiment", default="lossbench", show_default=True, help="MLflow experiment name.")(f)
+    return f
+
+
+# flag -> flat config key; flags left unset do not override lower layers
+CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--loss", "loss", str, "Loss name (see `lossbench losses`) or package.module:Class."),
+    ("--penalty", "penalty", str, "Penalty on D: none, gp, r1, r2, dragan (default: the loss card's)."),
+    ("--penalty-weight", "penalty_weight", float, "Weight of the penalty (lambda or gamma)."),
+    ("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, ring8, grid25."),
+    ("--arch", "arch", str, "mlp, mlp2d, dcgan (default: the data set's)."),
+    ("--d-norm", "d_norm", str, "Normalisation of D's weights: none or spectral."),
+    ("--z-dim", "z_dim", int, "Latent size."),
+    ("--steps", "steps", int, "Budget in generator steps."),
+    ("--batch-size", "batch_size", int, "Batch size."),
+    ("--n-critic", "n_critic", int, "D steps per G step."),
+    ("--optimizer", "optimizer", str, "adam or rmsprop."),
+    ("--lr-g", "lr_g", float, "Generator learning rate."),
+    ("--lr-d", "lr_d", float, "Discriminator learning rate."),
+    ("--beta1", "beta1", float, "Adam beta1."),
+    ("--beta2", "beta2", float, "Adam beta2."),
+    ("--weight-clip", "weight_clip", float, "Clip D's weights to [-c, c]; 0 = off."),
+    ("--log-every", "log_every", int, "Steps between logged loss means."),
+    ("--sample-every", "sample_every", int, "Steps between sample grids."),
+    ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints."),
+    ("--metrics", "metrics", str, "Comma list: fid,is,kid (images) or modes (2-D)."),
+    ("--fid-samples", "fid_samples", int, "Generated samples per evaluation (default 10000)."),
+    ("--eval-every", "eval_every", int, "Steps between evaluations (0 = only at the end)."),
+    ("--reference-split", "reference_split", str, "Real statistics from train or test."),
+]
+
+
+def config_options(f: Any) -> Any:
+    for flag, key, kind, help_ in reversed(CONFIG_FLAGS):
+        f = click.option(flag, key, type=kind, default=None, help=help_)(f)
+    return f
+
+
+def flag_values(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the config flags the user set; the rest of kwargs stays."""
+    return {key: v for _, key, _, _ in CONFIG_FLAGS if (v := kwargs.pop(key, None)) is not None}
+
+
+def exec_options(f: Any) -> Any:
+    f = click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds.")(f)
+    f = click.option("--seed-start", type=int, default=0, show_default=True, help="First seed.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")(f)
+    f = click.option("--data-dir", default=None, help="Data root; default LOSSBENCH_DATA_DIR or ./data.")(f)
+    f = click.option("--checkpoint-dir", default=None, help="Default LOSSBENCH_CHECKPOINT_DIR or runs/checkpoints.")(f)
+    f = click.option("--resume", is_flag=True, help="Continue interrupted seeds of this configuration.")(f)
+    f = click.option("--no-progress", is_flag=True, help="No progress bar.")(f)
+    return _store_options(f)
+
+
+def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
+    from lossbench.config import ExecConfig
+
+    return ExecConfig(
+        seeds=kwargs["seeds"],
+        seed_start=kwargs["seed_start"],
+        device=kwargs["device"],
+        data_dir=kwargs["data_dir"],
+        tracking_uri=kwargs["tracking_uri"],
+        experiment=kwargs["experiment"],
+        checkpoint_dir=kwargs["checkpoint_dir"],
+        resume=kwargs["resume"],
+        progress=not kwargs["no_progress"],
+        **extra,
+    )
+
+
+def _print_summary(summary: Any) -> None:
+    for s in summary.seeds:
+        shown = {k: round(v, 4) for k, v in s.metrics.items() if k in ("fid", "kid_mean", "is_mean", "modes", "high_quality")}
+        click.echo(f"seed {s.seed}: {s.outcome} at step {s.step}  run {s.run_id}  {shown}")
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts().items()))
+    click.echo(f"config {summary.config_hash}: {counts}; parent run {summary.parent_run_id}")
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of flat config keys; flags override it.")
+@config_options
+@exec_options
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
+def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
+    """Train one configuration over several seeds and log it to MLflow."""
+    from lossbench import config as config_mod
+
+    flags = flag_values(kwargs)
+    layers = [("config file " + config_file, config_mod.load_file(config_file))] if config_file else []
+    cfg = config_mod.resolve(*layers, ("command line", flags))
+    ex = _exec_config(kwargs)
+    if dry_run:
+        click.echo(json.dumps(cfg.flat() | {"config_hash": cfg.config_hash(), "seeds": list(range(ex.seed_start, ex.seed_start + ex.seeds))}, indent=2, sort_keys=True))
+        return
+    from lossbench import runner
+
+    summary = runner.run(cfg, ex)
+    _print_summary(summary)
+
+
+@main.command(name="losses")
+def list_losses() -> None:
+    """Every registered loss with its formula, source and default penalty."""
+    from lossbench import cards, losses
+
+    for name in losses.names():
+        card = cards.loss_card(name)
+        defaults = card.get("defaults", {})
+        click.echo(f"{name}  ({card.get('paper', 'plugin')})")
+        if card:
+            click.echo(f"    L_D = {card['d_loss']}")
+            click.echo(f"    L_G = {card['g_loss']}")
+            click.echo(f"    penalty: {defaults.get('penalty', 'none')} x {defaults.get('penalty_weight', 0)}; "
+                       f"n_critic {defaults.get('n_critic', 1)}; {defaults.get('optimizer', 'adam')} "
+                       f"lr {defaults.get('lr_d', 2e-4)}")  # fmt: skip
+        else:
+            first = losses.describe(name).splitlines()
+            click.echo(f"    {first[0] if first else ''}")
+
+
+@main.command()
+@_store_options
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def ui(tracking_uri: str | None, experiment: str, port: int, host: str) -> None:
+    """Open the MLflow UI on the same store `lossbench run` writes to."""
+    from lossbench.tracking import resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        click.echo(f"the store is a server already: open {uri} in a browser")
+        return
+    click.echo(f"MLflow UI for {uri} at http://{host}:{port}", err=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    sys.exit(subprocess.call(cmd))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("-n", "count", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent noise.")
+@click.option("--tracking-uri", default=None)
+@click.option("--device", default="auto", show_default=True)
+def sample(run_id: str, count: int, out: str, seed: int, tracking_uri: str | None, device: str) -> None:
+    """Write N PNGs (or points.csv for 2-D data) from a run's saved generator."""
+    from lossbench import sampling
+
+    written = sampling.write_samples(run_id, count, Path(out), seed, tracking_uri, device)
+    click.echo(f"wrote {written} to {out}")
+
+
+@main.command()
+@click.argument("first")
+@click.argument("second")
+@click.option("--samples", type=click.IntRange(min=2), default=10000, show_default=True, help="Images used from a data set.")
+@click.option("--data-dir", default=None)
+@click.option("--device", default="auto", show_default=True)
+def fid(first: str, second: str, samples: int, data_dir: str | None, device: str) -> None:
+    """FID and KID between two image folders, or a folder and a data set (mnist, mnist:test)."""
+    from lossbench import sampling
+
+    click.echo(json.dumps(sampling.fid_between(first, second, samples, data_dir, device), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,230 @@
+"""Typed, frozen configuration and the one function that resolves it.
+
+Layers, lowest first: dataclass field defaults < the loss's card (registry/losses/<loss>.toml)
+< a config file (`--config`, or a suite entry) < command-line flags. Every field name is unique
+across sections, so files and flags use flat keys (`loss = "hinge"`, `steps = 2000`). Unknown keys
+and ill-typed values are errors, never silently dropped. Past this module nothing re-checks or
+re-defaults: the resolved `RunConfig` is what is printed, logged and hashed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lossbench import cards, data, losses, metrics_registry, models, optim, penalties
+from lossbench.errors import ConfigError
+from lossbench.registry import unknown_name_message
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    loss: str = "non-saturating"  # registry name, or package.module:Class
+    penalty: str = "none"  # registry name of the penalty on D
+    penalty_weight: float = 0.0  # lambda (gp, dragan) or gamma (r1, r2)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "auto"  # "auto": the data set's default architecture
+    z_dim: int = 100  # latent size
+    d_norm: str = "none"  # normalisation of D's weights: none | spectral
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000  # budget, in generator steps
+    batch_size: int = 64
+    n_critic: int = 1  # D steps per G step
+    optimizer: str = "adam"  # adam | rmsprop
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5  # Adam only
+    beta2: float = 0.999  # Adam only
+    weight_clip: float = 0.0  # clip D's weights to [-c, c] after each D step; 0 = off (WGAN)
+    log_every: int = 50  # steps between reads of the loss accumulators
+    sample_every: int = 500  # steps between sample grids
+    checkpoint_every: int = 500  # steps between checkpoints
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    metrics: tuple[str, ...] = ()  # empty: the data set's defaults (fid, is, kid / modes)
+    fid_samples: int = 10000  # generated samples per evaluation (Lucic et al. 2018)
+    eval_every: int = 0  # generator steps between evaluations; 0 = only at the end
+    reference_split: str = "train"  # real statistics from train or test
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's results, except the seed."""
+
+    loss: LossConfig = field(default_factory=LossConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat {field: value}, the form of files, flags and MLflow params."""
+        out: dict[str, Any] = {}
+        for section in fields(self):
+            out.update(dataclasses.asdict(getattr(self, section.name)))
+        out["metrics"] = list(out["metrics"])
+        return out
+
+    def config_hash(self) -> str:
+        """Stable across processes and machines: identical configurations share it."""
+        blob = json.dumps(self.flat(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
+# flat key -> (section attribute, field type)
+KEYS: dict[str, tuple[str, Any]] = {
+    f.name: (section, typing.get_type_hints(cls)[f.name]) for section, cls in _SECTIONS.items() for f in fields(cls)
+}
+_POSITIVE = {"steps", "batch_size", "n_critic", "z_dim", "log_every", "sample_every", "checkpoint_every"}
+_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every"}
+
+
+def _coerce(key: str, value: Any, kind: Any, where: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: '{key}' must be {expected}, got {value!r}")
+
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad("an integer")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    # tuple[str, ...]
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise bad("a list of names")
+    return tuple(value)
+
+
+def check_keys(values: dict[str, Any], where: str) -> None:
+    for key in values:
+        if key not in KEYS:
+            raise ConfigError(unknown_name_message(f"key in {where}", key, list(KEYS)))
+
+
+def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
+    """Build the RunConfig from (source name, {flat key: value}) layers, lowest precedence first.
+
+    The loss card is inserted below all given layers once the loss name is known.
+    """
+    for where, values in layers:
+        check_keys(values, where)
+    loss_name = LossConfig.loss
+    for _, values in layers:
+        loss_name = values.get("loss", loss_name)
+    if not isinstance(loss_name, str):
+        raise ConfigError(f"'loss' must be a string, got {loss_name!r}")
+    losses.get(loss_name)  # unknown loss: clear error with the closest name
+    card_defaults = cards.loss_card(loss_name).get("defaults", {})
+    card_where = f"registry/losses/{loss_name}.toml"
+    check_keys(card_defaults, card_where)
+
+    merged: dict[str, tuple[Any, str]] = {}
+    for where, values in [(card_where, card_defaults), *layers]:
+        for key, value in values.items():
+            if value is not None:
+                merged[key] = (value, where)
+
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, (value, where) in merged.items():
+        section, kind = KEYS[key]
+        sections[section][key] = _coerce(key, value, kind, where)
+
+    dataset = sections["data"].get("dataset", DataConfig.dataset)
+    source = data.DATASETS.get(dataset)
+    if sections["model"].get("arch", "auto") == "auto":
+        sections["model"]["arch"] = source.default_arch
+    if not sections["metrics"].get("metrics"):
+        sections["metrics"]["metrics"] = metrics_registry.defaults_for(points=not source.needs_files)
+
+    cfg = RunConfig(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Ranges and names; each failure is one line naming the key and what was expected."""
+    flat = cfg.flat()
+    for key in _POSITIVE:
+        if flat[key] < 1:
+            raise ConfigError(f"'{key}' must be >= 1, got {flat[key]}")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(f"'{key}' must be >= 0, got {flat[key]}")
+    for key in ("lr_g", "lr_d"):
+        if not flat[key] > 0:
+            raise ConfigError(f"'{key}' must be > 0, got {flat[key]}")
+    for key in ("beta1", "beta2"):
+        if not 0 <= flat[key] < 1:
+            raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}")
+    penalties.PENALTIES.get(cfg.loss.penalty)
+    models.ARCHS.get(cfg.model.arch)
+    models.D_NORMS.get(cfg.model.d_norm)
+    optim.OPTIMIZERS.get(cfg.train.optimizer)
+    if cfg.metrics.reference_split not in ("train", "test"):
+        raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}")
+    points = not data.DATASETS.get(cfg.data.dataset).needs_files
+    metrics_registry.check(cfg.metrics.metrics, points=points)
+    if not points and cfg.metrics.fid_samples < 2:
+        raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}")
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """A run config file (TOML, flat keys as in a suite entry)."""
+    values = cards.read_toml(Path(path))
+    check_keys(values, str(path))
+    return values
+
+
+def to_json(cfg: RunConfig) -> str:
+    return json.dumps(cfg.flat(), indent=2, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """How and where to run: changes no result, so it is not part of the configuration hash."""
+
+    seeds: int = 1
+    seed_start: int = 0
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    data_dir: str | None = None
+    tracking_uri: str | None = None
+    experiment: str = "lossbench"
+    checkpoint_dir: str | None = None
+    resume: bool = False  # continue interrupted seeds from their checkpoints
+    skip_finished: bool = False  # skip seeds already finished in the store (sweeps)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError(f"'seeds' must be >= 1, got {self.seeds}")
+        if self.seed_start < 0:
+            raise ConfigError(f"'seed_start' must be >= 0, got {self.seed_start}")

@@ -1,0 +1,180 @@
+"""Image sample quality through torch-fidelity: FID (2048-d pool3), Inception Score (10 splits) and
+KID, on the standard 'inception-2015-12-05' features with the TF-compatible resize.
+
+Our code shapes the inputs ([-1, 1] floats -> uint8, gray -> 3 channels, straight from memory)
+and caches the real statistics; torch-fidelity computes the numbers. Real features are cached per
+(data set, split, sample count, extractor) under the cache folder, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lossbench.errors import MetricError
+from lossbench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+IS_SPLITS = 10
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A named feature extractor: uint8 N x 3 x H x W -> (pool features N x F, logits N x K)."""
+
+    name: str
+    fn: Callable[[Tensor], tuple[Tensor, Tensor]]
+    batch_size: int = 64
+
+
+EXTRACTORS: Registry[Callable[[torch.device], Extractor]] = Registry("feature extractor")
+
+
+def torch_home() -> Path:
+    return Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
+
+
+@EXTRACTORS.register("inception-v3-compat")
+def inception(device: torch.device) -> Extractor:
+    """torch-fidelity's InceptionV3; weights from $TORCH_HOME/hub/checkpoints, downloaded if absent."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    weights = torch_home() / "hub" / "checkpoints" / INCEPTION_FILE
+    if not weights.is_file():
+        log.warning("Inception weights not in %s; downloading them (about 95 MB)", weights.parent)
+    try:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"]).to(device)
+    except Exception as exc:  # a failed download raises URLError, HTTPError, OSError...
+        raise MetricError(
+            f"Inception weights for FID/KID/IS are not in {weights.parent} and could not be downloaded "
+            f"({type(exc).__name__}); set TORCH_HOME to a folder holding hub/checkpoints/{INCEPTION_FILE}"
+        ) from None
+
+    def fn(images: Tensor) -> tuple[Tensor, Tensor]:
+        pool, logits = net(images.to(device))
+        return pool, logits
+
+    return Extractor("inception-v3-compat", fn)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """[-1, 1] floats N x C x H x W -> uint8 N x 3 x H x W (gray repeated to 3 channels)."""
+    x = images.add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def extract(extractor: Extractor, batches: Iterator[Tensor]) -> tuple[Tensor, Tensor]:
+    """Features of uint8 batches (any batch size; re-batched to the extractor's), on the CPU."""
+    pools, logits = [], []
+    with torch.no_grad():
+        for chunk in batches:
+            for i in range(0, len(chunk), extractor.batch_size):
+                p, lg = extractor.fn(chunk[i : i + extractor.batch_size])
+                pools.append(p.float().cpu())
+                logits.append(lg.float().cpu())
+    return torch.cat(pools), torch.cat(logits)
+
+
+@dataclass(frozen=True)
+class Features:
+    pool: Tensor  # N x 2048
+    logits: Tensor  # N x K
+
+    def statistics(self) -> dict[str, np.ndarray]:
+        from torch_fidelity.metric_fid import fid_features_to_statistics
+
+        return fid_features_to_statistics(self.pool)
+
+
+def compare(names: tuple[str, ...], real: Features, fake: Features) -> dict[str, float]:
+    """FID / IS (of `fake`) / KID between two feature sets, by torch-fidelity."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    out: dict[str, float] = {}
+    if "fid" in names:
+        out["fid"] = fid_statistics_to_metric(real.statistics(), fake.statistics(), verbose=False)["frechet_inception_distance"]
+    if "is" in names:
+        isc = isc_features_to_metric(fake.logits, splits=IS_SPLITS)
+        out["is_mean"], out["is_std"] = isc["inception_score_mean"], isc["inception_score_std"]
+    if "kid" in names:
+        size = min(KID_SUBSET_SIZE, len(real.pool), len(fake.pool))
+        kid = kid_features_to_metric(
+            real.pool, fake.pool, kid_subsets=KID_SUBSETS, kid_subset_size=size, verbose=False
+        )
+        out["kid_mean"], out["kid_std"] = kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"]
+    return out
+
+
+def drop_missing(values: dict[str, float]) -> dict[str, float]:
+    """Drop NaN/inf values with a one-line warning each: a missing metric is never logged as a number."""
+    kept = {}
+    for key, value in values.items():
+        if math.isfinite(value):
+            kept[key] = value
+        else:
+            why = " (Inception weights without a classifier head give NaN IS)" if key.startswith("is_") else ""
+            log.warning("metric %s came out %s%s; not logged", key, value, why)
+    return kept
+
+
+# --- real statistics, cached ------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LOSSBENCH_CACHE_DIR") or Path("runs") / "cache")
+
+
+def real_cache_path(dataset: str, split: str, n: int, extractor: str) -> Path:
+    key = f"v{CACHE_VERSION}|{dataset}|{split}|{n}|{extractor}|subset-seed-0|uint8-round"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / f"real-{dataset}-{split}-{n}-{digest}.pt"
+
+
+def real_subset(images: Tensor, n: int) -> Tensor:
+    """The same n reals every time: a fixed permutation (seed 0) of the split."""
+    if n > len(images):
+        raise MetricError(f"fid_samples={n} is larger than the reference set ({len(images)} images)")
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
+    return images[idx]
+
+
+def real_features(
+    extractor: Extractor, dataset: str, split: str, images: Tensor, n: int
+) -> tuple[Features, bool]:
+    """Features of n reals (images in [-1, 1]); returns (features, came_from_cache)."""
+    path = real_cache_path(dataset, split, n, extractor.name)
+    if path.is_file():
+        try:
+            blob = torch.load(path, weights_only=True)
+            return Features(blob["pool"], blob["logits"]), True
+        except Exception:
+            log.warning("real-statistics cache %s unreadable; recomputing", path)
+    subset = real_subset(images, n)
+    pool, logits = extract(extractor, (to_uint8(subset[i : i + 500]) for i in range(0, n, 500)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"pool": pool, "logits": logits}, tmp)
+    os.replace(tmp, path)  # atomic: concurrent writers leave one whole file
+    return Features(pool, logits), False
+
+
+def fake_features(extractor: Extractor, batches: Iterator[Tensor]) -> Features:
+    """Features of generated batches in [-1, 1], straight from memory."""
+    pool, logits = extract(extractor, (to_uint8(b) for b in batches))
+    return Features(pool, logits)

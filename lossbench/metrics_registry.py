@@ -1,0 +1,44 @@
+"""Names of the sample-quality metrics, what they log and which way is better. Light on purpose:
+config validation reads it without loading any metric engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lossbench.errors import ConfigError
+from lossbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    keys: tuple[str, ...]  # the MLflow metric keys it logs
+    higher_is_better: bool
+    points: bool  # for 2-D point data (True) or images (False)
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+METRICS.add("fid", MetricSpec(("fid",), higher_is_better=False, points=False))
+METRICS.add("is", MetricSpec(("is_mean", "is_std"), higher_is_better=True, points=False))
+METRICS.add("kid", MetricSpec(("kid_mean", "kid_std"), higher_is_better=False, points=False))
+METRICS.add("modes", MetricSpec(("modes", "high_quality", "mode_kl"), higher_is_better=True, points=True))
+
+
+def defaults_for(points: bool) -> tuple[str, ...]:
+    return ("modes",) if points else ("fid", "is", "kid")
+
+
+def check(names: tuple[str, ...], points: bool) -> None:
+    for name in names:
+        if METRICS.get(name).points != points:
+            kind = "2-D point" if points else "image"
+            valid = [n for n in METRICS.names() if METRICS.get(n).points == points]
+            raise ConfigError(f"metric '{name}' does not apply to {kind} data; valid: {', '.join(valid)}")
+
+
+def higher_is_better(key: str) -> bool:
+    """By logged key: kid_mean -> False, is_mean -> True; fid and best_fid -> False."""
+    for name in METRICS.names():
+        spec = METRICS.get(name)
+        if key in spec.keys or key == f"best_{name}":
+            return spec.higher_is_better
+    return False

@@ -1,0 +1,119 @@
+"""Architectures: name -> builder of (G, D) for a sample shape. D returns one raw value per sample
+(a logit or critic value, shape (B,)); losses apply any squashing themselves.
+
+D never uses batch norm, so per-sample gradient penalties stay valid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from lossbench.errors import ConfigError
+from lossbench.registry import Registry
+
+Builder = Callable[[tuple[int, ...], int], tuple[nn.Module, nn.Module]]
+
+ARCHS: Registry[Builder] = Registry("arch")
+D_NORMS: Registry[Callable[[nn.Module], nn.Module]] = Registry("d-norm")
+
+
+class Reshape(nn.Module):
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], *self.shape)
+
+
+class Critic(nn.Module):
+    """Wraps a body ending in one unit, returning shape (B,)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x).view(-1)
+
+
+@ARCHS.register("mlp")
+def mlp(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
+    """G: z -> 256 -> LeakyReLU(0.2) -> prod(shape) -> tanh; D: prod(shape) -> 256 -> LeakyReLU(0.2) -> 1."""
+    if len(shape) != 3:
+        raise ConfigError(f"arch 'mlp' is for images; this data set has samples of shape {shape} (use mlp2d)")
+    n = math.prod(shape)
+    g = nn.Sequential(nn.Linear(z_dim, 256), nn.LeakyReLU(0.2), nn.Linear(256, n), nn.Tanh(), Reshape(*shape))
+    d = Critic(nn.Sequential(nn.Flatten(), nn.Linear(n, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1)))
+    return g, d
+
+
+@ARCHS.register("mlp2d")
+def mlp2d(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
+    """2-D mixtures (Metz et al. 2017 style): 3 hidden layers of 128 with ReLU each side, linear output."""
+    if shape != (2,):
+        raise ConfigError(f"arch 'mlp2d' is for 2-D points; this data set has samples of shape {shape}")
+
+    def body(n_in: int, n_out: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Linear(n_in, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+            nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, n_out),
+        )  # fmt: skip
+
+    return body(z_dim, 2), Critic(body(2, 1))
+
+
+@ARCHS.register("dcgan")
+def dcgan(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
+    """DCGAN (Radford et al. 2016) for 28x28 (start 7x7, 2 upsamplings) or 32x32 (start 4x4, 3).
+
+    G: z -> linear -> C x s x s -> [ConvT 4/2/1, BN, ReLU] ... -> ConvT -> tanh.
+    D: [Conv 4/2/1, LeakyReLU(0.2)] ... -> linear -> 1; no batch norm in D.
+    """
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in (28, 32):
+        raise ConfigError(f"arch 'dcgan' needs 28x28 or 32x32 images; this data set has shape {shape}")
+    channels, size = shape[0], shape[1]
+    start = 7 if size == 28 else 4
+    n_up = int(math.log2(size // start))
+    widths = [64 * 2 ** (n_up - 1 - i) for i in range(n_up)]  # e.g. [128, 64] or [256, 128, 64]
+
+    g_layers: list[nn.Module] = [
+        nn.Linear(z_dim, widths[0] * start * start),
+        Reshape(widths[0], start, start),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(),
+    ]
+    for w_in, w_out in zip(widths, widths[1:]):
+        g_layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1), nn.BatchNorm2d(w_out), nn.ReLU()]
+    g_layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+
+    d_widths = widths[::-1]  # e.g. [64, 128]
+    d_layers: list[nn.Module] = []
+    for w_in, w_out in zip([channels] + d_widths[:-1], d_widths):
+        d_layers += [nn.Conv2d(w_in, w_out, 4, 2, 1), nn.LeakyReLU(0.2)]
+    d_layers += [nn.Flatten(), nn.Linear(d_widths[-1] * start * start, 1)]
+    return nn.Sequential(*g_layers), Critic(nn.Sequential(*d_layers))
+
+
+@D_NORMS.register("none")
+def no_norm(d: nn.Module) -> nn.Module:
+    return d
+
+
+@D_NORMS.register("spectral")
+def spectral(d: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every linear and convolution weight of D."""
+    for module in list(d.modules()):
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            spectral_norm(module)
+    return d
+
+
+def build(arch: str, shape: tuple[int, ...], z_dim: int, d_norm: str = "none") -> tuple[nn.Module, nn.Module]:
+    """(G, D) for samples of `shape`, initialised from the global RNG: fork it around this call."""
+    g, d = ARCHS.get(arch)(shape, z_dim)
+    return g, D_NORMS.get(d_norm)(d)

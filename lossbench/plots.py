@@ -1,0 +1,40 @@
+"""Figures written to files: sample grids and 2-D scatter plots over the modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+
+def save_grid(images: Tensor, path: Path, nrow: int = 8) -> Path:
+    """Images in [-1, 1] as one PNG grid."""
+    from torchvision.utils import save_image
+
+    save_image(images.detach().cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1))
+    return path
+
+
+def save_scatter(points: Tensor, modes: Tensor | None, path: Path, title: str = "") -> Path:
+    """Generated 2-D points (blue) over the mixture's modes (red crosses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    p = points.detach().cpu().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.4, color="tab:blue", label="generated")
+    if modes is not None:
+        m = modes.cpu().numpy()
+        ax.scatter(m[:, 0], m[:, 1], s=60, marker="x", color="tab:red", label="modes")
+        lim = float(abs(m).max()) * 1.5
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,89 @@
+"""Samples out of a finished run, and FID/KID between image sets, through the same code as runs."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lossbench import config, data, metrics, models, rng
+from lossbench.errors import ConfigError
+from lossbench.runner import resolve_device
+from lossbench.tracking import get_run_anywhere
+from lossbench.trainer import generate
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def load_generator(run_id: str, tracking_uri: str | None, device: torch.device) -> tuple[torch.nn.Module, config.RunConfig]:
+    """The run's final generator and its resolved configuration."""
+    run, client = get_run_anywhere(tracking_uri, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            cfg_path = client.download_artifacts(run_id, "config.json", tmp)
+            weights_path = client.download_artifacts(run_id, "weights/generator.pt", tmp)
+        except Exception:
+            raise ConfigError(f"run {run_id} has no saved generator (did it finish?)") from None
+        flat = json.loads(Path(cfg_path).read_text())
+        flat.pop("seed", None)
+        cfg = config.resolve((f"run {run_id}", flat))
+        shape = data.load(cfg.data.dataset, None, "train").sample_shape if not data.DATASETS.get(cfg.data.dataset).needs_files else None
+        G, _ = models.build(cfg.model.arch, shape or _image_shape(cfg.data.dataset), cfg.model.z_dim, cfg.model.d_norm)
+        G.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return G.to(device), cfg
+
+
+def _image_shape(dataset: str) -> tuple[int, ...]:
+    return {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}[dataset]
+
+
+def write_samples(run_id: str, n: int, out: Path, seed: int, tracking_uri: str | None, device: str) -> str:
+    dev = resolve_device(device)
+    G, cfg = load_generator(run_id, tracking_uri, dev)
+    x = generate(G, n, cfg.model.z_dim, rng.generator(seed, "sample", dev))
+    out.mkdir(parents=True, exist_ok=True)
+    if x.dim() == 2:
+        lines = ["x,y"] + [f"{a:.6f},{b:.6f}" for a, b in x.cpu().tolist()]
+        (out / "points.csv").write_text("\n".join(lines) + "\n")
+        return f"{n} points"
+    from torchvision.utils import save_image
+
+    for i, img in enumerate(x.cpu()):
+        save_image(img, out / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
+    return f"{n} PNGs"
+
+
+def load_images(spec: str, n: int, data_dir: str | None) -> tuple[str, torch.Tensor]:
+    """A folder of images -> uint8 N x 3 x H x W; `dataset[:split]` -> up to n images of it."""
+    path = Path(spec)
+    if path.is_dir():
+        from torchvision.io import ImageReadMode, decode_image
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < 2:
+            raise ConfigError(f"{path}: needs at least 2 images (.png, .jpg), found {len(files)}")
+        imgs = [decode_image(str(p), mode=ImageReadMode.RGB) for p in files]
+        if len({tuple(i.shape) for i in imgs}) != 1:
+            raise ConfigError(f"{path}: images differ in size")
+        return str(path), torch.stack(imgs)
+    name, _, split = spec.partition(":")
+    if name not in data.DATASETS:
+        raise ConfigError(f"'{spec}' is neither a folder nor a data set ({', '.join(data.names())})")
+    ds = data.load(name, data_dir, split or "train")
+    if ds.modes is not None:
+        raise ConfigError(f"'{name}' holds 2-D points, not images")
+    subset = metrics.real_subset(ds.x, min(n, len(ds.x)))
+    return f"{name}:{ds.split}", metrics.to_uint8(subset)
+
+
+def fid_between(first: str, second: str, n: int, data_dir: str | None, device: str) -> dict[str, float | str | int]:
+    dev = resolve_device(device)
+    name_a, a = load_images(first, n, data_dir)
+    name_b, b = load_images(second, n, data_dir)
+    extractor = metrics.EXTRACTORS.get("inception-v3-compat")(dev)
+    fa = metrics.Features(*metrics.extract(extractor, iter([a])))
+    fb = metrics.Features(*metrics.extract(extractor, iter([b])))
+    values = metrics.compare(("fid", "kid"), fa, fb)
+    return {"first": name_a, "second": name_b, "n_first": len(a), "n_second": len(b)} | values

@@ -1,0 +1,179 @@
+"""The only module that imports mlflow: the store, runs, params, metrics, artifacts, run state.
+
+Default store: sqlite:///runs/mlflow.db with artifacts under runs/artifacts, unless
+MLFLOW_TRACKING_URI or --tracking-uri names another (a server, PostgreSQL behind one, ...).
+Runs are addressed by id through MlflowClient, never through mlflow's global active run, so several
+runs can be open at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lossbench.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+TAG_CONFIG_HASH = "lossbench.config_hash"
+TAG_SEED = "lossbench.seed"
+TAG_OUTCOME = "lossbench.outcome"  # finished | diverged | failed | interrupted
+TAG_ROLE = "lossbench.role"  # parent | seed
+TAG_LOSS = "lossbench.loss"
+TAG_DATASET = "lossbench.dataset"
+PARENT_TAG = "mlflow.parentRunId"
+
+DEFAULT_DIR = Path("runs")
+
+
+def default_uri() -> str:
+    return f"sqlite:///{(DEFAULT_DIR / 'mlflow.db').resolve()}"
+
+
+def resolve_uri(explicit: str | None = None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the local sqlite store under runs/."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def _artifact_root(uri: str) -> str | None:
+    """For a local sqlite store, artifacts sit beside the database; servers decide their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def _wrap(action: str, uri: str, exc: Exception) -> TrackingError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TrackingError(f"tracking store {uri}: cannot {action} ({first_line[:200]})")
+
+
+class Tracker:
+    """A connection to one tracking store and one experiment in it."""
+
+    def __init__(self, uri: str | None, experiment: str, create: bool = True) -> None:
+        import mlflow  # deferred: importing mlflow costs seconds
+        from mlflow import MlflowClient
+
+        self._mlflow = mlflow
+        self.uri = resolve_uri(uri)
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _wrap("create its folder", self.uri, exc) from None
+            if db.exists() and not os.access(db, os.W_OK) and create:
+                raise TrackingError(f"tracking store {self.uri}: the database file is read-only")
+        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                if not create:
+                    raise TrackingError(f"no experiment '{experiment}' in {self.uri}")
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=_artifact_root(self.uri))
+            else:
+                self.experiment_id = exp.experiment_id
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise _wrap("open it", self.uri, exc) from None
+        self.experiment = experiment
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, name: str, params: dict[str, Any], tags: dict[str, str], parent_id: str | None = None) -> str:
+        from mlflow.entities import Param, RunTag
+
+        all_tags = dict(tags) | ({PARENT_TAG: parent_id} if parent_id else {})
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            run_id = run.info.run_id
+            items = [Param(k, _param_str(v)) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+                self.client.log_batch(run_id, params=items[i : i + 100])
+        except Exception as exc:
+            raise _wrap("create a run", self.uri, exc) from None
+        return run_id
+
+    def reopen(self, run_id: str) -> None:
+        """Mark an interrupted run RUNNING again, to continue it under the same id."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def end_run(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+        if tags:
+            self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    # --- metrics and artifacts ----------------------------------------------------------------
+
+    def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def download(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
+        except Exception as exc:
+            raise _wrap(f"download {artifact_path} of run {run_id}", self.uri, exc) from None
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def find_seed_runs(self, config_hash: str, seed: int | None = None) -> list[Any]:
+        filt = f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{TAG_ROLE}` = 'seed'"
+        if seed is not None:
+            filt += f" and tags.`{TAG_SEED}` = '{seed}'"
+        return list(self.search(filt))
+
+    def search(self, filter_string: str = "") -> Iterable[Any]:
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def get_run(self, run_id: str) -> Any:
+        try:
+            return self.client.get_run(run_id)
+        except Exception as exc:
+            raise _wrap(f"find run {run_id}", self.uri, exc) from None
+
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        return self.client.get_metric_history(run_id, key)
+
+
+def _param_str(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def get_run_anywhere(uri: str | None, run_id: str) -> tuple[Any, Any]:
+    """A run by id in any experiment of the store, and a client on that store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_uri(uri))
+    try:
+        return client.get_run(run_id), client
+    except Exception as exc:
+        raise _wrap(f"find run {run_id}", resolve_uri(uri), exc) from None
