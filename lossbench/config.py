@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lossbench import cards, data, losses, metrics_registry, models, optim, penalties
 from lossbench.errors import ConfigError
 from lossbench.registry import unknown_name_message
@@ -186,12 +188,13 @@ def validate(cfg: RunConfig) -> None:
         if not 0 <= flat[key] < 1:
             raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}")
     penalties.PENALTIES.get(cfg.loss.penalty)
-    models.ARCHS.get(cfg.model.arch)
-    models.D_NORMS.get(cfg.model.d_norm)
+    source = data.DATASETS.get(cfg.data.dataset)
+    with torch.device("meta"):  # shape check only: no memory, no RNG
+        models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm)
     optim.OPTIMIZERS.get(cfg.train.optimizer)
     if cfg.metrics.reference_split not in ("train", "test"):
         raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}")
-    points = not data.DATASETS.get(cfg.data.dataset).needs_files
+    points = not source.needs_files
     metrics_registry.check(cfg.metrics.metrics, points=points)
     if not points and cfg.metrics.fid_samples < 2:
         raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}")

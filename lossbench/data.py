@@ -49,6 +49,7 @@ class DataSource:
 
     loader: object  # Callable[[Path, str], Dataset]
     default_arch: str
+    sample_shape: tuple[int, ...]
     needs_files: bool
 
 
@@ -96,16 +97,16 @@ def _torchvision(cls_name: str, name: str, root: Path, split: str) -> Tensor:
     return data.permute(0, 3, 1, 2).contiguous()  # CIFAR: N x H x W x C
 
 
-def _register_torchvision(name: str, cls_name: str, default_arch: str) -> None:
+def _register_torchvision(name: str, cls_name: str, default_arch: str, shape: tuple[int, ...]) -> None:
     def loader(root: Path, split: str) -> Dataset:
         return Dataset(name=name, split=split, x=_to_unit_range(_torchvision(cls_name, name, root, split)))
 
-    DATASETS.add(name, DataSource(loader, default_arch=default_arch, needs_files=True))
+    DATASETS.add(name, DataSource(loader, default_arch, shape, needs_files=True))
 
 
-_register_torchvision("mnist", "MNIST", "mlp")
-_register_torchvision("fashion-mnist", "FashionMNIST", "mlp")
-_register_torchvision("cifar10", "CIFAR10", "dcgan")
+_register_torchvision("mnist", "MNIST", "mlp", (1, 28, 28))
+_register_torchvision("fashion-mnist", "FashionMNIST", "mlp", (1, 28, 28))
+_register_torchvision("cifar10", "CIFAR10", "dcgan", (3, 32, 32))
 
 
 # --- synthetic 2-D mixtures -------------------------------------------------------------------
@@ -130,8 +131,8 @@ def _mixture(name: str, modes: Tensor, std: float, split: str) -> Dataset:
     return Dataset(name=name, split=split, x=x, modes=modes, mode_std=std)
 
 
-DATASETS.add("ring8", DataSource(lambda root, split: _mixture("ring8", ring_modes(), 0.02, split), "mlp2d", False))
-DATASETS.add("grid25", DataSource(lambda root, split: _mixture("grid25", grid_modes(), 0.05, split), "mlp2d", False))
+DATASETS.add("ring8", DataSource(lambda root, split: _mixture("ring8", ring_modes(), 0.02, split), "mlp2d", (2,), False))
+DATASETS.add("grid25", DataSource(lambda root, split: _mixture("grid25", grid_modes(), 0.05, split), "mlp2d", (2,), False))
 
 
 def names() -> list[str]:

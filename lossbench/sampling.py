@@ -29,14 +29,10 @@ def load_generator(run_id: str, tracking_uri: str | None, device: torch.device) 
         flat = json.loads(Path(cfg_path).read_text())
         flat.pop("seed", None)
         cfg = config.resolve((f"run {run_id}", flat))
-        shape = data.load(cfg.data.dataset, None, "train").sample_shape if not data.DATASETS.get(cfg.data.dataset).needs_files else None
-        G, _ = models.build(cfg.model.arch, shape or _image_shape(cfg.data.dataset), cfg.model.z_dim, cfg.model.d_norm)
+        shape = data.DATASETS.get(cfg.data.dataset).sample_shape
+        G, _ = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm)
         G.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return G.to(device), cfg
-
-
-def _image_shape(dataset: str) -> tuple[int, ...]:
-    return {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}[dataset]
 
 
 def write_samples(run_id: str, n: int, out: Path, seed: int, tracking_uri: str | None, device: str) -> str:

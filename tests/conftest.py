@@ -1,0 +1,46 @@
+"""Shared test setup: real MNIST and Inception weights from ../shared, nothing downloads.
+
+LOSSBENCH_DATA_DIR and TORCH_HOME are taken from the environment when set (CI sets them), else from
+the shared folder beside the checkout. Every test runs in its own working directory, so runs/ and
+the default sqlite store never leak between tests; the real-feature cache is shared per session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+os.environ.setdefault("LOSSBENCH_DATA_DIR", str(SHARED / "datasets"))
+os.environ.setdefault("TORCH_HOME", str(SHARED / "models" / "torch-home"))
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("feature-cache")
+    os.environ["LOSSBENCH_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, feature_cache: Path) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> str:
+    root = os.environ["LOSSBENCH_DATA_DIR"]
+    if not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.fail(f"MNIST raw files not found under {root}; set LOSSBENCH_DATA_DIR")
+    return root

@@ -1,0 +1,73 @@
+"""Configuration layering, validation and hashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lossbench import config
+from lossbench.errors import ConfigError
+
+
+def test_card_defaults_then_file_then_flags() -> None:
+    cfg = config.resolve(("file", {"loss": "wgan-gp", "n_critic": 3, "steps": 10}), ("flags", {"steps": 20}))
+    assert cfg.loss.penalty == "gp" and cfg.loss.penalty_weight == 10.0  # card
+    assert cfg.train.beta1 == 0.0 and cfg.train.lr_d == 1e-4  # card
+    assert cfg.train.n_critic == 3  # file over card
+    assert cfg.train.steps == 20  # flags over file
+
+
+def test_penalty_override_is_one_flag() -> None:
+    cfg = config.resolve(("flags", {"loss": "wgan-gp", "penalty": "r1", "penalty_weight": 0.5}))
+    assert (cfg.loss.penalty, cfg.loss.penalty_weight) == ("r1", 0.5)
+
+
+def test_auto_arch_and_metrics_follow_dataset() -> None:
+    assert config.resolve(("f", {"dataset": "ring8"})).model.arch == "mlp2d"
+    assert config.resolve(("f", {"dataset": "ring8"})).metrics.metrics == ("modes",)
+    assert config.resolve(("f", {"dataset": "mnist"})).metrics.metrics == ("fid", "is", "kid")
+    assert config.resolve(("f", {"dataset": "cifar10"})).model.arch == "dcgan"
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"stpes": 10}, "unknown key in flags 'stpes' (did you mean 'steps'?)"),
+        ({"steps": "ten"}, "'steps' must be an integer"),
+        ({"steps": 0}, "'steps' must be >= 1"),
+        ({"lr_g": -1.0}, "'lr_g' must be > 0"),
+        ({"loss": "hinj"}, "did you mean 'hinge'"),
+        ({"dataset": "mnsit"}, "did you mean 'mnist'"),
+        ({"penalty": "gpp"}, "did you mean 'gp'"),
+        ({"arch": "dcgan", "dataset": "ring8"}, "arch 'dcgan' needs 28x28 or 32x32 images"),
+        ({"d_norm": "spectrall"}, "did you mean 'spectral'"),
+        ({"metrics": "fid", "dataset": "ring8"}, "does not apply to 2-D point data"),
+        ({"fid_samples": 1}, "'fid_samples' must be >= 2"),
+        ({"beta1": 1.0}, "'beta1' must be in [0, 1)"),
+    ],
+)
+def test_bad_values_are_one_clear_error(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.resolve(("flags", values))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_hash_is_stable_and_ignores_execution_settings() -> None:
+    a = config.resolve(("flags", {"loss": "hinge", "steps": 100}))
+    b = config.resolve(("file", {"loss": "hinge"}), ("flags", {"steps": 100}))
+    assert a == b and a.config_hash() == b.config_hash()
+    assert a.config_hash() != config.resolve(("flags", {"loss": "hinge", "steps": 101})).config_hash()
+    assert "seed" not in a.flat() and "device" not in a.flat()
+
+
+def test_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('loss = "least-squares"\nsteps = 7\n')
+    assert config.resolve(("file", config.load_file(path))).train.steps == 7
+    path.write_text("steps = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load_file(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load_file(tmp_path / "missing.toml")

@@ -1,0 +1,135 @@
+"""Sample-quality metrics: FID/KID sanity on real MNIST with real Inception, IS plumbing against a
+hand computation with a toy extractor, the real-feature cache, and 2-D mode metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lossbench import data, metrics, modes
+
+N = 80  # images per set: Inception runs at a few images/s on a 2-core CPU
+
+
+# --- IS plumbing and the cache, with a toy extractor whose class probabilities are known -------
+
+
+def toy_extractor(calls: list[int]) -> metrics.Extractor:
+    """Image of constant gray level v -> a confident logit on class v (256 classes)."""
+
+    def fn(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(len(images))
+        level = images[:, 0, 0, 0].long()
+        logits = 100.0 * torch.nn.functional.one_hot(level, 256).float()
+        return images.float().flatten(1)[:, :8], logits
+
+    return metrics.Extractor("toy", fn, batch_size=7)
+
+
+def constant_images(levels: list[int]) -> torch.Tensor:
+    """[-1, 1] images whose uint8 form is the given gray level everywhere."""
+    values = torch.tensor(levels, dtype=torch.float32) / 127.5 - 1
+    return values.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
+
+
+def test_inception_score_plumbing_matches_hand_computation() -> None:
+    # 25 samples, each confidently in its own class. torch-fidelity splits N=25 into 10 chunks of
+    # sizes 2,3,2,3,...; within a chunk of n distinct confident classes the marginal is uniform over
+    # n, every KL(p(y|x) || p(y)) = log n, so the chunk's score is n: mean 2.5, std 0.5.
+    calls: list[int] = []
+    fake = metrics.fake_features(toy_extractor(calls), iter([constant_images(list(range(10, 35)))]))
+    assert len(fake.logits) == 25 and calls == [7, 7, 7, 4]  # re-batched to the extractor's size
+    assert fake.logits.argmax(1).tolist() == list(range(10, 35))  # [-1, 1] -> uint8 round trip exact
+    result = metrics.compare(("is",), fake, fake)
+    assert abs(result["is_mean"] - 2.5) < 1e-9
+    assert abs(result["is_std"] - 0.5) < 1e-9
+
+
+def test_nan_metric_is_dropped_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    kept = metrics.drop_missing({"fid": 12.5, "is_mean": float("nan"), "is_std": float("nan")})
+    assert kept == {"fid": 12.5}
+    assert "is_mean came out nan" in caplog.text
+
+
+def test_real_features_are_cached_not_recomputed() -> None:
+    calls: list[int] = []
+    ext = toy_extractor(calls)
+    images = constant_images(list(range(40)))
+    first, cached = metrics.real_features(ext, "toyset", "train", images, 30)
+    assert not cached and sum(calls) == 30
+    path = metrics.real_cache_path("toyset", "train", 30, "toy")
+    assert path.is_file()
+    again, cached = metrics.real_features(ext, "toyset", "train", images, 30)
+    assert cached and sum(calls) == 30  # the extractor did not run again
+    assert torch.equal(first.pool, again.pool)
+    other, cached = metrics.real_features(ext, "toyset", "test", images, 30)
+    assert not cached  # a different split is a different key
+
+
+def test_too_many_samples_is_a_clear_error() -> None:
+    from lossbench.errors import MetricError
+
+    with pytest.raises(MetricError, match="larger than the reference set"):
+        metrics.real_subset(torch.zeros(10, 1, 2, 2), 11)
+
+
+# --- FID/KID sanity (Heusel et al. 2017) on real MNIST and the real Inception network ----------
+
+
+@pytest.fixture(scope="module")
+def inception_features(mnist_dir: str) -> dict[str, metrics.Features]:
+    ext = metrics.EXTRACTORS.get("inception-v3-compat")(torch.device("cpu"))
+    train = metrics.real_subset(data.load("mnist", mnist_dir, "train").x, N)
+    test = metrics.real_subset(data.load("mnist", mnist_dir, "test").x, N)
+    g = torch.Generator().manual_seed(0)
+    sets = {"train": train, "test": test}
+    for sigma in (0.1, 0.3, 0.6):
+        sets[f"noise{sigma}"] = (test + sigma * torch.randn(test.shape, generator=g)).clamp(-1, 1)
+    sets["uniform"] = torch.rand(test.shape, generator=g) * 2 - 1
+    return {k: metrics.fake_features(ext, iter([v])) for k, v in sets.items()}
+
+
+def test_fid_of_a_set_with_itself_is_zero(inception_features: dict) -> None:
+    f = inception_features["train"]
+    result = metrics.compare(("fid",), f, f)
+    assert abs(result["fid"]) < 1e-2
+
+
+def test_fid_grows_with_noise_and_uniform_noise_is_far(inception_features: dict) -> None:
+    real = inception_features["train"]
+    fid = {k: metrics.compare(("fid", "kid"), real, v) for k, v in inception_features.items() if k != "train"}
+    order = ["test", "noise0.1", "noise0.3", "noise0.6"]
+    values = [fid[k]["fid"] for k in order]
+    assert values == sorted(values), values
+    assert fid["uniform"]["fid"] > 3 * fid["test"]["fid"]
+    kids = [fid[k]["kid_mean"] for k in order]
+    assert kids[0] < kids[-1] < fid["uniform"]["kid_mean"]
+
+
+# --- 2-D mode metrics --------------------------------------------------------------------------
+
+
+def test_modes_all_half_and_noise() -> None:
+    ds = data.load("ring8")
+    m, std = ds.modes, ds.mode_std
+    g = torch.Generator().manual_seed(0)
+
+    all_modes = modes.mode_metrics(ds.x[:2500], m, std)
+    assert all_modes["modes"] == 8 and all_modes["high_quality"] > 0.98 and all_modes["mode_kl"] < 0.01
+
+    half = m[torch.arange(2500) % 4 * 2] + std * torch.randn(2500, 2, generator=g)  # modes 0, 2, 4, 6
+    result = modes.mode_metrics(half, m, std)
+    assert result["modes"] == 4 and result["high_quality"] > 0.98  # 2-D: P(r < 3 sigma) = 1 - e^-4.5
+    assert abs(result["mode_kl"] - math.log(2)) < 1e-9  # uniform over half of the modes
+
+    noise = torch.rand(2500, 2, generator=g) * 20 - 10
+    result = modes.mode_metrics(noise, m, std)
+    assert result["modes"] == 0 and result["high_quality"] < 0.01
+
+
+def test_grid25_modes() -> None:
+    ds = data.load("grid25")
+    assert len(ds.modes) == 25 and ds.mode_std == 0.05
+    assert modes.mode_metrics(ds.x[:5000], ds.modes, ds.mode_std)["modes"] == 25

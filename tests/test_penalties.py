@@ -1,0 +1,61 @@
+"""Penalties on a linear critic D(x) = w.x + b, whose input gradient is w everywhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lossbench import penalties
+
+W = [0.6, -1.2, 2.0]
+NORM = sum(v * v for v in W) ** 0.5
+
+
+def linear_critic() -> nn.Module:
+    lin = nn.Linear(3, 1).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([W], dtype=torch.float64))
+        lin.bias.fill_(0.3)
+    return lin
+
+
+# name -> closed form for the linear critic
+EXPECTED = {"none": 0.0, "gp": (NORM - 1) ** 2, "dragan": (NORM - 1) ** 2, "r1": NORM**2, "r2": NORM**2}
+
+
+def test_every_penalty_has_a_closed_form() -> None:
+    assert set(penalties.names()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", penalties.names())
+def test_linear_critic_closed_form(name: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    value = penalties.get(name)(linear_critic(), real, fake, g)
+    assert abs(value.item() - EXPECTED[name]) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["gp", "dragan"])
+def test_penalty_gradient_in_weights_is_double_backward(name: str) -> None:
+    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    critic = linear_critic()
+    value = penalties.get(name)(critic, torch.randn(8, 3).double(), torch.randn(8, 3).double(), None)
+    value.backward()
+    expected = 2 * (NORM - 1) * torch.tensor([W], dtype=torch.float64) / NORM
+    torch.testing.assert_close(critic.weight.grad, expected)
+
+
+def test_r1_gradient_in_weights() -> None:
+    # d/dw ||w||^2 = 2 w
+    critic = linear_critic()
+    penalties.get("r1")(critic, torch.randn(8, 3).double(), torch.randn(8, 3).double(), None).backward()
+    torch.testing.assert_close(critic.weight.grad, 2 * torch.tensor([W], dtype=torch.float64))
+
+
+def test_gp_on_images_is_per_sample() -> None:
+    # a conv-shaped linear critic on 1x2x2 images: grad = w reshaped, norm ||w||
+    w = torch.tensor([1.0, 2.0, 2.0, 0.0])
+    critic = lambda x: x.flatten(1) @ w  # noqa: E731
+    pen = penalties.get("gp")(critic, torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2), torch.Generator().manual_seed(1))
+    assert abs(pen.item() - (3.0 - 1.0) ** 2) < 1e-5
