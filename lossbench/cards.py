@@ -6,10 +6,11 @@ In a wheel the folder ships as lossbench/registry_files; in a source checkout it
 
 from __future__ import annotations
 
-import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from lossbench.errors import ConfigError
 from lossbench.registry import unknown_name_message

@@ -49,7 +49,9 @@ def main(verbose: bool) -> None:
 
 
 def _store_options(f: Any) -> Any:
-    f = click.option("--tracking-uri", default=None, help="MLflow store; default MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db.")(f)
+    f = click.option(
+        "--tracking-uri", default=None, help="MLflow store; default MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db."
+    )(f)
     f = click.option("--experiment", default="lossbench", show_default=True, help="MLflow experiment name.")(f)
     return f
 
@@ -123,14 +125,22 @@ def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
 
 def _print_summary(summary: Any) -> None:
     for s in summary.seeds:
-        shown = {k: round(v, 4) for k, v in s.metrics.items() if k in ("fid", "kid_mean", "is_mean", "modes", "high_quality")}
+        shown = {
+            k: round(v, 4) for k, v in s.metrics.items() if k in ("fid", "kid_mean", "is_mean", "modes", "high_quality")
+        }
         click.echo(f"seed {s.seed}: {s.outcome} at step {s.step}  run {s.run_id}  {shown}")
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts().items()))
     click.echo(f"config {summary.config_hash}: {counts}; parent run {summary.parent_run_id}")
 
 
 @main.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of flat config keys; flags override it.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file of flat config keys; flags override it.",
+)
 @config_options
 @exec_options
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
@@ -143,7 +153,14 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
     cfg = config_mod.resolve(*layers, ("command line", flags))
     ex = _exec_config(kwargs)
     if dry_run:
-        click.echo(json.dumps(cfg.flat() | {"config_hash": cfg.config_hash(), "seeds": list(range(ex.seed_start, ex.seed_start + ex.seeds))}, indent=2, sort_keys=True))
+        click.echo(
+            json.dumps(
+                cfg.flat()
+                | {"config_hash": cfg.config_hash(), "seeds": list(range(ex.seed_start, ex.seed_start + ex.seeds))},
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return
     from lossbench import runner
 
@@ -206,7 +223,9 @@ def sample(run_id: str, count: int, out: str, seed: int, tracking_uri: str | Non
 @main.command()
 @click.argument("first")
 @click.argument("second")
-@click.option("--samples", type=click.IntRange(min=2), default=10000, show_default=True, help="Images used from a data set.")
+@click.option(
+    "--samples", type=click.IntRange(min=2), default=10000, show_default=True, help="Images used from a data set."
+)
 @click.option("--data-dir", default=None)
 @click.option("--device", default="auto", show_default=True)
 def fid(first: str, second: str, samples: int, data_dir: str | None, device: str) -> None:

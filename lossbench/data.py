@@ -131,8 +131,12 @@ def _mixture(name: str, modes: Tensor, std: float, split: str) -> Dataset:
     return Dataset(name=name, split=split, x=x, modes=modes, mode_std=std)
 
 
-DATASETS.add("ring8", DataSource(lambda root, split: _mixture("ring8", ring_modes(), 0.02, split), "mlp2d", (2,), False))
-DATASETS.add("grid25", DataSource(lambda root, split: _mixture("grid25", grid_modes(), 0.05, split), "mlp2d", (2,), False))
+DATASETS.add(
+    "ring8", DataSource(lambda root, split: _mixture("ring8", ring_modes(), 0.02, split), "mlp2d", (2,), False)
+)
+DATASETS.add(
+    "grid25", DataSource(lambda root, split: _mixture("grid25", grid_modes(), 0.05, split), "mlp2d", (2,), False)
+)
 
 
 def names() -> list[str]:

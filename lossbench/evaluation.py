@@ -41,7 +41,9 @@ def make_evaluator(cfg: RunConfig, device: torch.device, data_dir: str | None, t
 
         return evaluate_points
 
-    reference = train_set if m.reference_split == train_set.split else data.load(cfg.data.dataset, data_dir, m.reference_split)
+    reference = (
+        train_set if m.reference_split == train_set.split else data.load(cfg.data.dataset, data_dir, m.reference_split)
+    )
     metrics.real_subset(reference.x, n)  # a sample count larger than the reference set fails now
     extractor = metrics.EXTRACTORS.get("inception-v3-compat")(device)
     real, cached = metrics.real_features(extractor, cfg.data.dataset, reference.split, reference.x, n)

@@ -108,15 +108,15 @@ def compare(names: tuple[str, ...], real: Features, fake: Features) -> dict[str,
 
     out: dict[str, float] = {}
     if "fid" in names:
-        out["fid"] = fid_statistics_to_metric(real.statistics(), fake.statistics(), verbose=False)["frechet_inception_distance"]
+        out["fid"] = fid_statistics_to_metric(real.statistics(), fake.statistics(), verbose=False)[
+            "frechet_inception_distance"
+        ]
     if "is" in names:
         isc = isc_features_to_metric(fake.logits, splits=IS_SPLITS)
         out["is_mean"], out["is_std"] = isc["inception_score_mean"], isc["inception_score_std"]
     if "kid" in names:
         size = min(KID_SUBSET_SIZE, len(real.pool), len(fake.pool))
-        kid = kid_features_to_metric(
-            real.pool, fake.pool, kid_subsets=KID_SUBSETS, kid_subset_size=size, verbose=False
-        )
+        kid = kid_features_to_metric(real.pool, fake.pool, kid_subsets=KID_SUBSETS, kid_subset_size=size, verbose=False)
         out["kid_mean"], out["kid_std"] = kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"]
     return out
 
@@ -154,9 +154,7 @@ def real_subset(images: Tensor, n: int) -> Tensor:
     return images[idx]
 
 
-def real_features(
-    extractor: Extractor, dataset: str, split: str, images: Tensor, n: int
-) -> tuple[Features, bool]:
+def real_features(extractor: Extractor, dataset: str, split: str, images: Tensor, n: int) -> tuple[Features, bool]:
     """Features of n reals (images in [-1, 1]); returns (features, came_from_cache)."""
     path = real_cache_path(dataset, split, n, extractor.name)
     if path.is_file():

@@ -39,9 +39,7 @@ def no_penalty(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.G
 
 
 @PENALTIES.register("gp")
-def gradient_penalty(
-    critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None
-) -> Tensor:
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): E[(||grad D(x_hat)||_2 - 1)^2], x_hat = e x + (1 - e) G(z),
     e ~ U[0, 1] per sample. For a linear critic D(x) = w.x + b it is exactly (||w|| - 1)^2."""
     eps = _per_sample_uniform(real, generator)
@@ -63,9 +61,7 @@ def r2_penalty(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.G
 
 
 @PENALTIES.register("dragan")
-def dragan_penalty(
-    critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None
-) -> Tensor:
+def dragan_penalty(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """DRAGAN (Kodali et al. 2017): E[(||grad D(x_p)||_2 - 1)^2] around perturbed real data,
     x_p = x + 0.5 * std(x) * u, u ~ U[0, 1] elementwise (the authors' code)."""
     noise = torch.rand(real.shape, generator=generator, device=real.device, dtype=real.dtype)

@@ -120,8 +120,8 @@ def run(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
     """Train seeds [seed_start, seed_start + seeds) of `cfg`, logging to the tracking store."""
     device = resolve_device(ex.device)
     train_set = data.load(cfg.data.dataset, ex.data_dir, "train")
+    tracker = Tracker(ex.tracking_uri, ex.experiment)  # an unusable store fails before any compute
     evaluate = make_evaluator(cfg, device, ex.data_dir, train_set)
-    tracker = Tracker(ex.tracking_uri, ex.experiment)
     config_hash = cfg.config_hash()
     seeds = list(range(ex.seed_start, ex.seed_start + ex.seeds))
     x = train_set.x.to(device)
@@ -166,7 +166,9 @@ def run(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
     with stop_on_signals() as stop:
         try:
             for seed, resume_id in plan.items():
-                results.append(_run_seed(cfg, ex, tracker, parent_id, common, tags, seed, resume_id, x, train_set, evaluate, stop))
+                results.append(
+                    _run_seed(cfg, ex, tracker, parent_id, common, tags, seed, resume_id, x, train_set, evaluate, stop)
+                )
                 if results[-1].outcome == "interrupted":
                     raise Interrupted(f"interrupted at step {results[-1].step}; continue with --resume")
         except BaseException:
@@ -195,7 +197,9 @@ def _run_seed(
     state = trainer.setup(cfg, seed, train_set.sample_shape, device)
     if resume_id:
         run_id = resume_id
-        state.load_state_dict(checkpoint.load(checkpoint.path_for(checkpoint.checkpoint_root(ex.checkpoint_dir), run_id)))
+        state.load_state_dict(
+            checkpoint.load(checkpoint.path_for(checkpoint.checkpoint_root(ex.checkpoint_dir), run_id))
+        )
         tracker.reopen(run_id)
         log.info("seed %d: resuming run %s at step %d", seed, run_id, state.step)
     else:

@@ -17,7 +17,9 @@ from lossbench.trainer import generate
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
-def load_generator(run_id: str, tracking_uri: str | None, device: torch.device) -> tuple[torch.nn.Module, config.RunConfig]:
+def load_generator(
+    run_id: str, tracking_uri: str | None, device: torch.device
+) -> tuple[torch.nn.Module, config.RunConfig]:
     """The run's final generator and its resolved configuration."""
     run, client = get_run_anywhere(tracking_uri, run_id)
     with tempfile.TemporaryDirectory() as tmp:

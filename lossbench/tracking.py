@@ -74,7 +74,9 @@ class Tracker:
             if exp is None:
                 if not create:
                     raise TrackingError(f"no experiment '{experiment}' in {self.uri}")
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=_artifact_root(self.uri))
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=_artifact_root(self.uri)
+                )
             else:
                 self.experiment_id = exp.experiment_id
         except TrackingError:
@@ -86,7 +88,7 @@ class Tracker:
     # --- runs ---------------------------------------------------------------------------------
 
     def start_run(self, name: str, params: dict[str, Any], tags: dict[str, str], parent_id: str | None = None) -> str:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         all_tags = dict(tags) | ({PARENT_TAG: parent_id} if parent_id else {})
         try:

@@ -57,5 +57,7 @@ def test_gp_on_images_is_per_sample() -> None:
     # a conv-shaped linear critic on 1x2x2 images: grad = w reshaped, norm ||w||
     w = torch.tensor([1.0, 2.0, 2.0, 0.0])
     critic = lambda x: x.flatten(1) @ w  # noqa: E731
-    pen = penalties.get("gp")(critic, torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2), torch.Generator().manual_seed(1))
+    pen = penalties.get("gp")(
+        critic, torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2), torch.Generator().manual_seed(1)
+    )
     assert abs(pen.item() - (3.0 - 1.0) ** 2) < 1e-5

@@ -1,0 +1,137 @@
+"""The `lossbench` command end to end, as a user runs it: real MNIST, real MLflow store, real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+
+def lossbench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "lossbench", *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lossbench {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def runs_by_role(uri: str, experiment: str = "lossbench") -> dict[str, list]:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    out: dict[str, list] = {"parent": [], "seed": []}
+    for r in runs:
+        out[r.data.tags["lossbench.role"]].append(r)
+    return out
+
+
+def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: Path) -> None:
+    proc = lossbench(
+        "run", "--loss", "minimax", "--seeds", "2", "--steps", "20", "--log-every", "5", "--sample-every", "10",
+        "--fid-samples", "32", "--metrics", "fid,kid", "--tracking-uri", store, "--data-dir", mnist_dir,
+        "--no-progress",
+    )  # fmt: skip
+    assert "2 finished" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    client = MlflowClient(tracking_uri=store)
+    runs = runs_by_role(store)
+    assert len(runs["parent"]) == 1 and len(runs["seed"]) == 2
+    parent = runs["parent"][0]
+    seeds = sorted(runs["seed"], key=lambda r: int(r.data.params["seed"]))
+    assert [r.data.params["seed"] for r in seeds] == ["0", "1"]
+    for r in seeds:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.tags["lossbench.config_hash"] == parent.data.tags["lossbench.config_hash"]
+        p = r.data.params
+        assert (p["loss"], p["dataset"], p["arch"], p["steps"], p["batch_size"], p["n_critic"]) == (
+            "minimax", "mnist", "mlp", "20", "64", "1",
+        )  # fmt: skip
+        assert p["optimizer"] == "adam" and float(p["lr_d"]) == 2e-4 and p["device"] == "cpu"
+        assert p["torch_version"] and p["lossbench_version"] and p["fid_samples"] == "32"
+        history = client.get_metric_history(r.info.run_id, "d_loss")
+        assert [m.step for m in history] == [5, 10, 15, 20]
+        for key in ("g_loss", "d_real", "d_fake", "penalty", "images_per_s", "fid", "kid_mean", "best_fid"):
+            assert key in r.data.metrics, key
+        assert r.data.metrics["fid"] > 0
+        assert "is_mean" not in r.data.metrics  # not asked for
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"config.json", "samples", "weights"} <= artifacts
+        grids = [a.path for a in client.list_artifacts(r.info.run_id, "samples")]
+        assert grids == ["samples/samples_0000010.png", "samples/samples_0000020.png"]
+    assert seeds[0].data.metrics["d_loss"] != seeds[1].data.metrics["d_loss"]
+    fids = [r.data.metrics["fid"] for r in seeds]
+    assert abs(parent.data.metrics["fid_mean"] - sum(fids) / 2) < 1e-9
+    assert parent.data.metrics["seeds_finished"] == 2
+
+    out = tmp_path / "samples"
+    lossbench("sample", seeds[0].info.run_id, "-n", "5", "--out", str(out), "--tracking-uri", store)
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(5)]
+
+
+def test_ring8_run_and_points_sample(store: str, tmp_path: Path) -> None:
+    lossbench(
+        "run", "--dataset", "ring8", "--steps", "30", "--log-every", "10", "--tracking-uri", store, "--no-progress"
+    )
+    (run,) = runs_by_role(store)["seed"]
+    assert {"modes", "high_quality", "mode_kl"} <= set(run.data.metrics)
+    client = MlflowClient(tracking_uri=store)
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")] == ["samples/scatter_0000030.png"]
+    lossbench("sample", run.info.run_id, "-n", "10", "--out", str(tmp_path / "pts"), "--tracking-uri", store)
+    assert len((tmp_path / "pts" / "points.csv").read_text().splitlines()) == 11
+
+
+def test_dry_run_prints_resolved_config() -> None:
+    import json
+
+    out = json.loads(lossbench("run", "--loss", "wgan-gp", "--dataset", "ring8", "--seeds", "3", "--dry-run").stdout)
+    assert out["penalty"] == "gp" and out["n_critic"] == 5 and out["seeds"] == [0, 1, 2]
+    assert out["arch"] == "mlp2d" and len(out["config_hash"]) == 16
+
+
+def test_losses_lists_every_loss_with_formula() -> None:
+    out = lossbench("losses").stdout
+    from lossbench import losses
+
+    for name in losses.names():
+        assert f"\n{name}  (" in "\n" + out
+    assert "L_G = E[log(1 - σ(d_f))]" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss", "minmax"], "unknown loss 'minmax' (did you mean 'minimax'?)"),
+        (["--dataset", "mnst"], "unknown dataset 'mnst' (did you mean 'mnist'?)"),
+        (["--arch", "dcgn"], "unknown arch 'dcgn' (did you mean 'dcgan'?)"),
+        (["--seeds", "0"], "'seeds' must be >= 1"),
+        (["--steps", "0"], "'steps' must be >= 1"),
+        (["--steps", "many"], "'many' is not a valid integer"),
+        (["--fid-samples", "1"], "'fid_samples' must be >= 2"),
+        (["--fid-samples", "70000"], "larger than the reference set"),
+        (["--reference-split", "test", "--fid-samples", "10001"], "larger than the reference set"),
+        (["--data-dir", "{tmp}/empty"], "mnist is not under"),
+        (["--config", "{tmp}/missing.toml"], "cannot read"),
+        (["--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db"], "tracking store"),
+        (["--device", "cuda"], "no CUDA device"),
+    ],
+)
+def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, store: str) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--tracking-uri" not in args:
+        args += ["--tracking-uri", store]
+    defaults = {"--steps": "2", "--fid-samples": "8"}  # cheap, should a case fail to be refused
+    for flag, value in defaults.items():
+        if flag not in args:
+            args += [flag, value]
+    proc = lossbench("run", "--no-progress", *args, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    if "{tmp}/afile" not in " ".join(args):
+        assert not Path(store.removeprefix("sqlite:///")).exists() or not runs_by_role(store)["seed"]
