@@ -168,6 +168,54 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
     _print_summary(summary)
 
 
+@main.command()
+@click.argument("suite")
+@click.option("--dry-run", is_flag=True, help="Print the plan (runs, estimated time) and exit.")
+@click.option("--max-runs", type=click.IntRange(min=0), default=0, help="Run at most this many (config, seed) pairs.")
+@click.option("--loss", "loss_filter", multiple=True, help="Only these losses (repeatable).")
+@click.option("--dataset", "dataset_filter", multiple=True, help="Only these data sets (repeatable).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-dir", default=None)
+@click.option("--checkpoint-dir", default=None)
+@click.option("--no-progress", is_flag=True)
+@_store_options
+def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_filter: tuple, **kwargs: Any) -> None:
+    """Run every (configuration, seed) of SUITE (a name in registry/suites or a path), skipping finished ones."""
+    from lossbench import runner, suites
+    from lossbench import sweep as sweep_mod
+    from lossbench.tracking import Tracker
+
+    spec = suites.load(suite)
+    tracker = Tracker(kwargs["tracking_uri"], kwargs["experiment"])
+    planned = sweep_mod.plan(spec, tracker, loss_filter, dataset_filter, max_runs)
+    todo = sum(len(p.seeds) for p in planned)
+    done = sum(p.done for p in planned)
+    click.echo(f"suite {spec.name}: {len(planned)} configurations x {spec.seeds} seeds; {done} finished, {todo} to run")
+    if dry_run:
+        device = runner.resolve_device(kwargs["device"])
+        total = 0.0
+        for p in planned:
+            c = p.cfg
+            rate = sweep_mod.probe_steps_per_s(c, device, kwargs["data_dir"]) if p.seeds else float("nan")
+            seconds = len(p.seeds) * c.train.steps / rate if p.seeds else 0.0
+            total += seconds
+            penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}"
+            click.echo(
+                f"  {c.loss.loss:15s} {penalty:10s} {c.data.dataset:13s} "
+                f"{c.model.arch:6s} steps {c.train.steps:6d}  seeds to run {list(p.seeds)}  "
+                f"{rate:8.1f} steps/s  ~{seconds / 60:.1f} min"
+            )
+        click.echo(f"estimated training time: {total / 60:.1f} min on {device} (evaluation not included)")
+        return
+    ex = _exec_config(kwargs | {"seeds": 1, "seed_start": 0, "resume": True, "no_progress": kwargs["no_progress"]})
+    summaries = sweep_mod.run(planned, ex)
+    counts: dict[str, int] = {}
+    for s in summaries:
+        for k, n in s.counts().items():
+            counts[k] = counts.get(k, 0) + n
+    click.echo(f"suite {spec.name}: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to run"))
+
+
 @main.command(name="losses")
 def list_losses() -> None:
     """Every registered loss with its formula, source and default penalty."""

@@ -225,6 +225,10 @@ class ExecConfig:
     resume: bool = False  # continue interrupted seeds from their checkpoints
     skip_finished: bool = False  # skip seeds already finished in the store (sweeps)
     progress: bool = True
+    seed_list: tuple[int, ...] = ()  # explicit seeds; overrides seeds/seed_start when given
+
+    def seed_values(self) -> list[int]:
+        return list(self.seed_list) or list(range(self.seed_start, self.seed_start + self.seeds))
 
     def __post_init__(self) -> None:
         if self.seeds < 1:

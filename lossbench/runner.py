@@ -123,7 +123,7 @@ def run(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
     tracker = Tracker(ex.tracking_uri, ex.experiment)  # an unusable store fails before any compute
     evaluate = make_evaluator(cfg, device, ex.data_dir, train_set)
     config_hash = cfg.config_hash()
-    seeds = list(range(ex.seed_start, ex.seed_start + ex.seeds))
+    seeds = ex.seed_values()
     x = train_set.x.to(device)
 
     plan: dict[int, str | None] = {}  # seed -> run id to resume, or None for a new run

@@ -1,0 +1,81 @@
+"""Suites and `lossbench sweep`: schema errors before training, the smoke suite end to end, skip on re-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from test_cli import lossbench, runs_by_role
+
+from lossbench import cards, losses, suites
+from lossbench.errors import ConfigError
+
+
+def test_shipped_suites_resolve() -> None:
+    assert {"smoke", "mnist-losses", "lucic2018"} <= set(cards.suite_names())
+    smoke = suites.load("smoke")
+    assert sorted(c.loss.loss for c in smoke.configs) == losses.names() and smoke.seeds == 3
+    assert all(c.data.dataset == "ring8" for c in smoke.configs)
+    mnist = suites.load("mnist-losses")
+    assert [c.loss.loss for c in mnist.configs] == ["minimax", "non-saturating", "least-squares", "wgan-gp", "hinge"]
+    assert all(c.model.arch == "dcgan" for c in mnist.configs) and mnist.seeds == 5
+    lucic = suites.load("lucic2018")
+    assert len(lucic.configs) == 6 * 3 * 4
+    assert {c.data.dataset for c in lucic.configs} == {"mnist", "fashion-mnist", "cifar10"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('seeds = 2\n[base]\nstpes = 3\n[grid]\nloss = ["hinge"]\n', "'stpes' (did you mean 'steps'?)"),
+        ('[grid]\nloss = ["hinge", "minmax"]\n', "loss=minmax"),
+        ('[base]\nsteps = "ten"\n', "'steps' must be an integer, got 'ten'"),
+        ("seeds = 0\n", "'seeds' must be an integer >= 1"),
+        ('[grid]\nloss = "hinge"\n', "grid.loss must be a non-empty list"),
+        ("sedes = 3\n", "unknown top-level key 'sedes' (did you mean 'seeds'?)"),
+        ("[grid\n", "not valid TOML"),
+    ],
+)
+def test_malformed_suite_names_file_and_key(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        suites.load(str(path))
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_malformed_suite_fails_in_cli_before_training(tmp_path: Path, store: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[grid]\nloss = ["hinge", "minmax"]\n')
+    proc = lossbench("sweep", str(path), "--tracking-uri", store, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "did you mean 'minimax'" in proc.stderr
+    assert not runs_by_role(store)["seed"]
+
+
+def test_sweep_smoke_end_to_end_then_skips_everything(store: str) -> None:
+    proc = lossbench("sweep", "smoke", "--tracking-uri", store, "--no-progress")
+    assert "27 to run" in proc.stdout
+    runs = runs_by_role(store)
+    assert len(runs["seed"]) == 27 and len(runs["parent"]) == 9
+    finished = [r for r in runs["seed"] if r.info.status == "FINISHED"]
+    diverged = [r for r in runs["seed"] if r.data.tags.get("lossbench.outcome") == "diverged"]
+    assert len(finished) + len(diverged) == 27
+    assert {r.data.params["loss"] for r in runs["seed"]} == set(losses.names())
+    for r in finished:
+        assert {"modes", "high_quality", "mode_kl", "d_loss"} <= set(r.data.metrics)
+
+    again = lossbench("sweep", "smoke", "--tracking-uri", store, "--no-progress")
+    assert f"{len(finished)} finished, {27 - len(finished)} to run" in again.stdout
+    assert len(runs_by_role(store)["seed"]) == 27 + len(diverged)
+
+
+def test_sweep_filters_max_runs_and_dry_run(store: str) -> None:
+    dry = lossbench("sweep", "smoke", "--loss", "hinge", "--dry-run", "--tracking-uri", store)
+    assert "1 configurations x 3 seeds; 0 finished, 3 to run" in dry.stdout and "steps/s" in dry.stdout
+    assert not runs_by_role(store)["seed"]
+    lossbench("sweep", "smoke", "--loss", "hinge", "--loss", "minimax", "--max-runs", "4", "--tracking-uri", store)
+    seeds = runs_by_role(store)["seed"]
+    assert len(seeds) == 4
+    client = MlflowClient(tracking_uri=store)
+    assert all(client.get_run(r.info.run_id).data.params["loss"] in ("hinge", "minimax") for r in seeds)
