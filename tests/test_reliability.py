@@ -1,0 +1,132 @@
+"""Runs that survive: SIGKILL then --resume equals an uninterrupted run, SIGTERM checkpoints and
+ends KILLED, divergence is recorded while sibling seeds finish, concurrent writers lose nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from mlflow import MlflowClient
+from test_cli import lossbench, runs_by_role
+
+TESTS = Path(__file__).resolve().parent
+RING = ["--dataset", "ring8", "--steps", "1500", "--log-every", "50", "--checkpoint-every", "100",
+        "--sample-every", "500", "--fid-samples", "500", "--no-progress"]  # fmt: skip
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lossbench", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not list(root.glob("*/latest.pt")):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+def final_metrics(client: MlflowClient, run_id: str, keys: list[str]) -> dict[str, dict[int, float]]:
+    """Per key, step -> value; a resumed run may log a step twice (before the kill and after): equal values."""
+    out: dict[str, dict[int, float]] = {}
+    for key in keys:
+        seen: dict[int, set[float]] = {}
+        for m in client.get_metric_history(run_id, key):
+            seen.setdefault(m.step, set()).add(m.value)
+        assert all(len(v) == 1 for v in seen.values()), (key, seen)
+        out[key] = {s: v.pop() for s, v in seen.items()}
+    return out
+
+
+def generator_weights(client: MlflowClient, run_id: str, dst: Path) -> dict[str, torch.Tensor]:
+    return torch.load(client.download_artifacts(run_id, "weights/generator.pt", str(dst)), weights_only=True)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) -> None:
+    ckpts = tmp_path / "ckpt"
+    proc = start(*RING, "--loss", "wgan-gp", "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
+    wait_for_checkpoint(proc, ckpts)
+    time.sleep(random.uniform(0.0, 1.0))
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (killed,) = runs_by_role(store)["seed"]
+    assert killed.info.status == "RUNNING"  # a SIGKILLed process cannot say goodbye
+
+    lossbench(
+        *(["run", *RING, "--loss", "wgan-gp", "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume"])
+    )
+    (resumed,) = runs_by_role(store)["seed"]
+    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
+
+    reference = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
+    lossbench("run", *RING, "--loss", "wgan-gp", "--tracking-uri", reference, "--checkpoint-dir", str(tmp_path / "c2"))
+    (ref,) = runs_by_role(reference)["seed"]
+
+    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=reference)
+    keys = ["d_loss", "g_loss", "penalty", "d_real", "d_fake", "modes", "high_quality", "mode_kl"]
+    assert final_metrics(a, resumed.info.run_id, keys) == final_metrics(b, ref.info.run_id, keys)
+    wa = generator_weights(a, resumed.info.run_id, tmp_path / "wa")
+    wb = generator_weights(b, ref.info.run_id, tmp_path / "wb")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigterm_checkpoints_and_marks_killed(store: str, tmp_path: Path) -> None:
+    ckpts = tmp_path / "ckpt"
+    proc = start(*RING, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "2")
+    wait_for_checkpoint(proc, ckpts)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and time.time() - sent < 10
+    assert "Traceback" not in err and "continue with --resume" in err
+    runs = runs_by_role(store)
+    (seed,) = runs["seed"]  # the second seed never started
+    assert seed.info.status == "KILLED" and seed.data.tags["lossbench.outcome"] == "interrupted"
+    assert runs["parent"][0].info.status == "KILLED"
+    state = torch.load(ckpts / seed.info.run_id / "latest.pt", weights_only=False)
+    assert state["step"] == int(seed.data.tags["lossbench.interrupted_step"])
+
+
+def test_divergence_is_recorded_and_siblings_finish(store: str) -> None:
+    env = os.environ | {"PYTHONPATH": str(TESTS)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossbench", "run", "--loss", "divergent_loss:FirstSeedDiverges", "--dataset", "ring8",
+         "--seeds", "2", "--steps", "100", "--log-every", "10", "--tracking-uri", store, "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    seeds = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
+    assert seeds["0"].info.status == "FAILED"
+    assert seeds["0"].data.tags["lossbench.outcome"] == "diverged"
+    assert seeds["0"].data.tags["lossbench.diverged_step"] == "20"
+    client = MlflowClient(tracking_uri=store)
+    assert [a.path for a in client.list_artifacts(seeds["0"].info.run_id)] == ["config.json"]  # no weights
+    assert [m.step for m in client.get_metric_history(seeds["0"].info.run_id, "d_loss")] == [10]  # last good
+    assert seeds["1"].info.status == "FINISHED" and seeds["1"].data.tags["lossbench.outcome"] == "finished"
+    parent = runs_by_role(store)["parent"][0]
+    assert parent.data.metrics["seeds_diverged"] == 1 and parent.data.metrics["seeds_finished"] == 1
+
+
+def test_four_processes_share_one_sqlite_store(store: str) -> None:
+    args = ["--dataset", "ring8", "--seeds", "3", "--steps", "40", "--log-every", "10", "--fid-samples", "200",
+            "--tracking-uri", store, "--no-progress"]  # fmt: skip
+    lossbench("run", "--steps", "1", "--tracking-uri", store, "--dataset", "ring8", "--fid-samples", "10")  # create db
+    procs = [start(*args, "--loss", loss) for loss in ("minimax", "hinge", "least-squares", "non-saturating")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    seeds = [r for r in runs_by_role(store)["seed"] if r.data.params["steps"] == "40"]
+    assert len(seeds) == 12 and all(r.info.status == "FINISHED" for r in seeds)
+    client = MlflowClient(tracking_uri=store)
+    for r in seeds:
+        assert {"d_loss", "g_loss", "modes", "high_quality", "mode_kl"} <= set(r.data.metrics)
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "d_loss")] == [10, 20, 30, 40]
