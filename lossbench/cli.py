@@ -216,6 +216,21 @@ def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_
     click.echo(f"suite {spec.name}: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to run"))
 
 
+@main.command()
+@_store_options
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Default reports/<experiment>/.")
+@click.option("--dataset", "dataset_filter", multiple=True, help="Only these data sets (repeatable).")
+@click.option("--loss", "loss_filter", multiple=True, help="Only these losses (repeatable).")
+def report(
+    tracking_uri: str | None, experiment: str, out: str | None, dataset_filter: tuple, loss_filter: tuple
+) -> None:
+    """Compare losses across seeds: index.html, report.md, runs.csv, summary.csv, figures."""
+    from lossbench import report as report_mod
+
+    path = report_mod.build(tracking_uri, experiment, Path(out) if out else None, dataset_filter, loss_filter)
+    click.echo(f"report written to {path}/index.html")
+
+
 @main.command(name="losses")
 def list_losses() -> None:
     """Every registered loss with its formula, source and default penalty."""

@@ -66,6 +66,8 @@ class Tracker:
                 db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise _wrap("create its folder", self.uri, exc) from None
+            if not create and not db.is_file():
+                raise TrackingError(f"no tracking store at {db} (nothing has been run there yet)")
             if db.exists() and not os.access(db, os.W_OK) and create:
                 raise TrackingError(f"tracking store {self.uri}: the database file is read-only")
         self.client = MlflowClient(tracking_uri=self.uri)

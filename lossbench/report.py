@@ -1,0 +1,201 @@
+"""`lossbench report`: tracking store -> pandas -> tables, figures and tests -> reports/<experiment>/.
+
+The store, read through MLflow's client, is the source of truth. Outputs: runs.csv (one row per
+seed run), summary.csv (one row per configuration), report.md (the tables and test statements) and
+a self-contained index.html (inline CSS, figures embedded), with each configuration linked to its
+MLflow run ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from lossbench import cards, report_figures, report_stats
+from lossbench.errors import LossbenchError
+from lossbench.tracking import TAG_CONFIG_HASH, TAG_OUTCOME, TAG_ROLE, Tracker
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "interrupted", "RUNNING": "running"}
+
+
+def _label(loss: str, penalty: str) -> str:
+    card_penalty = cards.loss_card(loss).get("defaults", {}).get("penalty", "none") if ":" not in loss else "none"
+    return loss if penalty == card_penalty else f"{loss}+{penalty}"
+
+
+def collect(tracker: Tracker, datasets: tuple[str, ...] = (), losses: tuple[str, ...] = ()) -> pd.DataFrame:
+    rows = []
+    for r in tracker.search(f"tags.`{TAG_ROLE}` = 'seed'"):
+        p, m, t = r.data.params, r.data.metrics, r.data.tags
+        if (datasets and p.get("dataset") not in datasets) or (losses and p.get("loss") not in losses):
+            continue
+        outcome = t.get(TAG_OUTCOME) or OUTCOMES.get(r.info.status, "failed")
+        end = r.info.end_time or r.info.start_time
+        rows.append(
+            {
+                "run_id": r.info.run_id,
+                "parent_run_id": t.get("mlflow.parentRunId", ""),
+                "config_hash": t.get(TAG_CONFIG_HASH, ""),
+                "loss": p.get("loss", ""),
+                "penalty": p.get("penalty", "none"),
+                "dataset": p.get("dataset", ""),
+                "arch": p.get("arch", ""),
+                "steps": int(p.get("steps", 0)),
+                "seed": int(p.get("seed", -1)),
+                "status": r.info.status,
+                "outcome": outcome,
+                "wall_time_s": (end - r.info.start_time) / 1000.0,
+                **{k: m[k] for k in report_stats.SCORES if k in m},
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["label"] = [_label(a, b) for a, b in zip(frame["loss"], frame["penalty"])]
+        frame = frame.sort_values(["dataset", "label", "seed"]).reset_index(drop=True)
+    return frame
+
+
+def histories(tracker: Tracker, runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    rows = [
+        {"run_id": run_id, "key": key, "step": m.step, "value": m.value}
+        for run_id in runs.loc[runs["outcome"] == "finished", "run_id"]
+        for key in keys
+        for m in tracker.metric_history(run_id, key)
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def median_seed_grid(tracker: Tracker, runs: pd.DataFrame, score: str, out: Path) -> dict[str, Path]:
+    """Per label, the last sample grid of the finished seed with the median score."""
+    grids: dict[str, Path] = {}
+    done = runs[(runs["outcome"] == "finished") & runs[score].notna()] if score in runs else runs.iloc[0:0]
+    for (dataset, label), group in done.groupby(["dataset", "label"]):
+        ordered = group.sort_values(score)
+        run_id = ordered.iloc[(len(ordered) - 1) // 2]["run_id"]
+        files = sorted(a.path for a in tracker.client.list_artifacts(run_id, "samples"))
+        if files:
+            local = tracker.download(run_id, files[-1], out)
+            grids[f"{dataset} / {label} (seed {int(ordered.iloc[(len(ordered) - 1) // 2]['seed'])})"] = local
+    return grids
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return "" if pd.isna(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
+    """The human table: one line per configuration, mean ± std and the spread."""
+    out = pd.DataFrame({"dataset": summary["dataset"], "configuration": summary["label"]})
+    out["seeds"] = summary["seeds"]
+    out["finished / diverged / failed"] = [
+        f"{a} / {b} / {c}" for a, b, c in zip(summary["finished"], summary["diverged"], summary["failed"])
+    ]
+    for s in (score, f"best_{score}" if score == "fid" else None, "kid_mean", "is_mean"):
+        if s and f"{s}_mean" in summary:
+            out[f"{s} mean ± std"] = [
+                "" if pd.isna(m) else f"{m:.4g} ± {sd:.2g}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])
+            ]
+            out[f"{s} median [min, max]"] = [
+                "" if pd.isna(md) else f"{md:.4g} [{lo:.4g}, {hi:.4g}]"
+                for md, lo, hi in zip(summary[f"{s}_median"], summary[f"{s}_min"], summary[f"{s}_max"])
+            ]
+    out["train time (s)"] = summary["wall_time_s_mean"].round(1)
+    out["MLflow runs"] = summary["run_ids"]
+    return out
+
+
+def build(
+    tracking_uri: str | None,
+    experiment: str,
+    out: Path | None = None,
+    datasets: tuple[str, ...] = (),
+    losses: tuple[str, ...] = (),
+) -> Path:
+    tracker = Tracker(tracking_uri, experiment, create=False)
+    runs = collect(tracker, datasets, losses)
+    if runs.empty:
+        raise LossbenchError(f"no matching runs in experiment '{experiment}' of {tracker.uri}; nothing to report")
+    out = out or Path("reports") / experiment
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+
+    score = "fid" if "fid" in runs and runs["fid"].notna().any() else "modes"
+    lower = score == "fid"
+    summary = report_stats.summarise(runs)
+    summary.insert(1, "label", [_label(a, b) for a, b in zip(summary["loss"], summary["penalty"])])
+    tests = report_stats.compare_losses(runs, score, lower_is_better=lower)
+    hist = histories(tracker, runs, ("fid", "d_loss", "g_loss"))
+
+    figures = {
+        f"Final {score} across seeds": report_figures.score_distribution(runs, score, figs / "distribution.png"),
+        "FID over training": report_figures.curves(hist, runs, "fid", figs / "fid_curve.png"),
+        "Discriminator loss": report_figures.curves(hist, runs, "d_loss", figs / "d_loss.png"),
+        "Generator loss": report_figures.curves(hist, runs, "g_loss", figs / "g_loss.png"),
+        f"Expected best {score} vs budget": report_figures.budget(runs, score, figs / "budget.png", lower),
+    }
+    hist_fid = hist[hist["key"] == "fid"]
+    if hist_fid.groupby("run_id")["step"].nunique().max(skipna=True) <= 1 if not hist_fid.empty else True:
+        figures.pop("FID over training")  # only final evaluations: no curve to draw
+    figures = {k: v for k, v in figures.items() if v is not None}
+    grids = median_seed_grid(tracker, runs, score, figs / "samples")
+
+    runs.to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    display = _display(summary, score)
+    md = [f"# lossbench report: {experiment}", "", f"Store: `{tracker.uri}`; {len(runs)} seed runs.", ""]
+    md += ["## Summary", "", _md_table(display), "", f"## Tests on final {score}", ""]
+    md += [f"- {t.statement}" for t in tests] or ["- no pairs to compare"]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "index.html").write_text(_html(experiment, tracker.uri, display, tests, figures, grids))
+    return out
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}.runs{font-family:monospace;font-size:11px}
+figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:12px;color:#555}"""
+
+# Sets body[data-images-ok] once every image has decoded, so a headless browser can check it.
+SCRIPT = """window.addEventListener('load',()=>{const imgs=[...document.images];
+document.body.dataset.imagesOk=String(imgs.length>0&&imgs.every(i=>i.complete&&i.naturalWidth>0));
+document.body.dataset.imageCount=String(imgs.length);});"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def _html(experiment: str, uri: str, display: pd.DataFrame, tests: list, figures: dict, grids: dict) -> str:
+    table = display.to_html(index=False, escape=True, classes="summary", table_id="summary", na_rep="")
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: {html.escape(experiment)}</title>",
+        f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
+        f"<h1>lossbench report: {html.escape(experiment)}</h1><p>Store: <code>{html.escape(uri)}</code></p>",
+        "<h2>Summary across seeds</h2>",
+        table,
+        "<h2>Pairwise tests (two-sided Mann-Whitney U, Holm-corrected per data set)</h2><ul>",
+        *[f"<li>{html.escape(t.statement)}</li>" for t in tests],
+        "</ul><h2>Figures</h2>",
+        *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in figures.items()],
+        "<h2>Samples (median seed)</h2>",
+        *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in grids.items()],
+        "</body></html>",
+    ]
+    return "\n".join(parts)

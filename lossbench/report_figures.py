@@ -1,0 +1,75 @@
+"""The report's figures (matplotlib, written as PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lossbench.report_stats import expected_best  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def score_distribution(runs: pd.DataFrame, score: str, path: Path) -> Path | None:
+    """Box plot plus every seed as a dot, per configuration label, one panel per data set."""
+    done = runs[(runs["outcome"] == "finished") & runs[score].notna()] if score in runs else runs.iloc[0:0]
+    if done.empty:
+        return None
+    datasets = sorted(done["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        group = done[done["dataset"] == dataset]
+        labels = sorted(group["label"].unique())
+        data = [group.loc[group["label"] == lb, score].to_numpy() for lb in labels]
+        ax.boxplot(data, tick_labels=labels, showfliers=False)
+        for i, values in enumerate(data, start=1):
+            ax.scatter(np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)), values, s=14, zorder=3)
+        ax.set_title(f"{dataset}: final {score} across seeds", fontsize=9)
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+    return _save(fig, path)
+
+
+def curves(history: pd.DataFrame, runs: pd.DataFrame, key: str, path: Path) -> Path | None:
+    """Median and interquartile band across seeds of one metric over steps, per configuration label."""
+    h = history[history["key"] == key].merge(runs[["run_id", "label", "dataset"]], on="run_id")
+    if h.empty:
+        return None
+    datasets = sorted(h["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for label, group in h[h["dataset"] == dataset].groupby("label"):
+            q = group.groupby("step")["value"].quantile([0.25, 0.5, 0.75]).unstack()
+            ax.plot(q.index, q[0.5], label=label)
+            ax.fill_between(q.index, q[0.25], q[0.75], alpha=0.2)
+        ax.set_title(f"{dataset}: {key} (median, IQR over seeds)", fontsize=9)
+        ax.set_xlabel("generator step")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def budget(runs: pd.DataFrame, score: str, path: Path, lower_is_better: bool = True) -> Path | None:
+    """Expected best score against the number of runs drawn (Lucic et al. 2018, fig. 4 style)."""
+    done = runs[(runs["outcome"] == "finished") & runs[score].notna()] if score in runs else runs.iloc[0:0]
+    if done.empty:
+        return None
+    datasets = sorted(done["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for label, group in done[done["dataset"] == dataset].groupby("label"):
+            curve = expected_best(group[score].to_numpy(), lower_is_better)
+            ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", label=label)
+        ax.set_title(f"{dataset}: expected best {score} vs runs drawn", fontsize=9)
+        ax.set_xlabel("number of runs (budget)")
+        ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,116 @@
+"""`lossbench report` on a store built through MLflow's API with known numbers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from test_cli import lossbench
+
+from lossbench import report_stats
+from lossbench.tracking import TAG_CONFIG_HASH, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+MINIMAX = [10.0, 12.0, 14.0, 16.0, 18.0]
+NONSAT = [5.0, 6.0, 7.0, 8.0, 9.5]
+HINGE = [11.0, 13.0]
+
+
+def make_store(uri: str, tmp: Path) -> None:
+    tracker = Tracker(uri, "paper")
+    grid = tmp / "grid.png"
+    import torch
+
+    from lossbench.plots import save_grid
+
+    save_grid(torch.rand(4, 1, 8, 8) * 2 - 1, grid, nrow=2)
+    for loss, fids, diverged in (("minimax", MINIMAX, 1), ("non-saturating", NONSAT, 0), ("hinge", HINGE, 0)):
+        tags = {TAG_CONFIG_HASH: f"hash-{loss}"}
+        parent = tracker.start_run(loss, {"loss": loss}, tags | {TAG_ROLE: "parent"})
+        params = {"loss": loss, "penalty": "none", "dataset": "mnist", "arch": "mlp", "steps": 100}
+        for seed, fid in enumerate(fids + [None] * diverged):
+            run = tracker.start_run(
+                f"{loss}/{seed}", params | {"seed": seed}, tags | {TAG_ROLE: "seed", TAG_SEED: str(seed)}, parent
+            )
+            for step in (50, 100):
+                tracker.log_metrics(run, step, {"d_loss": 1.0 + seed + step / 100, "g_loss": 0.5})
+            if fid is None:
+                tracker.end_run(run, "FAILED", {TAG_OUTCOME: "diverged"})
+                continue
+            tracker.log_metrics(run, 50, {"fid": fid + 20})
+            tracker.log_metrics(run, 100, {"fid": fid, "best_fid": fid, "kid_mean": fid / 100})
+            tracker.log_artifact(run, grid, "samples")
+            tracker.end_run(run, "FINISHED", {TAG_OUTCOME: "finished"})
+        tracker.end_run(parent, "FINISHED")
+
+
+def test_summary_numbers_and_tests(store: str, tmp_path: Path) -> None:
+    make_store(store, tmp_path)
+    out = tmp_path / "report"
+    proc = lossbench("report", "--tracking-uri", store, "--experiment", "paper", "--out", str(out))
+    assert "index.html" in proc.stdout
+    assert {p.name for p in out.iterdir()} >= {"index.html", "report.md", "runs.csv", "summary.csv", "figures"}
+
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 5 + 1 + 5 + 2
+    summary = pd.read_csv(out / "summary.csv").set_index("loss")
+    mm = summary.loc["minimax"]
+    assert (mm["seeds"], mm["finished"], mm["diverged"], mm["failed"]) == (6, 5, 1, 0)
+    assert mm["fid_mean"] == 14.0 and abs(mm["fid_std"] - np.std(MINIMAX, ddof=1)) < 1e-12
+    assert (mm["fid_median"], mm["fid_min"], mm["fid_max"]) == (14.0, 10.0, 18.0)
+    ns = summary.loc["non-saturating"]
+    assert abs(ns["fid_mean"] - np.mean(NONSAT)) < 1e-12 and ns["fid_median"] == 7.0
+    assert abs(ns["kid_mean_mean"] - np.mean(NONSAT) / 100) < 1e-12
+    assert summary.loc["hinge", "finished"] == 2
+
+    md = (out / "report.md").read_text()
+    expected_p = stats.mannwhitneyu(MINIMAX, NONSAT, alternative="two-sided").pvalue
+    match = re.search(r"non-saturating < minimax on mnist \(fid\): p = ([0-9.e-]+), Holm p = ([0-9.e-]+)", md)
+    assert match, md
+    assert abs(float(match.group(1)) - expected_p) / expected_p < 1e-2  # printed to 3 significant digits
+    assert "hinge vs minimax on mnist: no test (2 vs 5 seeds; needs >= 3 each)" in md
+    assert summary.loc["minimax", "run_ids"].count(" ") == 5  # every seed run linked
+
+
+def test_holm_and_expected_best() -> None:
+    assert report_stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    curve = report_stats.expected_best(np.array([3.0, 1.0, 2.0]), draws=4000)
+    assert abs(curve[0] - 2.0) < 0.05 and abs(curve[1] - (1 * 2 / 3 + 2 * 1 / 3)) < 0.05 and curve[2] == 1.0
+
+
+def test_empty_store_is_a_clear_error(store: str, tmp_path: Path) -> None:
+    proc = lossbench("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "no tracking store" in proc.stderr
+    Tracker(store, "lossbench")  # a store with an experiment but no runs
+    proc = lossbench("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode != 0 and "no matching runs" in proc.stderr
+    assert not (tmp_path / "r" / "index.html").exists()
+
+
+def test_html_renders_in_headless_chromium(store: str, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "headless Chromium is needed (Debian package chromium; .ci/run installs it)"
+    make_store(store, tmp_path)
+    out = tmp_path / "report"
+    lossbench("report", "--tracking-uri", store, "--experiment", "paper", "--out", str(out))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
+    url = (out / "index.html").as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images-ok="true"' in dom, dom[:500]
+    count = int(re.search(r'data-image-count="(\d+)"', dom).group(1))
+    assert count >= 5  # distribution, two loss curves, budget, sample grids
+    assert '<table id="summary"' in dom or 'id="summary"' in dom
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    subprocess.run([browser, *flags, "--window-size=1280,2400", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 10_000
