@@ -106,7 +106,7 @@ def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
     out["finished / diverged / failed"] = [
         f"{a} / {b} / {c}" for a, b, c in zip(summary["finished"], summary["diverged"], summary["failed"])
     ]
-    for s in (score, f"best_{score}" if score == "fid" else None, "kid_mean", "is_mean"):
+    for s in (score, f"best_{score}" if score == "fid" else None, "kid_mean", "is_mean", "high_quality", "mode_kl"):
         if s and f"{s}_mean" in summary:
             out[f"{s} mean ± std"] = [
                 "" if pd.isna(m) else f"{m:.4g} ± {sd:.2g}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])

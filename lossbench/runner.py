@@ -137,7 +137,9 @@ def run(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
         resumable = [r for r in previous if r.data.tags.get(TAG_OUTCOME) in ("interrupted", "running")]
         if ex.resume and resumable:
             run_ = max(resumable, key=lambda r: r.info.start_time)
-            if checkpoint.path_for(checkpoint.checkpoint_root(ex.checkpoint_dir), run_.info.run_id).is_file():
+            path = checkpoint.path_for(checkpoint.checkpoint_root(ex.checkpoint_dir), run_.info.run_id)
+            if path.is_file():
+                checkpoint.load(path)  # a corrupt checkpoint fails here, before any run is touched
                 plan[seed] = run_.info.run_id
                 parent_id = parent_id or run_.data.tags.get("mlflow.parentRunId")
                 continue

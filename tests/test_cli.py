@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,7 @@ def runs_by_role(uri: str, experiment: str = "lossbench") -> dict[str, list]:
 def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: Path) -> None:
     proc = lossbench(
         "run", "--loss", "minimax", "--seeds", "2", "--steps", "20", "--log-every", "5", "--sample-every", "10",
+        "--eval-every", "10",
         "--fid-samples", "32", "--metrics", "fid,kid", "--tracking-uri", store, "--data-dir", mnist_dir,
         "--no-progress",
     )  # fmt: skip
@@ -56,6 +59,10 @@ def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: 
         for key in ("g_loss", "d_real", "d_fake", "penalty", "images_per_s", "fid", "kid_mean", "best_fid"):
             assert key in r.data.metrics, key
         assert r.data.metrics["fid"] > 0
+        fid_history = client.get_metric_history(r.info.run_id, "fid")
+        assert [m.step for m in fid_history] == [10, 20]  # --eval-every 10, then the end
+        best = min(fid_history, key=lambda m: m.value)
+        assert r.data.metrics["best_fid"] == best.value and r.data.metrics["best_fid_step"] == best.step
         assert "is_mean" not in r.data.metrics  # not asked for
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"config.json", "samples", "weights"} <= artifacts
@@ -67,8 +74,27 @@ def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: 
     assert parent.data.metrics["seeds_finished"] == 2
 
     out = tmp_path / "samples"
-    lossbench("sample", seeds[0].info.run_id, "-n", "5", "--out", str(out), "--tracking-uri", store)
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    lossbench("sample", seeds[0].info.run_id, "-n", "16", "--out", str(out), "--tracking-uri", store)
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(16)]
+
+    # the same code path measures a folder against a data set, and a folder against itself
+    result = json.loads(lossbench("fid", str(out), "mnist:test", "--samples", "16", "--data-dir", mnist_dir).stdout)
+    assert result["n_first"] == 16 and result["n_second"] == 16 and result["second"] == "mnist:test"
+    assert result["fid"] > 50 and "kid_mean" in result
+    same = json.loads(lossbench("fid", str(out), str(out)).stdout)
+    assert abs(same["fid"]) < 1e-2
+
+
+def test_missing_inception_weights_fail_before_training(store: str, tmp_path: Path) -> None:
+    env = os.environ | {"TORCH_HOME": str(tmp_path / "no-weights")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossbench", "run", "--steps", "2", "--fid-samples", "8", "--tracking-uri", store],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert "TORCH_HOME" in error and "Inception weights" in error
+    assert not runs_by_role(store)["seed"]
 
 
 def test_ring8_run_and_points_sample(store: str, tmp_path: Path) -> None:
@@ -84,8 +110,6 @@ def test_ring8_run_and_points_sample(store: str, tmp_path: Path) -> None:
 
 
 def test_dry_run_prints_resolved_config() -> None:
-    import json
-
     out = json.loads(lossbench("run", "--loss", "wgan-gp", "--dataset", "ring8", "--seeds", "3", "--dry-run").stdout)
     assert out["penalty"] == "gp" and out["n_critic"] == 5 and out["seeds"] == [0, 1, 2]
     assert out["arch"] == "mlp2d" and len(out["config_hash"]) == 16

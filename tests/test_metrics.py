@@ -10,7 +10,7 @@ import torch
 
 from lossbench import data, metrics, modes
 
-N = 80  # images per set: Inception runs at a few images/s on a 2-core CPU
+N = 64  # images per set: Inception runs at a few images/s on a 2-core CPU
 
 
 # --- IS plumbing and the cache, with a toy extractor whose class probabilities are known -------
