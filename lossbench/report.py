@@ -80,7 +80,7 @@ def median_seed_grid(tracker: Tracker, runs: pd.DataFrame, score: str, out: Path
         run_id = ordered.iloc[(len(ordered) - 1) // 2]["run_id"]
         files = sorted(a.path for a in tracker.client.list_artifacts(run_id, "samples"))
         if files:
-            local = tracker.download(run_id, files[-1], out)
+            local = tracker.download(run_id, files[-1], out / run_id)  # one folder per run: same file names
             grids[f"{dataset} / {label} (seed {int(ordered.iloc[(len(ordered) - 1) // 2]['seed'])})"] = local
     return grids
 
@@ -139,6 +139,7 @@ def build(
     lower = score == "fid"
     summary = report_stats.summarise(runs)
     summary.insert(1, "label", [_label(a, b) for a, b in zip(summary["loss"], summary["penalty"])])
+    summary = summary.sort_values(["dataset", "label"]).reset_index(drop=True)
     tests = report_stats.compare_losses(runs, score, lower_is_better=lower)
     hist = histories(tracker, runs, ("fid", "d_loss", "g_loss"))
 

@@ -55,10 +55,9 @@ class Tracker:
     """A connection to one tracking store and one experiment in it."""
 
     def __init__(self, uri: str | None, experiment: str, create: bool = True) -> None:
-        import mlflow  # deferred: importing mlflow costs seconds
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # deferred: importing mlflow costs seconds
 
-        self._mlflow = mlflow
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for our own progress
         self.uri = resolve_uri(uri)
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))

@@ -77,6 +77,9 @@ def test_summary_numbers_and_tests(store: str, tmp_path: Path) -> None:
     assert abs(float(match.group(1)) - expected_p) / expected_p < 1e-2  # printed to 3 significant digits
     assert "hinge vs minimax on mnist: no test (2 vs 5 seeds; needs >= 3 each)" in md
     assert summary.loc["minimax", "run_ids"].count(" ") == 5  # every seed run linked
+    grids = sorted((out / "figures" / "samples").glob("*/*.png"))
+    assert len(grids) == 3 and len({g.parent.name for g in grids}) == 3  # one median-seed grid per loss
+    assert list(pd.read_csv(out / "summary.csv")["loss"]) == ["hinge", "minimax", "non-saturating"]
 
 
 def test_holm_and_expected_best() -> None:
