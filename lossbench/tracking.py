@@ -69,6 +69,8 @@ class Tracker:
                 raise TrackingError(f"no tracking store at {db} (nothing has been run there yet)")
             if db.exists() and not os.access(db, os.W_OK) and create:
                 raise TrackingError(f"tracking store {self.uri}: the database file is read-only")
+        if self.uri.startswith(("http://", "https://")):
+            _check_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)
@@ -163,6 +165,22 @@ class Tracker:
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self.client.get_metric_history(run_id, key)
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server answers /health at once, or the run stops here with one line (MLflow's own
+    client would retry for minutes before giving up)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered: a server is there, whatever it thinks of /health
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"tracking server {uri} is unreachable ({reason})") from None
 
 
 def _param_str(value: Any) -> str:

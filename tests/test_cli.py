@@ -138,6 +138,7 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--config", "{tmp}/missing.toml"], "cannot read"),
         (["--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db"], "tracking store"),
         (["--device", "cuda"], "no CUDA device"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
     ],
 )
 def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, store: str) -> None:
