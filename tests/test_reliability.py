@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow import MlflowClient
 from test_cli import lossbench, runs_by_role
@@ -148,3 +149,28 @@ def test_corrupt_checkpoint_is_one_line_and_alters_nothing(store: str, tmp_path:
     assert "unreadable or corrupt" in error
     (after,) = runs_by_role(store)["seed"]
     assert after.info.run_id == before.info.run_id and after.data.metrics == before.data.metrics
+
+
+def test_full_disk_on_checkpoint_write_is_one_line(store: str, tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 64 KiB tmpfs to fill (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        lossbench("run", "--dataset", "ring8", "--steps", "20", "--log-every", "10", "--tracking-uri", store)
+        result = lossbench(
+            "run", "--dataset", "ring8", "--loss", "hinge", "--steps", "100", "--log-every", "10",
+            "--checkpoint-every", "50", "--tracking-uri", store, "--checkpoint-dir", str(tiny), check=False,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(tiny)], capture_output=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert "cannot write checkpoint" in error and "No space left on device" in error
+    runs = {r.data.params["loss"]: r for r in runs_by_role(store)["seed"]}
+    assert runs["non-saturating"].info.status == "FINISHED"  # what was recorded before is intact
+    failed = runs["hinge"]
+    assert failed.info.status == "FAILED" and failed.data.tags["lossbench.outcome"] == "failed"
+    client = MlflowClient(tracking_uri=store)
+    assert [m.step for m in client.get_metric_history(failed.info.run_id, "d_loss")] == [10, 20, 30, 40, 50]
