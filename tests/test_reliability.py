@@ -174,3 +174,23 @@ def test_full_disk_on_checkpoint_write_is_one_line(store: str, tmp_path: Path) -
     assert failed.info.status == "FAILED" and failed.data.tags["lossbench.outcome"] == "failed"
     client = MlflowClient(tracking_uri=store)
     assert [m.step for m in client.get_metric_history(failed.info.run_id, "d_loss")] == [10, 20, 30, 40, 50]
+
+
+def test_read_only_store_is_one_line_and_intact(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to make read-only (needs root): {mounted.stderr.decode().strip()}")
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    try:
+        lossbench("run", "--dataset", "ring8", "--steps", "10", "--log-every", "5", "--tracking-uri", store)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        result = lossbench("run", "--dataset", "ring8", "--steps", "10", "--tracking-uri", store, check=False)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+        assert "read-only" in error
+        (run,) = runs_by_role(store)["seed"]
+        assert run.info.status == "FINISHED" and set(run.data.metrics) >= {"d_loss", "modes"}
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
