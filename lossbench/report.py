@@ -74,7 +74,7 @@ def histories(tracker: Tracker, runs: pd.DataFrame, keys: tuple[str, ...]) -> pd
 def median_seed_grid(tracker: Tracker, runs: pd.DataFrame, score: str, out: Path) -> dict[str, Path]:
     """Per label, the last sample grid of the finished seed with the median score."""
     grids: dict[str, Path] = {}
-    done = runs[(runs["outcome"] == "finished") & runs[score].notna()] if score in runs else runs.iloc[0:0]
+    done = report_stats.finished_with(runs, score)
     for (dataset, label), group in done.groupby(["dataset", "label"]):
         ordered = group.sort_values(score)
         run_id = ordered.iloc[(len(ordered) - 1) // 2]["run_id"]

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lossbench import report_stats  # noqa: E402
 from lossbench.report_stats import expected_best  # noqa: E402
 
 
@@ -23,7 +24,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 def score_distribution(runs: pd.DataFrame, score: str, path: Path) -> Path | None:
     """Box plot plus every seed as a dot, per configuration label, one panel per data set."""
-    done = runs[(runs["outcome"] == "finished") & runs[score].notna()] if score in runs else runs.iloc[0:0]
+    done = report_stats.finished_with(runs, score)
     if done.empty:
         return None
     datasets = sorted(done["dataset"].unique())
@@ -60,7 +61,7 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, key: str, path: Path) -> P
 
 def budget(runs: pd.DataFrame, score: str, path: Path, lower_is_better: bool = True) -> Path | None:
     """Expected best score against the number of runs drawn (Lucic et al. 2018, fig. 4 style)."""
-    done = runs[(runs["outcome"] == "finished") & runs[score].notna()] if score in runs else runs.iloc[0:0]
+    done = report_stats.finished_with(runs, score)
     if done.empty:
         return None
     datasets = sorted(done["dataset"].unique())

@@ -15,6 +15,13 @@ GROUP = ["config_hash", "loss", "penalty", "dataset", "arch"]
 SCORES = ["fid", "best_fid", "is_mean", "kid_mean", "modes", "high_quality", "mode_kl"]
 
 
+def finished_with(runs: pd.DataFrame, score: str) -> pd.DataFrame:
+    """The finished seed runs that have `score` (diverged and failed runs never enter a statistic)."""
+    if score not in runs:
+        return runs.iloc[0:0]
+    return runs[(runs["outcome"] == "finished") & runs[score].notna()]
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: seed counts by outcome, and mean/std/median/min/max of each score
     over the finished seeds (diverged and failed seeds are counted apart, never averaged in)."""
@@ -69,7 +76,7 @@ def compare_losses(runs: pd.DataFrame, score: str = "fid", lower_is_better: bool
     """Pairwise two-sided Mann-Whitney U on the final score of finished seeds, per data set,
     Holm-corrected within each data set. Fewer than 3 seeds on a side: no test, said so."""
     out: list[Comparison] = []
-    done = runs[(runs["outcome"] == "finished") & runs[score].notna()] if score in runs else runs.iloc[0:0]
+    done = finished_with(runs, score)
     for dataset, group in done.groupby("dataset", sort=True):
         labels = sorted(group["label"].unique())
         pending = []
