@@ -1,64 +1,203 @@
-"""Print throughput figures with device and versions, for BENCHMARKS.md.
+"""Throughput figures with device and versions, for BENCHMARKS.md.
 
-python -m benchmarks                 # every benchmark
-python -m benchmarks features train  # some of them
+python -m benchmarks                      # every benchmark
+python -m benchmarks train seeds          # some of them
+python -m benchmarks --device cuda --steps 500 seeds
+
+  matmul    the machine's float32 matrix-product rate at the mlp's shape (64x784 @ 784x256)
+  train     lossbench's trainer: generator steps/s, real images/s, achieved GFLOP/s (FLOPs counted by
+            torch.utils.flop_counter on one real step), and each fast path (fused Adam, bf16, compile);
+            for mlp/mnist also the plain PyTorch reference loop (benchmarks/reference.py), side by side
+  seeds     5 seeds one after another against the same 5 with --parallel-seeds
+  logging   the training loop with its MLflow logging (async metrics into a real sqlite store) against
+            none: the overhead in % of step time
+  features  Inception feature extraction (FID/KID/IS), images/s, with the FLOP count used
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
+import tempfile
 import time
+from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+import lossbench
 from lossbench import config, data, metrics, trainer
+from lossbench.config import RunConfig, SpeedConfig
+from lossbench.errors import DataError
 from lossbench.runner import resolve_device
+
+SETUPS = [("mnist", "mlp"), ("mnist", "dcgan"), ("cifar10", "dcgan")]
 
 
 def header(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return f"device {device} ({name}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return (f"device {device} ({name}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
+            f"lossbench {lossbench.__version__}, Python {platform.python_version()}")  # fmt: skip
 
 
-def bench_features(device: torch.device, n: int) -> None:
-    """Inception feature extraction (FID/KID/IS), images/s, on 28x28 gray inputs resized to 299."""
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def dataset(name: str, device: torch.device) -> tuple[torch.Tensor, tuple[int, ...], str]:
+    """The data set on the device; uniform noise of the same shape when its files are not here
+    (throughput does not depend on pixel values), said in the output."""
+    try:
+        ds = data.load(name, None, "train")
+        return ds.x.to(device), ds.sample_shape, ""
+    except DataError:
+        shape = data.DATASETS.get(name).sample_shape
+        return torch.rand(10_000, *shape, device=device) * 2 - 1, shape, " (synthetic data: files not here)"
+
+
+def configure(dataset_name: str, arch: str, steps: int, **extra: object) -> RunConfig:
+    flags = {"dataset": dataset_name, "arch": arch, "loss": "non-saturating", "steps": steps, "log_every": 50}
+    return config.resolve(("bench", flags | extra))
+
+
+def time_training(
+    cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch.device, seeds: list[int],
+    speed: SpeedConfig | None = None, hooks_for: Callable[[trainer.TrainState], trainer.Hooks] | None = None,
+) -> float:  # fmt: skip
+    """Seconds for cfg.train.steps generator steps after a 3-step warm-up (compilation included there)."""
+    state = trainer.setup(cfg, seeds, shape, device, speed)
+    warm = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3))
+    trainer.train(warm, state, x)
+    hooks = hooks_for(state) if hooks_for else None
+    sync(device)
+    start = time.perf_counter()
+    trainer.train(cfg, state, x, hooks)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def flops_per_step(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch.device) -> int:
+    state = trainer.setup(cfg, 0, shape, device)
+    one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=1))
+    with FlopCounterMode(display=False) as counter:
+        trainer.train(one, state, x)
+    return counter.get_total_flops()
+
+
+def matmul_rate(device: torch.device) -> float:
+    a, b = torch.randn(64, 784, device=device), torch.randn(784, 256, device=device)
+    for _ in range(20):
+        a @ b
+    sync(device)
+    n = 2000
+    start = time.perf_counter()
+    for _ in range(n):
+        a @ b
+    sync(device)
+    return 2 * 64 * 784 * 256 * n / (time.perf_counter() - start) / 1e9
+
+
+def bench_matmul(device: torch.device, args: argparse.Namespace) -> None:
+    print(f"matmul    64x784 @ 784x256 float32: {matmul_rate(device):8.1f} GFLOP/s")
+
+
+def bench_train(device: torch.device, args: argparse.Namespace) -> None:
+    for name, arch in SETUPS:
+        x, shape, note = dataset(name, device)
+        steps = args.steps if arch == "mlp" else max(args.steps // 10, 10)
+        cfg = configure(name, arch, steps)
+        flops = flops_per_step(cfg, x, shape, device)
+        imgs = cfg.train.batch_size * cfg.train.n_critic * steps
+        variants = {"plain": SpeedConfig(), "fused Adam": SpeedConfig(fused_optim=True)}
+        if arch == "dcgan" or device.type == "cuda":
+            variants["bf16 autocast"] = SpeedConfig(precision="bf16")
+        if args.compile:
+            variants["torch.compile"] = SpeedConfig(compile=True)
+        print(f"train     {arch}/{name}{note}, batch {cfg.train.batch_size}, {flops / 1e6:.1f} MFLOP per generator step "
+              f"({flops / cfg.train.batch_size / 1e6:.2f} per real image)")  # fmt: skip
+        for label, speed in variants.items():
+            seconds = time_training(cfg, x, shape, device, [0], speed)
+            print(f"          lossbench {label:14s} {steps / seconds:8.1f} steps/s {imgs / seconds:10.0f} real images/s "
+                  f"{flops * steps / seconds / 1e9:7.1f} GFLOP/s")  # fmt: skip
+            if label == "plain":
+                plain_rate = imgs / seconds
+        if arch == "mlp" and name == "mnist":
+            from benchmarks import reference
+
+            ref = reference.run(data.data_root(None), steps, cfg.train.batch_size, str(device))
+            print(f"          reference loop (DataLoader, BCELoss, .item())    {ref:10.0f} real images/s "
+                  f"{flops / cfg.train.batch_size * ref / 1e9:7.1f} GFLOP/s; lossbench plain / reference = "
+                  f"{plain_rate / ref:.2f}x")  # fmt: skip
+
+
+def bench_seeds(device: torch.device, args: argparse.Namespace) -> None:
+    n = args.seeds
+    for name, arch in SETUPS:
+        x, shape, note = dataset(name, device)
+        steps = args.steps if arch == "mlp" else max(args.steps // 10, 10)
+        cfg = configure(name, arch, steps)
+        imgs = cfg.train.batch_size * cfg.train.n_critic * steps * n
+        sequential = sum(time_training(cfg, x, shape, device, [s]) for s in range(n))
+        together = time_training(cfg, x, shape, device, list(range(n)), SpeedConfig(parallel_seeds=True))
+        print(f"seeds     {arch}/{name}{note}, {n} seeds x {steps} steps: one after another {imgs / sequential:10.0f} "
+              f"real images/s, --parallel-seeds {imgs / together:10.0f} real images/s, "
+              f"speed-up {sequential / together:.2f}x")  # fmt: skip
+
+
+def bench_logging(device: torch.device, args: argparse.Namespace) -> None:
+    """The hooks the runner installs for metrics, against none."""
+    from lossbench.tracking import Tracker
+
+    x, shape, note = dataset("mnist", device)
+    for log_every in (10, 50):
+        cfg = configure("mnist", "mlp", args.steps, log_every=log_every, sample_every=10**9, checkpoint_every=10**9)
+        bare = time_training(cfg, x, shape, device, [0])
+        with tempfile.TemporaryDirectory() as tmp:
+            tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
+            run_id = tracker.start_run("bench", {}, {})
+
+            def hooks(state: trainer.TrainState) -> trainer.Hooks:
+                return trainer.Hooks(log=lambda k, step, values: tracker.log_metrics(run_id, step, values))
+
+            logged = time_training(cfg, x, shape, device, [0], hooks_for=hooks)
+            tracker.flush()
+        print(f"logging   mlp/mnist, {args.steps} steps, metrics every {log_every} steps to sqlite: "
+              f"{bare / args.steps * 1e3:.3f} ms/step bare, {logged / args.steps * 1e3:.3f} ms/step logged, "
+              f"overhead {100 * (logged - bare) / bare:+.1f}%")  # fmt: skip
+
+
+INCEPTION_GFLOP = 5.71  # InceptionV3 forward at 299x299, per image (Szegedy et al. 2016: 5.72 G multiply-adds x2)
+
+
+def bench_features(device: torch.device, args: argparse.Namespace) -> None:
     ext = metrics.EXTRACTORS.get("inception-v3-compat")(device)
+    n = args.feature_images
     images = metrics.to_uint8(torch.rand(n, 1, 28, 28) * 2 - 1)
     metrics.extract(ext, iter([images[: ext.batch_size]]))  # warm-up
+    sync(device)
     start = time.perf_counter()
     metrics.extract(ext, iter([images]))
-    elapsed = time.perf_counter() - start
-    print(f"features  inception-v3-compat  batch {ext.batch_size}  {n} images  {n / elapsed:8.1f} images/s")
+    sync(device)
+    rate = n / (time.perf_counter() - start)
+    print(f"features  inception-v3-compat, batch {ext.batch_size}, {n} images: {rate:8.1f} images/s, "
+          f"{rate * INCEPTION_GFLOP:8.1f} GFLOP/s at {INCEPTION_GFLOP} GFLOP per image")  # fmt: skip
 
 
-def bench_train(device: torch.device, steps: int) -> None:
-    """Generator steps/s and real images/s of the lossbench trainer (plain path)."""
-    for dataset, arch, loss in [("mnist", "mlp", "non-saturating"), ("mnist", "dcgan", "non-saturating"),
-                                ("ring8", "mlp2d", "wgan-gp")]:  # fmt: skip
-        cfg = config.resolve(("bench", {"dataset": dataset, "arch": arch, "loss": loss, "steps": steps}))
-        ds = data.load(dataset, None, "train")
-        x = ds.x.to(device)
-        state = trainer.setup(cfg, 0, ds.sample_shape, device)
-        start = time.perf_counter()
-        trainer.train(cfg, state, x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-        imgs = steps * cfg.train.batch_size * cfg.train.n_critic / elapsed
-        print(f"train     {arch}/{dataset} {loss:15s} batch {cfg.train.batch_size}  {steps / elapsed:8.1f} steps/s"
-              f"  {imgs:10.0f} real images/s")  # fmt: skip
-
-
-BENCHES = {"features": lambda d, a: bench_features(d, a.feature_images), "train": lambda d, a: bench_train(d, a.steps)}
+BENCHES = {"matmul": bench_matmul, "train": bench_train, "seeds": bench_seeds, "logging": bench_logging,
+           "features": bench_features}  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHES)} (default: all)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="generator steps for mlp (dcgan: a tenth)")
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--feature-images", type=int, default=256)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes on CPU)")
     args = parser.parse_args()
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:

@@ -95,7 +95,53 @@ def flag_values(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: v for _, key, _, _ in CONFIG_FLAGS if (v := kwargs.pop(key, None)) is not None}
 
 
+def speed_options(f: Any) -> Any:
+    f = click.option(
+        "--parallel-seeds",
+        is_flag=True,
+        help="Train the seeds of a configuration together on one device (vmap over stacked models).",
+    )(f)
+    f = click.option(
+        "--precision",
+        type=click.Choice(["fp32", "bf16"]),
+        default="fp32",
+        show_default=True,
+        help="bf16 autocasts model forwards; losses and penalties stay fp32.",
+    )(f)
+    f = click.option(
+        "--compile", "compile_", is_flag=True, help="torch.compile G (and D when no penalty needs double backward)."
+    )(f)
+    f = click.option("--fused-optim", is_flag=True, help="torch's fused Adam.")(f)
+    return f  # fmt: skip
+
+
+def executor_options(f: Any) -> Any:
+    f = click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where seeds train: here, or as tasks on a Ray cluster.",
+    )(f)
+    f = click.option(
+        "--ray-address", default=None, help="Ray cluster: auto or HOST:PORT (default: start a local one)."
+    )(f)
+    f = click.option("--task-cpus", type=float, default=1.0, show_default=True, help="CPUs per Ray task.")(f)
+    f = click.option("--task-gpus", type=float, default=0.0, show_default=True, help="GPUs per Ray task.")(f)
+    return f  # fmt: skip
+
+
+def _executor(kwargs: dict[str, Any]) -> tuple[str, Any]:
+    from lossbench.executors import ExecutorOptions
+
+    opts = ExecutorOptions(address=kwargs.pop("ray_address"), task_cpus=kwargs.pop("task_cpus"),
+                           task_gpus=kwargs.pop("task_gpus"))  # fmt: skip
+    return kwargs.pop("executor"), opts
+
+
 def exec_options(f: Any) -> Any:
+    f = executor_options(f)
+    f = speed_options(f)
     f = click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds.")(f)
     f = click.option("--seed-start", type=int, default=0, show_default=True, help="First seed.")(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")(f)
@@ -107,9 +153,16 @@ def exec_options(f: Any) -> Any:
 
 
 def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
-    from lossbench.config import ExecConfig
+    from lossbench.config import ExecConfig, SpeedConfig
 
+    speed = SpeedConfig(
+        parallel_seeds=kwargs["parallel_seeds"],
+        precision=kwargs["precision"],
+        compile=kwargs["compile_"],
+        fused_optim=kwargs["fused_optim"],
+    )
     return ExecConfig(
+        speed=speed,
         seeds=kwargs["seeds"],
         seed_start=kwargs["seed_start"],
         device=kwargs["device"],
@@ -149,6 +202,7 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
     from lossbench import config as config_mod
 
     flags = flag_values(kwargs)
+    executor, opts = _executor(kwargs)
     layers = [("config file " + config_file, config_mod.load_file(config_file))] if config_file else []
     cfg = config_mod.resolve(*layers, ("command line", flags))
     ex = _exec_config(kwargs)
@@ -162,9 +216,9 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
             )
         )
         return
-    from lossbench import runner
+    from lossbench import executors
 
-    summary = runner.run(cfg, ex)
+    (summary,) = executors.execute([(cfg, ex)], executor, opts)
     _print_summary(summary)
 
 
@@ -178,6 +232,8 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
 @click.option("--data-dir", default=None)
 @click.option("--checkpoint-dir", default=None)
 @click.option("--no-progress", is_flag=True)
+@speed_options
+@executor_options
 @_store_options
 def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_filter: tuple, **kwargs: Any) -> None:
     """Run every (configuration, seed) of SUITE (a name in registry/suites or a path), skipping finished ones."""
@@ -185,6 +241,7 @@ def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_
     from lossbench import sweep as sweep_mod
     from lossbench.tracking import Tracker
 
+    executor, opts = _executor(kwargs)
     spec = suites.load(suite)
     tracker = Tracker(kwargs["tracking_uri"], kwargs["experiment"])
     planned = sweep_mod.plan(spec, tracker, loss_filter, dataset_filter, max_runs)
@@ -208,7 +265,7 @@ def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_
         click.echo(f"estimated training time: {total / 60:.1f} min on {device} (evaluation not included)")
         return
     ex = _exec_config(kwargs | {"seeds": 1, "seed_start": 0, "resume": True, "no_progress": kwargs["no_progress"]})
-    summaries = sweep_mod.run(planned, ex)
+    summaries = sweep_mod.run(planned, ex, executor, opts)
     counts: dict[str, int] = {}
     for s in summaries:
         for k, n in s.counts().items():

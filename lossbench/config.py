@@ -212,6 +212,21 @@ def to_json(cfg: RunConfig) -> str:
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """Fast paths. None is part of the configuration hash; each is checked against the plain path in
+    tests (same losses for the same seed within float tolerance) and measured in benchmarks/."""
+
+    parallel_seeds: bool = False  # train the seeds of a configuration together (vmap over stacked models)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of model forwards; losses and penalties stay fp32)
+    compile: bool = False  # torch.compile G (and D when no penalty needs double backward)
+    fused_optim: bool = False  # torch's fused Adam
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"'precision' must be fp32 or bf16, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
 class ExecConfig:
     """How and where to run: changes no result, so it is not part of the configuration hash."""
 
@@ -226,6 +241,7 @@ class ExecConfig:
     skip_finished: bool = False  # skip seeds already finished in the store (sweeps)
     progress: bool = True
     seed_list: tuple[int, ...] = ()  # explicit seeds; overrides seeds/seed_start when given
+    speed: SpeedConfig = SpeedConfig()
 
     def seed_values(self) -> list[int]:
         return list(self.seed_list) or list(range(self.seed_start, self.seed_start + self.seeds))

@@ -9,17 +9,22 @@ from torch import nn
 
 from lossbench.registry import Registry
 
-Factory = Callable[[Iterable[nn.Parameter], float, tuple[float, float]], torch.optim.Optimizer]
+Factory = Callable[[Iterable[nn.Parameter], float, tuple[float, float], bool], torch.optim.Optimizer]
 
 OPTIMIZERS: Registry[Factory] = Registry("optimizer")
 
 
 @OPTIMIZERS.register("adam")
-def adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr, betas=betas)
+def adam(
+    params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], fused: bool = False
+) -> torch.optim.Optimizer:
+    """Adam; `fused` runs the whole update in one kernel per device (torch's fused implementation)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
 
 
 @OPTIMIZERS.register("rmsprop")
-def rmsprop(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
-    """RMSprop as in WGAN (Arjovsky et al. 2017); betas are unused."""
+def rmsprop(
+    params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], fused: bool = False
+) -> torch.optim.Optimizer:
+    """RMSprop as in WGAN (Arjovsky et al. 2017); betas are unused; no fused form (foreach is used)."""
     return torch.optim.RMSprop(params, lr=lr)

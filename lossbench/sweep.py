@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lossbench import data, runner, trainer
+from lossbench import data, executors, runner, trainer
 from lossbench.config import ExecConfig, RunConfig
+from lossbench.executors import ExecutorOptions
 from lossbench.suites import Suite
 from lossbench.tracking import Tracker
 
@@ -56,9 +57,8 @@ def probe_steps_per_s(cfg: RunConfig, device: torch.device, data_dir: str | None
     return steps / (time.perf_counter() - start)
 
 
-def run(planned: list[Planned], ex: ExecConfig) -> list[runner.RunSummary]:
-    summaries = []
-    for item in planned:
-        if item.seeds:
-            summaries.append(runner.run(item.cfg, dataclasses.replace(ex, seed_list=item.seeds, skip_finished=True)))
-    return summaries
+def run(
+    planned: list[Planned], ex: ExecConfig, executor: str = "local", opts: ExecutorOptions | None = None
+) -> list[runner.RunSummary]:
+    jobs = [(p.cfg, dataclasses.replace(ex, seed_list=p.seeds, skip_finished=True)) for p in planned if p.seeds]
+    return executors.execute(jobs, executor, opts)

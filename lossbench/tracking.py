@@ -4,6 +4,11 @@ Default store: sqlite:///runs/mlflow.db with artifacts under runs/artifacts, unl
 MLFLOW_TRACKING_URI or --tracking-uri names another (a server, PostgreSQL behind one, ...).
 Runs are addressed by id through MlflowClient, never through mlflow's global active run, so several
 runs can be open at once.
+
+Off the training loop's path: metrics go through MLflow's asynchronous batch logging and artifacts
+are uploaded by one background thread. `flush()` waits for both and turns any failure into one
+TrackingError; it runs before a run is ended, before history is read back, and at the end of each
+group of seeds, so nothing is lost or reported out of order.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +93,9 @@ class Tracker:
         except Exception as exc:
             raise _wrap("open it", self.uri, exc) from None
         self.experiment = experiment
+        self._pending: list[Any] = []  # RunOperations of asynchronous metric batches
+        self._uploads: list[Future] = []
+        self._uploader: ThreadPoolExecutor | None = None
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -109,6 +118,7 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
 
     def end_run(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+        self.flush(raise_errors=False)  # an ending run keeps everything sent before it ended
         if tags:
             self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)
@@ -121,15 +131,37 @@ class Tracker:
     # --- metrics and artifacts ----------------------------------------------------------------
 
     def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        """Queued: MLflow sends the batch from its own thread; see flush()."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+            self._pending.append(self.client.log_batch(run_id, metrics=metrics[i : i + 1000], synchronous=False))
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        """Uploaded in the background; the file must stay in place until flush()."""
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossbench-artifacts")
+        self._uploads.append(self._uploader.submit(self.client.log_artifact, run_id, str(path), artifact_path))
+
+    def flush(self, raise_errors: bool = True) -> None:
+        """Wait until every queued metric and artifact is stored."""
+        pending, uploads = self._pending, self._uploads
+        self._pending, self._uploads = [], []
+        first: Exception | None = None
+        for op in pending:
+            try:
+                op.wait()
+            except Exception as exc:  # noqa: BLE001 - reported below as one line
+                first = first or exc
+        for fut in uploads:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001
+                first = first or exc
+        if first is not None and raise_errors:
+            raise _wrap("store metrics or artifacts", self.uri, first) from None
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
@@ -164,6 +196,7 @@ class Tracker:
             raise _wrap(f"find run {run_id}", self.uri, exc) from None
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
+        self.flush()
         return self.client.get_metric_history(run_id, key)
 
 

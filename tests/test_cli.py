@@ -158,3 +158,24 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
     assert len(errors) == 1 and message in errors[0], proc.stderr
     if "{tmp}/afile" not in " ".join(args):
         assert not Path(store.removeprefix("sqlite:///")).exists() or not runs_by_role(store)["seed"]
+
+
+def test_parallel_seeds_each_get_their_own_run(store: str, tmp_path: Path) -> None:
+    args = ["run", "--dataset", "ring8", "--loss", "wgan-gp", "--seeds", "3", "--steps", "20", "--log-every", "5",
+            "--sample-every", "20", "--fid-samples", "500", "--no-progress"]  # fmt: skip
+    proc = lossbench(*args, "--parallel-seeds", "--tracking-uri", store)
+    assert "3 finished" in proc.stdout
+    sequential = f"sqlite:///{tmp_path / 'seq' / 'mlflow.db'}"
+    lossbench(*args, "--tracking-uri", sequential)
+    together = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
+    alone = {r.data.params["seed"]: r for r in runs_by_role(sequential)["seed"]}
+    assert sorted(together) == ["0", "1", "2"]
+    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=sequential)
+    for seed, run in together.items():
+        assert run.info.status == "FINISHED" and run.data.params["parallel_seeds"] == "True"
+        assert run.data.tags["lossbench.config_hash"] == alone[seed].data.tags["lossbench.config_hash"]
+        assert {"modes", "high_quality", "mode_kl"} <= set(run.data.metrics)
+        assert [x.path for x in a.list_artifacts(run.info.run_id, "samples")] == ["samples/scatter_0000020.png"]
+        mine = [m.value for m in a.get_metric_history(run.info.run_id, "d_loss")]
+        theirs = [m.value for m in b.get_metric_history(alone[seed].info.run_id, "d_loss")]
+        assert len(mine) == 4 and mine == pytest.approx(theirs, rel=1e-3, abs=1e-4)  # float32, two kernel orders

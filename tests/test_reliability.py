@@ -164,7 +164,7 @@ def test_full_disk_on_checkpoint_write_is_one_line(store: str, tmp_path: Path) -
             "--checkpoint-every", "50", "--tracking-uri", store, "--checkpoint-dir", str(tiny), check=False,
         )  # fmt: skip
     finally:
-        subprocess.run(["umount", str(tiny)], capture_output=True)
+        subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert "cannot write checkpoint" in error and "No space left on device" in error
@@ -193,4 +193,30 @@ def test_read_only_store_is_one_line_and_intact(tmp_path: Path) -> None:
         (run,) = runs_by_role(store)["seed"]
         assert run.info.status == "FINISHED" and set(run.data.metrics) >= {"d_loss", "modes"}
     finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_parallel_seeds_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) -> None:
+    args = [*RING, *GP, "--steps", "300", "--seeds", "3", "--parallel-seeds"]
+    ckpts = tmp_path / "ckpt"
+    proc = start(*args, "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
+    wait_for_checkpoint(proc, ckpts)
+    time.sleep(random.uniform(0.0, 0.5))
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = {r.data.params["seed"]: r.info.run_id for r in runs_by_role(store)["seed"]}
+    assert len(killed) == 3  # the three seeds started together
+
+    lossbench("run", *args, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
+    resumed = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
+    assert {s: r.info.run_id for s, r in resumed.items()} == killed
+    assert all(r.info.status == "FINISHED" and r.data.params["parallel_seeds"] == "True" for r in resumed.values())
+
+    reference = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
+    lossbench("run", *args, "--tracking-uri", reference, "--checkpoint-dir", str(tmp_path / "c2"))
+    ref = {r.data.params["seed"]: r for r in runs_by_role(reference)["seed"]}
+    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=reference)
+    keys = ["d_loss", "g_loss", "penalty", "modes", "high_quality"]
+    for seed in ("0", "1", "2"):
+        assert final_metrics(a, resumed[seed].info.run_id, keys) == final_metrics(b, ref[seed].info.run_id, keys)

@@ -20,8 +20,8 @@ def run(flags: dict, seed: int = 0, hooks: trainer.Hooks | None = None, state: t
     state = state or trainer.setup(cfg, seed, ds.sample_shape, torch.device("cpu"))
     logged: list[tuple[int, dict]] = []
     hooks = hooks or trainer.Hooks()
-    hooks.log = lambda step, values: logged.append((step, values))
-    outcome = trainer.train(cfg, state, ds.x, hooks)
+    hooks.log = lambda k, step, values: logged.append((step, values))
+    (outcome,) = trainer.train(cfg, state, ds.x, hooks)
     return outcome, logged, state, cfg
 
 
@@ -105,7 +105,7 @@ def test_resume_from_state_dict_is_bit_identical() -> None:
     _, full, full_state, _ = run(flags)
 
     saved = {}  # deep-copied at save time, as torch.save would serialise it
-    hooks = trainer.Hooks(checkpoint=lambda step, st: saved.setdefault(step, copy.deepcopy(st.state_dict())))
+    hooks = trainer.Hooks(checkpoint=lambda k, step, st: saved.setdefault(step, copy.deepcopy(st.state_dict(k))))
     cfg = config.resolve(("flags", {"dataset": "ring8", "checkpoint_every": 10, **flags}))
     state = trainer.setup(cfg, 0, (2,), torch.device("cpu"))
     trainer.train(cfg, state, ring8().x, hooks)
@@ -113,7 +113,7 @@ def test_resume_from_state_dict_is_bit_identical() -> None:
     torch.manual_seed(999)  # global RNG noise must not matter
     resumed_state.load_state_dict(saved[10])
     logged: list = []
-    trainer.train(cfg, resumed_state, ring8().x, trainer.Hooks(log=lambda s, v: logged.append((s, v))))
+    trainer.train(cfg, resumed_state, ring8().x, trainer.Hooks(log=lambda k, s, v: logged.append((s, v))))
     assert curve(logged) == [c for c in curve(full) if c[0] > 10]
     for p, q in zip(full_state.G.parameters(), resumed_state.G.parameters()):
         assert torch.equal(p, q)

@@ -1,0 +1,131 @@
+"""Executors: where the (configuration, seed) jobs of `lossbench run` and `lossbench sweep` train.
+
+local  here, in this process: seeds one after another, or together with --parallel-seeds.
+ray    on a Ray cluster (--ray-address auto|HOST:PORT; none starts a local one): each
+       (configuration, seed), or each group of parallel seeds, is one Ray task asking for
+       --task-cpus/--task-gpus, so Ray packs the tasks onto the cluster. Workers log straight to the
+       tracking store (use a shared server: see the README), resolve their own data root and
+       TORCH_HOME from their environment, and cache real statistics once per node. A task whose
+       worker dies is retried by Ray and continues its seed's run from its checkpoint, so every run
+       exists once. The driver creates and closes the parent runs, shows overall progress and ends
+       with the count of finished / diverged / failed seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lossbench import runner
+from lossbench.config import ExecConfig, RunConfig
+from lossbench.errors import ConfigError, LossbenchError
+from lossbench.registry import Registry
+from lossbench.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+Job = tuple[RunConfig, ExecConfig]
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    address: str | None = None  # ray: auto, HOST:PORT, or None for a local cluster
+    task_cpus: float = 1.0
+    task_gpus: float = 0.0
+    max_retries: int = 3  # ray: re-runs of a task whose worker died
+
+    def __post_init__(self) -> None:
+        if self.task_cpus < 0 or self.task_gpus < 0:
+            raise ConfigError("--task-cpus and --task-gpus must be >= 0")
+
+
+Executor = Callable[[list[Job], ExecutorOptions], list[runner.RunSummary]]
+EXECUTORS: Registry[Executor] = Registry("executor")
+
+
+@EXECUTORS.register("local")
+def run_local(jobs: list[Job], opts: ExecutorOptions) -> list[runner.RunSummary]:
+    return [runner.run(cfg, ex) for cfg, ex in jobs]
+
+
+def train_task(cfg: RunConfig, ex: ExecConfig, parent_id: str, seeds: list[int]) -> list[runner.SeedResult]:
+    """One Ray task: train `seeds` of `cfg` under `parent_id`. A retry (its worker died) finds the
+    seed's run under the same parent and continues it from its checkpoint, or from step 0 in the same
+    run when it died before the first one."""
+    ctx = runner.Context.open(cfg, ex)
+    members = runner.plan_seeds(ctx.tracker, cfg, dataclasses.replace(ex, resume=True), seeds, parent_id=parent_id)
+    try:
+        return runner.train_seeds(ctx, parent_id, members)
+    finally:
+        ctx.tracker.flush(raise_errors=False)
+
+
+@EXECUTORS.register("ray")
+def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[runner.RunSummary]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'lossbench[ray]'") from None
+    from tqdm import tqdm
+
+    if not jobs:
+        return []
+    first = jobs[0][1]
+    tracker = Tracker(first.tracking_uri, first.experiment)  # the store answers before the cluster starts
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    try:
+        ray.init(address=opts.address, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
+                 configure_logging=False)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - Ray's own connection errors, in one line
+        raise LossbenchError(f"cannot reach the Ray cluster at {opts.address or 'a new local one'}: "
+                             f"{str(exc).strip().splitlines()[0][:200]}") from None  # fmt: skip
+    remote = ray.remote(train_task).options(
+        num_cpus=opts.task_cpus, num_gpus=opts.task_gpus, max_retries=opts.max_retries, retry_exceptions=False
+    )
+    summaries: list[runner.RunSummary] = []
+    pending: dict[Any, tuple[int, list[int]]] = {}  # task ref -> (job index, its seeds)
+    parents: dict[int, str] = {}
+    results: dict[int, list[runner.SeedResult]] = {}
+    try:
+        for i, (cfg, ex) in enumerate(jobs):
+            todo, skipped = runner.seeds_to_run(tracker, cfg, ex)
+            results[i] = skipped
+            if not todo:
+                continue
+            parents[i] = runner.open_parent(tracker, cfg, ex)
+            groups = [todo] if ex.speed.parallel_seeds else [[s] for s in todo]
+            for seeds in groups:
+                pending[remote.remote(cfg, ex, parents[i], seeds)] = (i, seeds)
+        progress = tqdm(total=sum(len(s) for _, s in pending.values()), desc="seeds", unit="seed",
+                        disable=not first.progress, dynamic_ncols=True)  # fmt: skip
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            i, seeds = pending.pop(done[0])
+            try:
+                results[i] += ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - the task failed after its retries: a result, not a crash
+                reason = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+                log.warning("seeds %s of %s failed: %s", seeds, jobs[i][0].loss.loss, reason)
+                results[i] += [runner.SeedResult(s, None, "failed") for s in seeds]
+            progress.update(len(seeds))
+        progress.close()
+    except BaseException:
+        for parent_id in parents.values():
+            tracker.end_run(parent_id, "KILLED")
+        raise
+    finally:
+        ray.shutdown()
+    for i, (cfg, _) in enumerate(jobs):
+        if i in parents:
+            summaries.append(runner.close_parent(tracker, cfg, parents[i], results[i]))
+        else:
+            summaries.append(runner.RunSummary(cfg.config_hash(), None, results[i]))
+    return summaries
+
+
+def execute(jobs: list[Job], executor: str = "local", opts: ExecutorOptions | None = None) -> list[runner.RunSummary]:
+    return EXECUTORS.get(executor)(jobs, opts or ExecutorOptions())

@@ -1,0 +1,261 @@
+"""The two players (G, D and their optimisers) of one seed or of several seeds trained together.
+
+The trainer drives both kinds through one interface, with a leading seed dimension S on every
+tensor: real batches (S, B, ...), noise (S, B, z_dim), per-seed scalars (S,).
+
+`Single` holds one seed's G and D as plain modules: the reference path.
+`Stacked` holds S seeds' parameters stacked along a new first dimension
+(torch.func.stack_module_state); every forward is one torch.func.vmap over functional_call of a
+template module, so S small models become one set of batched kernels (--parallel-seeds). The seeds
+never mix: vmap maps each slice on its own, the backward runs on the sum of the per-seed objectives
+(whose gradient in one seed's parameters is that seed's own gradient), and Adam and RMSprop are
+elementwise, so one optimiser over stacked tensors is S independent optimisers.
+
+Both compute each seed's objectives with the same pure functions, `d_objective` and `g_objective`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from lossbench.errors import ConfigError
+from lossbench.losses import Loss
+from lossbench.penalties import Critic, Penalty
+
+D_STATS = ("d_loss", "d_real", "d_fake", "penalty")  # what d_objective reports, in this order
+OptFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
+
+
+def d_objective(
+    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """One seed's discriminator objective L_D + weight * penalty, and its statistics (D_STATS)."""
+    d_real, d_fake = critic(real), critic(fake)
+    d_loss = loss.discriminator_loss(d_real, d_fake)
+    pen = penalty.fn(critic, real, fake, u)
+    stats = torch.stack([d_loss, d_real.mean(), d_fake.mean(), pen]).detach()
+    return d_loss + weight * pen, stats
+
+
+def g_objective(critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: Tensor | None) -> Tensor:
+    """One seed's generator objective L_G(D(G(z))), with D(x) on a real batch for relativistic losses."""
+    d_real = None
+    if real is not None:
+        with torch.no_grad():
+            d_real = critic(real)
+    return loss.generator_loss(critic(generator(z)), d_real)
+
+
+class Players(Protocol):
+    size: int
+    opt_d: torch.optim.Optimizer
+    opt_g: torch.optim.Optimizer
+
+    def fake(self, z: Tensor) -> Tensor: ...
+    def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]: ...
+    def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor: ...
+    def d_parameters(self) -> list[Tensor]: ...
+    def finite(self) -> list[bool]: ...
+    def generator(self, k: int) -> nn.Module: ...
+    def discriminator(self, k: int) -> nn.Module: ...
+    def state_dict(self, k: int) -> dict[str, Any]: ...
+    def load_state_dict(self, k: int, state: dict[str, Any]) -> None: ...
+
+
+class Precision:
+    """Autocast of model forwards (bf16 on request); outputs come back as float32, so every loss and
+    penalty reduction runs in float32."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        if name not in ("fp32", "bf16"):
+            raise ConfigError(f"'precision' must be fp32 or bf16, got {name!r}")
+        self.enabled = name == "bf16"
+        self.device_type = device.type
+
+    @contextlib.contextmanager
+    def cast(self) -> Iterator[None]:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
+            yield
+
+    def wrap(self, fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        if not self.enabled:
+            return fn
+
+        def run(*args: Any) -> Tensor:
+            with self.cast():
+                return fn(*args).float()
+
+        return run
+
+
+class Single:
+    """One seed's plain G and D modules."""
+
+    size = 1
+
+    def __init__(
+        self, G: nn.Module, D: nn.Module, make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
+        penalty: Penalty, weight: float, precision: Precision, compile: bool = False,
+    ) -> None:  # fmt: skip
+        self.G, self.D = G, D
+        self.opt_g, self.opt_d = make_opt_g(list(G.parameters())), make_opt_d(list(D.parameters()))
+        self.loss, self.penalty, self.weight = loss, penalty, weight
+        g_call, d_call = G, D
+        if compile:  # double backward (gradient penalties) cannot go through a compiled graph
+            g_call = torch.compile(G)
+            d_call = D if penalty.input_gradient else torch.compile(D)
+        self._g = precision.wrap(g_call)
+        self._d = precision.wrap(d_call)
+
+    def fake(self, z: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self._g(z[0])[None]
+
+    def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+        self.D.requires_grad_(True)
+        total, stats = d_objective(self._d, self.loss, self.penalty, self.weight, real[0], fake[0],
+                                   None if u is None else u[0])  # fmt: skip
+        return total[None], stats[None]
+
+    def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor:
+        self.D.requires_grad_(False)  # no gradient into D's weights on G's step
+        return g_objective(self._d, self._g, self.loss, z[0], None if real is None else real[0])[None]
+
+    def d_parameters(self) -> list[Tensor]:
+        return list(self.D.parameters())
+
+    def finite(self) -> list[bool]:
+        return [
+            bool(torch.stack([torch.isfinite(p).all() for p in (*self.G.parameters(), *self.D.parameters())]).all())
+        ]
+
+    def generator(self, k: int) -> nn.Module:
+        return self.G
+
+    def discriminator(self, k: int) -> nn.Module:
+        return self.D
+
+    def state_dict(self, k: int) -> dict[str, Any]:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}  # fmt: skip
+
+    def load_state_dict(self, k: int, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+
+class Stacked:
+    """S seeds' G and D, parameters stacked on dim 0 and every forward vmapped over the seeds."""
+
+    def __init__(
+        self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
+        penalty: Penalty, weight: float, precision: Precision, compile: bool = False,
+    ) -> None:  # fmt: skip
+        if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
+            raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
+                              "vmapped); run the seeds one after another")  # fmt: skip
+        self.size = len(Gs)
+        self.g_params, self.g_buffers = stack_module_state(Gs)
+        self.d_params, self.d_buffers = stack_module_state(Ds)
+        self._g_view, self._d_view = Gs[0], Ds[0]  # real modules, loaded with one seed's state for hooks
+        g_base, d_base = copy.deepcopy(Gs[0]).to("meta"), copy.deepcopy(Ds[0]).to("meta")
+        self.opt_g = make_opt_g(list(self.g_params.values()))
+        self.opt_d = make_opt_d(list(self.d_params.values()))
+        self.loss, self.penalty, self.weight = loss, penalty, weight
+        self._g_one = precision.wrap(lambda p, b, z: functional_call(g_base, (p, b), (z,)))
+        self._d_one = precision.wrap(lambda p, b, x: functional_call(d_base, (p, b), (x,)))
+        if compile:
+            raise ConfigError("--compile is not supported with --parallel-seeds yet; use one or the other")
+
+    def fake(self, z: Tensor) -> Tensor:
+        with torch.no_grad():
+            return vmap(self._g_one)(self.g_params, self.g_buffers, z)
+
+    def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+        def one(p: dict, b: dict, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+            critic = lambda x: self._d_one(p, b, x)  # noqa: E731
+            return d_objective(critic, self.loss, self.penalty, self.weight, real, fake, u)
+
+        return vmap(one, in_dims=(0, 0, 0, 0, None if u is None else 0))(self.d_params, self.d_buffers, real, fake, u)
+
+    def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor:
+        d_params = {k: v.detach() for k, v in self.d_params.items()}  # no gradient into D's weights
+
+        def one(gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None) -> Tensor:
+            critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
+            return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real)
+
+        return vmap(one, in_dims=(0, 0, 0, 0, 0, None if real is None else 0))(
+            self.g_params, self.g_buffers, d_params, self.d_buffers, z, real
+        )
+
+    def d_parameters(self) -> list[Tensor]:
+        return list(self.d_params.values())
+
+    def finite(self) -> list[bool]:
+        tensors = [*self.g_params.values(), *self.d_params.values()]
+        ok = torch.stack([torch.isfinite(t).flatten(1).all(1) for t in tensors]).all(0)
+        return ok.tolist()
+
+    def _module_state(self, params: dict[str, Tensor], buffers: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+        return {name: t[k].detach().clone() for name, t in (params | buffers).items()}
+
+    def generator(self, k: int) -> nn.Module:
+        self._g_view.load_state_dict(self._module_state(self.g_params, self.g_buffers, k))
+        return self._g_view
+
+    def discriminator(self, k: int) -> nn.Module:
+        self._d_view.load_state_dict(self._module_state(self.d_params, self.d_buffers, k))
+        return self._d_view
+
+    def state_dict(self, k: int) -> dict[str, Any]:
+        """Seed k's state in exactly the format `Single.state_dict` writes: checkpoints are interchangeable."""
+        return {
+            "G": self._module_state(self.g_params, self.g_buffers, k),
+            "D": self._module_state(self.d_params, self.d_buffers, k),
+            "opt_g": _slice_optimizer(self.opt_g.state_dict(), k),
+            "opt_d": _slice_optimizer(self.opt_d.state_dict(), k),
+        }
+
+    def load_state_dict(self, k: int, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for stacked, buffers, key in ((self.g_params, self.g_buffers, "G"), (self.d_params, self.d_buffers, "D")):
+                for name, t in (stacked | buffers).items():
+                    t[k].copy_(state[key][name])
+        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+            _load_optimizer_slice(opt, state[key], k, self.size)
+
+
+def _slice_optimizer(sd: dict[str, Any], k: int) -> dict[str, Any]:
+    """Seed k's optimiser state from a stacked one: per-parameter tensors lose their seed dim; scalars
+    (Adam's step count, shared by all seeds) are kept."""
+    state = {
+        i: {n: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else copy.deepcopy(v)) for n, v in st.items()}
+        for i, st in sd["state"].items()
+    }
+    return {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
+
+
+def _load_optimizer_slice(opt: torch.optim.Optimizer, single: dict[str, Any], k: int, size: int) -> None:
+    sd = opt.state_dict()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    for i, st in single["state"].items():
+        target = sd["state"].setdefault(i, {})
+        for n, v in st.items():
+            if torch.is_tensor(v) and v.dim() > 0:
+                if n not in target:
+                    target[n] = torch.zeros((size, *v.shape), dtype=v.dtype, device=params[i].device)
+                target[n][k] = v.to(target[n].device)
+            else:
+                target[n] = copy.deepcopy(v)
+    sd["param_groups"] = [g | {"params": own["params"]} for g, own in zip(single["param_groups"], sd["param_groups"])]
+    opt.load_state_dict(sd)

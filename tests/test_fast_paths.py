@@ -1,0 +1,160 @@
+"""Every fast path against the plain one: seeds trained together (vmap over stacked models) equal
+their sequential twins, checkpoints move between the two paths, one diverging seed leaves its
+siblings untouched, and fused Adam, bf16 autocast and torch.compile keep the losses (double-backward
+penalties included) within tolerance of the plain path. Correctness only: speed is in benchmarks/."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lossbench import config, data, trainer
+from lossbench.config import SpeedConfig
+from lossbench.errors import ConfigError
+
+CPU = torch.device("cpu")
+PARALLEL = SpeedConfig(parallel_seeds=True)
+
+
+def train(flags: dict, seeds: list[int], speed: SpeedConfig | None = None, hooks: trainer.Hooks | None = None):
+    cfg = config.resolve(("flags", {"dataset": "ring8", "log_every": 5, **flags}))
+    ds = data.load(cfg.data.dataset, None, "train")
+    x = ds.x[:4096].to(torch.get_default_dtype())
+    state = trainer.setup(cfg, seeds, ds.sample_shape, CPU, speed)
+    logged: dict[int, list[tuple[int, dict]]] = {k: [] for k in range(len(seeds))}
+    hooks = hooks or trainer.Hooks()
+    hooks.log = lambda k, step, values: logged[k].append((step, values))
+    outcomes = trainer.train(cfg, state, x, hooks)
+    return outcomes, logged, state
+
+
+def losses_of(logged: list[tuple[int, dict]]) -> torch.Tensor:
+    return torch.tensor([[v[k] for k in ("d_loss", "d_real", "d_fake", "penalty", "g_loss")] for _, v in logged])
+
+
+@pytest.fixture
+def float64():
+    """In float64 the two paths' different kernel orders round at 1e-16, so even GAN dynamics, which
+    amplify rounding, keep the seeds equal to 1e-9 over these runs."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+CASES = {
+    "wgan-gp (per-sample penalty noise, n_critic 5)": {"loss": "wgan-gp", "steps": 10},
+    "dragan (elementwise penalty noise)": {"loss": "dragan", "steps": 10},
+    "ragan (real batch in G's step)": {"loss": "ragan", "steps": 10},
+    "wgan (weight clipping, RMSprop)": {"loss": "wgan", "steps": 10},
+    "non-saturating + r1": {"loss": "non-saturating", "penalty": "r1", "penalty_weight": 5.0, "steps": 10},
+    "dcgan/mnist (batch norm in G)": {"dataset": "mnist", "arch": "dcgan", "steps": 4, "batch_size": 8, "log_every": 2},
+}
+
+
+@pytest.mark.parametrize("flags", CASES.values(), ids=CASES.keys())
+def test_parallel_seeds_equal_their_sequential_twins(flags: dict, mnist_dir: str, float64: None) -> None:
+    seeds = [0, 1, 2]
+    outcomes, together, stacked = train(flags, seeds, PARALLEL)
+    assert [o.status for o in outcomes] == ["finished"] * 3
+    for k, seed in enumerate(seeds):
+        (alone_outcome,), alone, single = train(flags, [seed])
+        assert [s for s, _ in together[k]] == [s for s, _ in alone[0]]
+        torch.testing.assert_close(losses_of(together[k]), losses_of(alone[0]), rtol=1e-9, atol=1e-9)
+        mine, theirs = stacked.state_dict(k), single.state_dict(0)
+        for part in ("G", "D"):
+            assert mine[part].keys() == theirs[part].keys()
+            for name in mine[part]:
+                torch.testing.assert_close(mine[part][name], theirs[part][name], rtol=1e-9, atol=1e-9)
+    # and the seeds did train differently from one another
+    assert not torch.allclose(losses_of(together[0]), losses_of(together[1]))
+
+
+def test_checkpoints_move_between_parallel_and_sequential(float64: None) -> None:
+    flags = {"loss": "wgan-gp", "steps": 12, "checkpoint_every": 6}
+    saved: dict[int, dict] = {}
+    hooks = trainer.Hooks(
+        checkpoint=lambda k, step, st: step == 6 and saved.setdefault(k, copy.deepcopy(st.state_dict(k)))
+    )
+    _, together, _ = train(flags, [0, 1], PARALLEL, hooks)
+
+    # seed 1's checkpoint from the group continues alone, exactly as it went on in the group
+    cfg = config.resolve(("flags", {"dataset": "ring8", "log_every": 5, **flags}))
+    x = data.load("ring8").x[:4096].double()
+    single = trainer.setup(cfg, 1, (2,), CPU)
+    single.load_state_dict(copy.deepcopy(saved[1]))  # optimisers adopt loaded tensors in place
+    logged: list = []
+    trainer.train(cfg, single, x, trainer.Hooks(log=lambda k, s, v: logged.append((s, v))))
+    torch.testing.assert_close(losses_of(logged), losses_of([e for e in together[1] if e[0] > 6]), rtol=1e-9, atol=1e-9)
+
+    # and both single-seed checkpoints load back into a new group
+    group = trainer.setup(cfg, [0, 1], (2,), CPU, PARALLEL)
+    for k in (0, 1):
+        group.load_state_dict(saved[k], k)
+    assert group.step == 6
+    again: dict[int, list] = {0: [], 1: []}
+    trainer.train(cfg, group, x, trainer.Hooks(log=lambda k, s, v: again[k].append((s, v))))
+    for k in (0, 1):
+        assert torch.equal(losses_of(again[k]), losses_of([e for e in together[k] if e[0] > 6]))
+
+
+def test_a_diverging_seed_leaves_its_group_untouched() -> None:
+    flags = {"loss": "non-saturating", "steps": 20}
+    _, clean, _ = train(flags, [0, 1, 2], PARALLEL)
+
+    cfg = config.resolve(("flags", {"dataset": "ring8", "log_every": 5, **flags}))
+    state = trainer.setup(cfg, [0, 1, 2], (2,), CPU, PARALLEL)
+    logged: dict[int, list] = {0: [], 1: [], 2: []}
+
+    def log(k: int, step: int, values: dict) -> None:
+        logged[k].append((step, values))
+        if k == 1 and step == 5:  # seed 1's generator turns NaN after its first log
+            with torch.no_grad():
+                next(iter(state.players.g_params.values()))[1].fill_(float("nan"))
+
+    outcomes = trainer.train(cfg, state, data.load("ring8").x[:4096], trainer.Hooks(log=log))
+    assert [o.status for o in outcomes] == ["finished", "diverged", "finished"]
+    assert outcomes[1].step == 10 and [s for s, _ in logged[1]] == [5]
+    for k in (0, 2):
+        assert torch.equal(losses_of(logged[k]), losses_of(clean[k]))
+
+
+def test_spectral_norm_is_refused_with_parallel_seeds() -> None:
+    with pytest.raises(ConfigError, match="spectral"):
+        train({"d_norm": "spectral", "steps": 1}, [0, 1], PARALLEL)
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "non-saturating"])
+def test_fused_adam_matches_plain_adam(loss: str) -> None:
+    _, plain, _ = train({"loss": loss, "steps": 10}, [0])
+    _, fused, _ = train({"loss": loss, "steps": 10}, [0], SpeedConfig(fused_optim=True))
+    torch.testing.assert_close(losses_of(fused[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "non-saturating"])
+def test_bf16_autocast_stays_close_to_fp32(loss: str) -> None:
+    # bf16 keeps 8 bits of mantissa: the first steps agree to about 1e-2, and the penalty (double
+    # backward through autocast) is computed and positive
+    flags = {"loss": loss, "steps": 3, "log_every": 1}
+    _, fp32, _ = train(flags, [0])
+    _, bf16, _ = train(flags, [0], SpeedConfig(precision="bf16"))
+    torch.testing.assert_close(losses_of(bf16[0]), losses_of(fp32[0]), rtol=5e-2, atol=5e-2)
+    if loss == "wgan-gp":
+        assert all(v["penalty"] > 0 for _, v in bf16[0])
+
+
+def test_bf16_with_parallel_seeds_matches_bf16_alone() -> None:
+    flags = {"loss": "wgan-gp", "steps": 3, "log_every": 1}
+    _, together, _ = train(flags, [0, 1], SpeedConfig(parallel_seeds=True, precision="bf16"))
+    _, alone, _ = train(flags, [1], SpeedConfig(precision="bf16"))
+    torch.testing.assert_close(losses_of(together[1]), losses_of(alone[0]), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["wgan-gp", "non-saturating"])
+def test_compiled_models_match_plain(loss: str) -> None:
+    flags = {"loss": loss, "steps": 5, "log_every": 1}
+    _, plain, _ = train(flags, [0])
+    _, compiled, _ = train(flags, [0], SpeedConfig(compile=True))
+    torch.testing.assert_close(losses_of(compiled[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
