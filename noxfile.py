@@ -1,4 +1,5 @@
-"""nox sessions: tests (the default suite), slow (everything), lint, bench."""
+"""nox sessions: tests (the default suite), cluster (PostgreSQL + mlflow server + Ray), slow (everything),
+lint, bench."""
 
 import os
 
@@ -16,7 +17,14 @@ def _install(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     _install(session)
-    session.run("pytest", "-m", "not slow", *session.posargs, env={k: v for k, v in os.environ.items()})
+    session.run("pytest", "-m", "not slow and not cluster", *session.posargs, env=dict(os.environ))
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """The scale-out integration tests: PostgreSQL, mlflow server and Ray on loopback."""
+    _install(session)
+    session.run("pytest", "-m", "cluster", *session.posargs)
 
 
 @nox.session

@@ -115,12 +115,13 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
             variants["bf16 autocast"] = SpeedConfig(precision="bf16")
         if args.compile:
             variants["torch.compile"] = SpeedConfig(compile=True)
-        print(f"train     {arch}/{name}{note}, batch {cfg.train.batch_size}, {flops / 1e6:.1f} MFLOP per generator step "
-              f"({flops / cfg.train.batch_size / 1e6:.2f} per real image)")  # fmt: skip
+        per_image = flops / cfg.train.batch_size / 1e6
+        print(f"train     {arch}/{name}{note}, batch {cfg.train.batch_size}, {flops / 1e6:.1f} MFLOP per generator "
+              f"step ({per_image:.2f} per real image)")  # fmt: skip
         for label, speed in variants.items():
             seconds = time_training(cfg, x, shape, device, [0], speed)
-            print(f"          lossbench {label:14s} {steps / seconds:8.1f} steps/s {imgs / seconds:10.0f} real images/s "
-                  f"{flops * steps / seconds / 1e9:7.1f} GFLOP/s")  # fmt: skip
+            print(f"          lossbench {label:14s} {steps / seconds:8.1f} steps/s {imgs / seconds:10.0f} real "
+                  f"images/s {flops * steps / seconds / 1e9:7.1f} GFLOP/s")  # fmt: skip
             if label == "plain":
                 plain_rate = imgs / seconds
         if arch == "mlp" and name == "mnist":
@@ -158,7 +159,7 @@ def bench_logging(device: torch.device, args: argparse.Namespace) -> None:
             tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
             run_id = tracker.start_run("bench", {}, {})
 
-            def hooks(state: trainer.TrainState) -> trainer.Hooks:
+            def hooks(state: trainer.TrainState, tracker: Tracker = tracker, run_id: str = run_id) -> trainer.Hooks:
                 return trainer.Hooks(log=lambda k, step, values: tracker.log_metrics(run_id, step, values))
 
             logged = time_training(cfg, x, shape, device, [0], hooks_for=hooks)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +75,6 @@ def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[runner.RunSummary]:
         return []
     first = jobs[0][1]
     tracker = Tracker(first.tracking_uri, first.experiment)  # the store answers before the cluster starts
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     try:
         ray.init(address=opts.address, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
                  configure_logging=False)  # fmt: skip

@@ -68,7 +68,9 @@ def inception(device: torch.device) -> Extractor:
         pool, logits = net(images.to(device))
         return pool, logits
 
-    return Extractor("inception-v3-compat", fn)
+    # small batches on a CPU keep peak memory low (Inception's activations at 299x299 are ~15 MB per
+    # image) at no cost in throughput there; large ones keep a GPU busy
+    return Extractor("inception-v3-compat", fn, batch_size=200 if device.type == "cuda" else 16)
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -155,21 +157,38 @@ def real_subset(images: Tensor, n: int) -> Tensor:
 
 
 def real_features(extractor: Extractor, dataset: str, split: str, images: Tensor, n: int) -> tuple[Features, bool]:
-    """Features of n reals (images in [-1, 1]); returns (features, came_from_cache)."""
+    """Features of n reals (images in [-1, 1]); returns (features, came_from_cache).
+
+    Computed once per machine: a file lock lets one process (or Ray worker) compute while the others
+    wait and then read its file; the file itself is written atomically (temporary file, rename)."""
+    from filelock import FileLock
+
     path = real_cache_path(dataset, split, n, extractor.name)
-    if path.is_file():
-        try:
-            blob = torch.load(path, weights_only=True)
-            return Features(blob["pool"], blob["logits"]), True
-        except Exception:
-            log.warning("real-statistics cache %s unreadable; recomputing", path)
-    subset = real_subset(images, n)
-    pool, logits = extract(extractor, (to_uint8(subset[i : i + 500]) for i in range(0, n, 500)))
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached, True
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"pool": pool, "logits": logits}, tmp)
-    os.replace(tmp, path)  # atomic: concurrent writers leave one whole file
+    with FileLock(str(path.with_suffix(".lock"))):
+        cached = _read_cache(path)  # another process may have written it while we waited
+        if cached is not None:
+            return cached, True
+        subset = real_subset(images, n)
+        pool, logits = extract(extractor, (to_uint8(subset[i : i + 500]) for i in range(0, n, 500)))
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"pool": pool, "logits": logits}, tmp)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
     return Features(pool, logits), False
+
+
+def _read_cache(path: Path) -> Features | None:
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, weights_only=True)
+        return Features(blob["pool"], blob["logits"])
+    except Exception:
+        log.warning("real-statistics cache %s unreadable; recomputing", path)
+        return None
 
 
 def fake_features(extractor: Extractor, batches: Iterator[Tensor]) -> Features:

@@ -10,7 +10,7 @@ import torch
 
 from lossbench import data, metrics, modes
 
-N = 64  # images per set: Inception runs at a few images/s on a 2-core CPU
+N = 48  # images per set: Inception runs at a few images/s on a 2-core CPU
 
 
 # --- IS plumbing and the cache, with a toy extractor whose class probabilities are known -------
@@ -85,7 +85,7 @@ def inception_features(mnist_dir: str) -> dict[str, metrics.Features]:
     test = metrics.real_subset(data.load("mnist", mnist_dir, "test").x, N)
     g = torch.Generator().manual_seed(0)
     sets = {"train": train, "test": test}
-    for sigma in (0.1, 0.3, 0.6):
+    for sigma in (0.1, 0.6):
         sets[f"noise{sigma}"] = (test + sigma * torch.randn(test.shape, generator=g)).clamp(-1, 1)
     sets["uniform"] = torch.rand(test.shape, generator=g) * 2 - 1
     return {k: metrics.fake_features(ext, iter([v])) for k, v in sets.items()}
@@ -100,7 +100,7 @@ def test_fid_of_a_set_with_itself_is_zero(inception_features: dict) -> None:
 def test_fid_grows_with_noise_and_uniform_noise_is_far(inception_features: dict) -> None:
     real = inception_features["train"]
     fid = {k: metrics.compare(("fid", "kid"), real, v) for k, v in inception_features.items() if k != "train"}
-    order = ["test", "noise0.1", "noise0.3", "noise0.6"]
+    order = ["test", "noise0.1", "noise0.6"]
     values = [fid[k]["fid"] for k in order]
     assert values == sorted(values), values
     assert fid["uniform"]["fid"] > 3 * fid["test"]["fid"]

@@ -53,6 +53,23 @@ def test_malformed_suite_fails_in_cli_before_training(tmp_path: Path, store: str
     assert not runs_by_role(store)["seed"]
 
 
+def test_small_sweep_then_rerun_skips_everything(store: str, tmp_path: Path) -> None:
+    suite = tmp_path / "small.toml"
+    suite.write_text('seeds = 2\n[base]\ndataset = "ring8"\nsteps = 30\nlog_every = 10\nsample_every = 30\n'
+                     'fid_samples = 500\n[grid]\nloss = ["hinge", "wgan-gp"]\n')  # fmt: skip
+    proc = lossbench("sweep", str(suite), "--tracking-uri", store, "--no-progress")
+    assert (
+        "2 configurations x 2 seeds; 0 finished, 4 to run" in proc.stdout and "suite small: 4 finished" in proc.stdout
+    )
+    runs = runs_by_role(store)
+    assert len(runs["seed"]) == 4 and len(runs["parent"]) == 2
+    assert all(r.info.status == "FINISHED" and "modes" in r.data.metrics for r in runs["seed"])
+    again = lossbench("sweep", str(suite), "--tracking-uri", store, "--no-progress")
+    assert "4 finished, 0 to run" in again.stdout and "nothing to run" in again.stdout
+    assert len(runs_by_role(store)["seed"]) == 4
+
+
+@pytest.mark.slow  # the same suite runs through Ray into PostgreSQL in tests/test_cluster.py
 def test_sweep_smoke_end_to_end_then_skips_everything(store: str) -> None:
     proc = lossbench("sweep", "smoke", "--tracking-uri", store, "--no-progress")
     assert "27 to run" in proc.stdout
@@ -70,11 +87,14 @@ def test_sweep_smoke_end_to_end_then_skips_everything(store: str) -> None:
     assert len(runs_by_role(store)["seed"]) == 27 + len(diverged)
 
 
-def test_sweep_filters_max_runs_and_dry_run(store: str) -> None:
+def test_sweep_filters_max_runs_and_dry_run(store: str, tmp_path: Path) -> None:
     dry = lossbench("sweep", "smoke", "--loss", "hinge", "--dry-run", "--tracking-uri", store)
     assert "1 configurations x 3 seeds; 0 finished, 3 to run" in dry.stdout and "steps/s" in dry.stdout
     assert not runs_by_role(store)["seed"]
-    lossbench("sweep", "smoke", "--loss", "hinge", "--loss", "minimax", "--max-runs", "4", "--tracking-uri", store)
+    suite = tmp_path / "three.toml"
+    suite.write_text('seeds = 3\n[base]\ndataset = "ring8"\nsteps = 20\nlog_every = 10\nsample_every = 20\n'
+                     'fid_samples = 500\n[grid]\nloss = ["hinge", "minimax", "wgan"]\n')  # fmt: skip
+    lossbench("sweep", str(suite), "--loss", "hinge", "--loss", "minimax", "--max-runs", "4", "--tracking-uri", store)
     seeds = runs_by_role(store)["seed"]
     assert len(seeds) == 4
     client = MlflowClient(tracking_uri=store)
