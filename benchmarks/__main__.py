@@ -5,6 +5,8 @@ python -m benchmarks train seeds          # some of them
 python -m benchmarks --device cuda --steps 500 seeds
 
   matmul    the machine's float32 matrix-product rate at the mlp's shape (64x784 @ 784x256)
+Each figure is the best of --repeat timings (the median for logging), as timeit does.
+
   train     lossbench's trainer: generator steps/s, real images/s, achieved GFLOP/s (FLOPs counted by
             torch.utils.flop_counter on one real step), and each fast path (fused Adam, bf16, compile);
             for mlp/mnist also the plain PyTorch reference loop (benchmarks/reference.py), side by side
@@ -119,7 +121,7 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
         print(f"train     {arch}/{name}{note}, batch {cfg.train.batch_size}, {flops / 1e6:.1f} MFLOP per generator "
               f"step ({per_image:.2f} per real image)")  # fmt: skip
         for label, speed in variants.items():
-            seconds = time_training(cfg, x, shape, device, [0], speed)
+            seconds = min(time_training(cfg, x, shape, device, [0], speed) for _ in range(args.repeat))
             print(f"          lossbench {label:14s} {steps / seconds:8.1f} steps/s {imgs / seconds:10.0f} real "
                   f"images/s {flops * steps / seconds / 1e9:7.1f} GFLOP/s")  # fmt: skip
             if label == "plain":
@@ -127,7 +129,8 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
         if arch == "mlp" and name == "mnist":
             from benchmarks import reference
 
-            ref = reference.run(data.data_root(None), steps, cfg.train.batch_size, str(device))
+            ref = max(reference.run(data.data_root(None), steps, cfg.train.batch_size, str(device))
+                      for _ in range(args.repeat))  # fmt: skip
             print(f"          reference loop (DataLoader, BCELoss, .item())    {ref:10.0f} real images/s "
                   f"{flops / cfg.train.batch_size * ref / 1e9:7.1f} GFLOP/s; lossbench plain / reference = "
                   f"{plain_rate / ref:.2f}x")  # fmt: skip
@@ -140,33 +143,57 @@ def bench_seeds(device: torch.device, args: argparse.Namespace) -> None:
         steps = args.steps if arch == "mlp" else max(args.steps // 10, 10)
         cfg = configure(name, arch, steps)
         imgs = cfg.train.batch_size * cfg.train.n_critic * steps * n
-        sequential = sum(time_training(cfg, x, shape, device, [s]) for s in range(n))
-        together = time_training(cfg, x, shape, device, list(range(n)), SpeedConfig(parallel_seeds=True))
+        reps = args.repeat if arch == "mlp" else 1
+        sequential = min(sum(time_training(cfg, x, shape, device, [s]) for s in range(n)) for _ in range(reps))
+        together = min(time_training(cfg, x, shape, device, list(range(n)), SpeedConfig(parallel_seeds=True))
+                       for _ in range(reps))  # fmt: skip
         print(f"seeds     {arch}/{name}{note}, {n} seeds x {steps} steps: one after another {imgs / sequential:10.0f} "
               f"real images/s, --parallel-seeds {imgs / together:10.0f} real images/s, "
               f"speed-up {sequential / together:.2f}x")  # fmt: skip
 
 
 def bench_logging(device: torch.device, args: argparse.Namespace) -> None:
-    """The hooks the runner installs for metrics, against none."""
+    """The metric logging the runner installs, two ways: the time the training thread spends in the
+    log hook and the final flush (direct, precise), and whole runs with and without it, alternating,
+    as medians with their range (end to end, background thread included, but as noisy as the machine)."""
+    import logging
+    import statistics
+
     from lossbench.tracking import Tracker
 
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     x, shape, note = dataset("mnist", device)
     for log_every in (10, 50):
         cfg = configure("mnist", "mlp", args.steps, log_every=log_every, sample_every=10**9, checkpoint_every=10**9)
-        bare = time_training(cfg, x, shape, device, [0])
+        bare, logged, in_hooks = [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
             run_id = tracker.start_run("bench", {}, {})
+            spent = [0.0]
 
-            def hooks(state: trainer.TrainState, tracker: Tracker = tracker, run_id: str = run_id) -> trainer.Hooks:
-                return trainer.Hooks(log=lambda k, step, values: tracker.log_metrics(run_id, step, values))
+            def log(k: int, step: int, values: dict, tracker: Tracker = tracker, run_id: str = run_id,
+                    spent: list[float] = spent) -> None:  # fmt: skip
+                start = time.perf_counter()
+                tracker.log_metrics(run_id, step, values)
+                spent[0] += time.perf_counter() - start
 
-            logged = time_training(cfg, x, shape, device, [0], hooks_for=hooks)
-            tracker.flush()
-        print(f"logging   mlp/mnist, {args.steps} steps, metrics every {log_every} steps to sqlite: "
-              f"{bare / args.steps * 1e3:.3f} ms/step bare, {logged / args.steps * 1e3:.3f} ms/step logged, "
-              f"overhead {100 * (logged - bare) / bare:+.1f}%")  # fmt: skip
+            for _ in range(args.repeat):
+                bare.append(time_training(cfg, x, shape, device, [0]))
+                spent[0] = 0.0
+                start = time.perf_counter()
+                time_training(cfg, x, shape, device, [0], hooks_for=lambda state: trainer.Hooks(log=log))
+                flush_start = time.perf_counter()
+                tracker.flush()
+                end = time.perf_counter()
+                logged.append(end - start)
+                in_hooks.append(spent[0] + end - flush_start)
+        b, lg = statistics.median(bare), statistics.median(logged)
+        direct = 100 * statistics.median(h / (t - h) for h, t in zip(in_hooks, logged))
+        print(f"logging   mlp/mnist, {args.steps} steps, metrics every {log_every} steps to sqlite: training thread "
+              f"in log hooks + final flush {direct:.2f}% of step time; whole runs (median of {args.repeat}) "
+              f"{b / args.steps * 1e3:.3f} ms/step bare [{min(bare) / args.steps * 1e3:.3f}-"
+              f"{max(bare) / args.steps * 1e3:.3f}], {lg / args.steps * 1e3:.3f} ms/step logged "
+              f"[{min(logged) / args.steps * 1e3:.3f}-{max(logged) / args.steps * 1e3:.3f}]")  # fmt: skip
 
 
 INCEPTION_GFLOP = 5.71  # InceptionV3 forward at 299x299, per image (Szegedy et al. 2016: 5.72 G multiply-adds x2)
@@ -197,6 +224,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=300, help="generator steps for mlp (dcgan: a tenth)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="timings per figure: best (train, seeds) or median")
     parser.add_argument("--feature-images", type=int, default=256)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes on CPU)")
     args = parser.parse_args()

@@ -94,6 +94,8 @@ class Tracker:
             raise _wrap("open it", self.uri, exc) from None
         self.experiment = experiment
         self._pending: list[Any] = []  # RunOperations of asynchronous metric batches
+        self._buffer: dict[str, list[Any]] = {}  # run id -> metrics not yet handed to MLflow
+        self._buffer_since = time.monotonic()
         self._uploads: list[Future] = []
         self._uploader: ThreadPoolExecutor | None = None
 
@@ -130,14 +132,23 @@ class Tracker:
 
     # --- metrics and artifacts ----------------------------------------------------------------
 
+    BUFFER_SECONDS = 5.0  # metrics are handed to MLflow in batches at most this old (and at every flush)
+
     def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
-        """Queued: MLflow sends the batch from its own thread; see flush()."""
+        """Buffered, then sent in one asynchronous batch per run from MLflow's own thread; see flush()."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
-        for i in range(0, len(metrics), 1000):
-            self._pending.append(self.client.log_batch(run_id, metrics=metrics[i : i + 1000], synchronous=False))
+        self._buffer.setdefault(run_id, []).extend(Metric(k, float(v), now, step) for k, v in values.items())
+        if time.monotonic() - self._buffer_since > self.BUFFER_SECONDS:
+            self._send_buffered()
+
+    def _send_buffered(self) -> None:
+        buffered, self._buffer = self._buffer, {}
+        self._buffer_since = time.monotonic()
+        for run_id, metrics in buffered.items():
+            for i in range(0, len(metrics), 1000):
+                self._pending.append(self.client.log_batch(run_id, metrics=metrics[i : i + 1000], synchronous=False))
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Uploaded in the background; the file must stay in place until flush()."""
@@ -146,7 +157,12 @@ class Tracker:
         self._uploads.append(self._uploader.submit(self.client.log_artifact, run_id, str(path), artifact_path))
 
     def flush(self, raise_errors: bool = True) -> None:
-        """Wait until every queued metric and artifact is stored."""
+        """Wait until every buffered or queued metric and artifact is stored."""
+        try:
+            self._send_buffered()
+        except Exception as exc:  # noqa: BLE001
+            if raise_errors:
+                raise _wrap("store metrics", self.uri, exc) from None
         pending, uploads = self._pending, self._uploads
         self._pending, self._uploads = [], []
         first: Exception | None = None
