@@ -17,7 +17,8 @@ def _install(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     _install(session)
-    session.run("pytest", "-m", "not slow and not cluster", *session.posargs, env=dict(os.environ))
+    args = ["-m", "not slow and not cluster", "-n", "auto", "--dist", "loadgroup", *session.posargs]
+    session.run("pytest", *args, env=dict(os.environ))
 
 
 @nox.session

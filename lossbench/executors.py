@@ -75,6 +75,7 @@ def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[runner.RunSummary]:
         return []
     first = jobs[0][1]
     tracker = Tracker(first.tracking_uri, first.experiment)  # the store answers before the cluster starts
+    _check_reachable(opts.address)
     try:
         ray.init(address=opts.address, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
                  configure_logging=False)  # fmt: skip
@@ -123,6 +124,20 @@ def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[runner.RunSummary]:
         else:
             summaries.append(runner.RunSummary(cfg.config_hash(), None, results[i]))
     return summaries
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A HOST:PORT cluster answers a TCP connection at once, or one line says so (Ray itself would
+    keep retrying for minutes)."""
+    import socket
+
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise LossbenchError(f"cannot reach the Ray cluster at {address} ({exc})") from None
 
 
 def execute(jobs: list[Job], executor: str = "local", opts: ExecutorOptions | None = None) -> list[runner.RunSummary]:

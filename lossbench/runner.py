@@ -324,11 +324,15 @@ class _Group:
                 path = plots.save_grid(imgs, folder / f"samples_{step:07d}.png")
             tracker.log_artifact(run_ids[k], path, "samples")
 
+        def save_checkpoint(st: trainer.TrainState, k: int, path: Path) -> None:
+            tracker.flush()  # what the checkpoint claims as done is in the store first: a crash loses neither
+            checkpoint.save(st.state_dict(k), path)
+
         hooks = trainer.Hooks(
             log=lambda k, step, values: tracker.log_metrics(run_ids[k], step, values),
             samples=log_samples,
             evaluate=lambda k, step, G: tracker.log_metrics(run_ids[k], step, self.evaluate(G, seeds[k], step)),
-            checkpoint=lambda k, step, st: checkpoint.save(st.state_dict(k), ckpt_paths[k]),
+            checkpoint=lambda k, step, st: save_checkpoint(st, k, ckpt_paths[k]),
             progress=bar.update,
             should_stop=lambda: stop[0],
         )

@@ -52,9 +52,18 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+def redact(uri: str) -> str:
+    """The URI without any user:password@ part, for messages: credentials never reach a log line."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+
+
 def _wrap(action: str, uri: str, exc: Exception) -> TrackingError:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return TrackingError(f"tracking store {uri}: cannot {action} ({first_line[:200]})")
+    return TrackingError(f"tracking store {redact(uri)}: cannot {action} ({first_line[:200]})")
 
 
 class Tracker:
@@ -82,7 +91,7 @@ class Tracker:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 if not create:
-                    raise TrackingError(f"no experiment '{experiment}' in {self.uri}")
+                    raise TrackingError(f"no experiment '{experiment}' in {redact(self.uri)}")
                 self.experiment_id = self.client.create_experiment(
                     experiment, artifact_location=_artifact_root(self.uri)
                 )
@@ -229,7 +238,7 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
         return  # it answered: a server is there, whatever it thinks of /health
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"tracking server {uri} is unreachable ({reason})") from None
+        raise TrackingError(f"tracking server {redact(uri)} is unreachable ({reason})") from None
 
 
 def _param_str(value: Any) -> str:

@@ -139,6 +139,8 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db"], "tracking store"),
         (["--device", "cuda"], "no CUDA device"),
         (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
+        (["--tracking-uri", "http://bob:hunter2@127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:9", "--dataset", "ring8"], "cannot reach the Ray cluster"),
     ],
 )
 def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, store: str) -> None:
@@ -156,26 +158,25 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout  # credentials never reach a message
     if "{tmp}/afile" not in " ".join(args):
         assert not Path(store.removeprefix("sqlite:///")).exists() or not runs_by_role(store)["seed"]
 
 
-def test_parallel_seeds_each_get_their_own_run(store: str, tmp_path: Path) -> None:
+def test_parallel_seeds_each_get_their_own_run(store: str) -> None:
     args = ["run", "--dataset", "ring8", "--loss", "wgan-gp", "--seeds", "3", "--steps", "20", "--log-every", "5",
             "--sample-every", "20", "--fid-samples", "500", "--no-progress"]  # fmt: skip
     proc = lossbench(*args, "--parallel-seeds", "--tracking-uri", store)
     assert "3 finished" in proc.stdout
-    sequential = f"sqlite:///{tmp_path / 'seq' / 'mlflow.db'}"
-    lossbench(*args, "--tracking-uri", sequential)
     together = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
-    alone = {r.data.params["seed"]: r for r in runs_by_role(sequential)["seed"]}
+    (parent,) = runs_by_role(store)["parent"]
     assert sorted(together) == ["0", "1", "2"]
-    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=sequential)
-    for seed, run in together.items():
+    a = MlflowClient(tracking_uri=store)
+    for run in together.values():
         assert run.info.status == "FINISHED" and run.data.params["parallel_seeds"] == "True"
-        assert run.data.tags["lossbench.config_hash"] == alone[seed].data.tags["lossbench.config_hash"]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert {"modes", "high_quality", "mode_kl"} <= set(run.data.metrics)
         assert [x.path for x in a.list_artifacts(run.info.run_id, "samples")] == ["samples/scatter_0000020.png"]
-        mine = [m.value for m in a.get_metric_history(run.info.run_id, "d_loss")]
-        theirs = [m.value for m in b.get_metric_history(alone[seed].info.run_id, "d_loss")]
-        assert len(mine) == 4 and mine == pytest.approx(theirs, rel=1e-3, abs=1e-4)  # float32, two kernel orders
+        assert [m.step for m in a.get_metric_history(run.info.run_id, "d_loss")] == [5, 10, 15, 20]
+    # each seed trained on its own numbers (equality with sequential twins: tests/test_fast_paths.py)
+    assert len({run.data.metrics["d_loss"] for run in together.values()}) == 3

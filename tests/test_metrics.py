@@ -91,12 +91,14 @@ def inception_features(mnist_dir: str) -> dict[str, metrics.Features]:
     return {k: metrics.fake_features(ext, iter([v])) for k, v in sets.items()}
 
 
+@pytest.mark.xdist_group("inception-features")  # one worker computes the module fixture once
 def test_fid_of_a_set_with_itself_is_zero(inception_features: dict) -> None:
     f = inception_features["train"]
     result = metrics.compare(("fid",), f, f)
     assert abs(result["fid"]) < 1e-2
 
 
+@pytest.mark.xdist_group("inception-features")
 def test_fid_grows_with_noise_and_uniform_noise_is_far(inception_features: dict) -> None:
     real = inception_features["train"]
     fid = {k: metrics.compare(("fid", "kid"), real, v) for k, v in inception_features.items() if k != "train"}

@@ -117,16 +117,16 @@ def test_divergence_is_recorded_and_siblings_finish(store: str) -> None:
     assert parent.data.metrics["seeds_diverged"] == 1 and parent.data.metrics["seeds_finished"] == 1
 
 
-def test_four_processes_share_one_sqlite_store(store: str) -> None:
+def test_three_processes_share_one_sqlite_store(store: str) -> None:
     args = ["--dataset", "ring8", "--seeds", "2", "--steps", "40", "--log-every", "10", "--fid-samples", "200",
             "--tracking-uri", store, "--no-progress"]  # fmt: skip
     lossbench("run", "--steps", "1", "--tracking-uri", store, "--dataset", "ring8", "--fid-samples", "10")  # create db
-    procs = [start(*args, "--loss", loss) for loss in ("minimax", "hinge", "least-squares", "non-saturating")]
+    procs = [start(*args, "--loss", loss) for loss in ("minimax", "hinge", "least-squares")]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     seeds = [r for r in runs_by_role(store)["seed"] if r.data.params["steps"] == "40"]
-    assert len(seeds) == 8 and all(r.info.status == "FINISHED" for r in seeds)
+    assert len(seeds) == 6 and all(r.info.status == "FINISHED" for r in seeds)
     client = MlflowClient(tracking_uri=store)
     for r in seeds:
         assert {"d_loss", "g_loss", "modes", "high_quality", "mode_kl"} <= set(r.data.metrics)
