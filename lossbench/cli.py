@@ -48,12 +48,22 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def _store_options(f: Any) -> Any:
-    f = click.option(
-        "--tracking-uri", default=None, help="MLflow store; default MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db."
-    )(f)
-    f = click.option("--experiment", default="lossbench", show_default=True, help="MLflow experiment name.")(f)
-    return f
+def _options(*options: Any) -> Any:
+    """One decorator applying click options in the order listed (as --help shows them)."""
+
+    def apply(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+_store_options = _options(
+    click.option("--tracking-uri", default=None,
+                 help="MLflow store; default MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db."),
+    click.option("--experiment", default="lossbench", show_default=True, help="MLflow experiment name."),
+)  # fmt: skip
 
 
 # flag -> flat config key; flags left unset do not override lower layers
@@ -95,40 +105,23 @@ def flag_values(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: v for _, key, _, _ in CONFIG_FLAGS if (v := kwargs.pop(key, None)) is not None}
 
 
-def speed_options(f: Any) -> Any:
-    f = click.option(
-        "--parallel-seeds",
-        is_flag=True,
-        help="Train the seeds of a configuration together on one device (vmap over stacked models).",
-    )(f)
-    f = click.option(
-        "--precision",
-        type=click.Choice(["fp32", "bf16"]),
-        default="fp32",
-        show_default=True,
-        help="bf16 autocasts model forwards; losses and penalties stay fp32.",
-    )(f)
-    f = click.option(
-        "--compile", "compile_", is_flag=True, help="torch.compile G (and D when no penalty needs double backward)."
-    )(f)
-    f = click.option("--fused-optim", is_flag=True, help="torch's fused Adam.")(f)
-    return f  # fmt: skip
+speed_options = _options(
+    click.option("--parallel-seeds", is_flag=True,
+                 help="Train the seeds of a configuration together on one device (vmap over stacked models)."),
+    click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                 help="bf16 autocasts model forwards; losses and penalties stay fp32."),
+    click.option("--compile", "compile_", is_flag=True,
+                 help="torch.compile G (and D when no penalty needs double backward)."),
+    click.option("--fused-optim", is_flag=True, help="torch's fused Adam."),
+)  # fmt: skip
 
-
-def executor_options(f: Any) -> Any:
-    f = click.option(
-        "--executor",
-        type=click.Choice(["local", "ray"]),
-        default="local",
-        show_default=True,
-        help="Where seeds train: here, or as tasks on a Ray cluster.",
-    )(f)
-    f = click.option(
-        "--ray-address", default=None, help="Ray cluster: auto or HOST:PORT (default: start a local one)."
-    )(f)
-    f = click.option("--task-cpus", type=float, default=1.0, show_default=True, help="CPUs per Ray task.")(f)
-    f = click.option("--task-gpus", type=float, default=0.0, show_default=True, help="GPUs per Ray task.")(f)
-    return f  # fmt: skip
+executor_options = _options(
+    click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="Where seeds train: here, or as tasks on a Ray cluster."),
+    click.option("--ray-address", default=None, help="Ray cluster: auto or HOST:PORT (default: start a local one)."),
+    click.option("--task-cpus", type=float, default=1.0, show_default=True, help="CPUs per Ray task."),
+    click.option("--task-gpus", type=float, default=0.0, show_default=True, help="GPUs per Ray task."),
+)  # fmt: skip
 
 
 def _executor(kwargs: dict[str, Any]) -> tuple[str, Any]:
@@ -139,17 +132,18 @@ def _executor(kwargs: dict[str, Any]) -> tuple[str, Any]:
     return kwargs.pop("executor"), opts
 
 
-def exec_options(f: Any) -> Any:
-    f = executor_options(f)
-    f = speed_options(f)
-    f = click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds.")(f)
-    f = click.option("--seed-start", type=int, default=0, show_default=True, help="First seed.")(f)
-    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")(f)
-    f = click.option("--data-dir", default=None, help="Data root; default LOSSBENCH_DATA_DIR or ./data.")(f)
-    f = click.option("--checkpoint-dir", default=None, help="Default LOSSBENCH_CHECKPOINT_DIR or runs/checkpoints.")(f)
-    f = click.option("--resume", is_flag=True, help="Continue interrupted seeds of this configuration.")(f)
-    f = click.option("--no-progress", is_flag=True, help="No progress bar.")(f)
-    return _store_options(f)
+exec_options = _options(
+    click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds."),
+    click.option("--seed-start", type=int, default=0, show_default=True, help="First seed."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps."),
+    click.option("--data-dir", default=None, help="Data root; default LOSSBENCH_DATA_DIR or ./data."),
+    click.option("--checkpoint-dir", default=None, help="Default LOSSBENCH_CHECKPOINT_DIR or runs/checkpoints."),
+    click.option("--resume", is_flag=True, help="Continue interrupted seeds of this configuration."),
+    click.option("--no-progress", is_flag=True, help="No progress bar."),
+    speed_options,
+    executor_options,
+    _store_options,
+)
 
 
 def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:

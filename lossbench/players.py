@@ -16,9 +16,8 @@ Both compute each seed's objectives with the same pure functions, `d_objective` 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -71,25 +70,18 @@ class Players(Protocol):
 
 class Precision:
     """Autocast of model forwards (bf16 on request); outputs come back as float32, so every loss and
-    penalty reduction runs in float32."""
+    penalty reduction runs in float32. The name is validated by SpeedConfig."""
 
     def __init__(self, name: str, device: torch.device) -> None:
-        if name not in ("fp32", "bf16"):
-            raise ConfigError(f"'precision' must be fp32 or bf16, got {name!r}")
         self.enabled = name == "bf16"
         self.device_type = device.type
-
-    @contextlib.contextmanager
-    def cast(self) -> Iterator[None]:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
-            yield
 
     def wrap(self, fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         if not self.enabled:
             return fn
 
         def run(*args: Any) -> Tensor:
-            with self.cast():
+            with torch.autocast(self.device_type, dtype=torch.bfloat16):
                 return fn(*args).float()
 
         return run
@@ -160,6 +152,8 @@ class Stacked:
         self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
         penalty: Penalty, weight: float, precision: Precision, compile: bool = False,
     ) -> None:  # fmt: skip
+        if compile:
+            raise ConfigError("--compile is not supported with --parallel-seeds yet; use one or the other")
         if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
             raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
                               "vmapped); run the seeds one after another")  # fmt: skip
@@ -173,8 +167,6 @@ class Stacked:
         self.loss, self.penalty, self.weight = loss, penalty, weight
         self._g_one = precision.wrap(lambda p, b, z: functional_call(g_base, (p, b), (z,)))
         self._d_one = precision.wrap(lambda p, b, x: functional_call(d_base, (p, b), (x,)))
-        if compile:
-            raise ConfigError("--compile is not supported with --parallel-seeds yet; use one or the other")
 
     def fake(self, z: Tensor) -> Tensor:
         with torch.no_grad():

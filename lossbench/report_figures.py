@@ -22,14 +22,19 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _panels(datasets: list[str], height: float) -> tuple[plt.Figure, list[tuple[plt.Axes, str]]]:
+    """One figure, one panel per data set side by side."""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), height), squeeze=False)
+    return fig, list(zip(axes[0], datasets))
+
+
 def score_distribution(runs: pd.DataFrame, score: str, path: Path) -> Path | None:
     """Box plot plus every seed as a dot, per configuration label, one panel per data set."""
     done = report_stats.finished_with(runs, score)
     if done.empty:
         return None
-    datasets = sorted(done["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, panels = _panels(sorted(done["dataset"].unique()), 3.6)
+    for ax, dataset in panels:
         group = done[done["dataset"] == dataset]
         labels = sorted(group["label"].unique())
         data = [group.loc[group["label"] == lb, score].to_numpy() for lb in labels]
@@ -46,9 +51,8 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, key: str, path: Path) -> P
     h = history[history["key"] == key].merge(runs[["run_id", "label", "dataset"]], on="run_id")
     if h.empty:
         return None
-    datasets = sorted(h["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, panels = _panels(sorted(h["dataset"].unique()), 3.4)
+    for ax, dataset in panels:
         for label, group in h[h["dataset"] == dataset].groupby("label"):
             q = group.groupby("step")["value"].quantile([0.25, 0.5, 0.75]).unstack()
             ax.plot(q.index, q[0.5], label=label)
@@ -64,9 +68,8 @@ def budget(runs: pd.DataFrame, score: str, path: Path, lower_is_better: bool = T
     done = report_stats.finished_with(runs, score)
     if done.empty:
         return None
-    datasets = sorted(done["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, panels = _panels(sorted(done["dataset"].unique()), 3.4)
+    for ax, dataset in panels:
         for label, group in done[done["dataset"] == dataset].groupby("label"):
             curve = expected_best(group[score].to_numpy(), lower_is_better)
             ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", label=label)

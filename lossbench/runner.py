@@ -160,8 +160,9 @@ def plan_seeds(
     resuming, else a new run; with parent_id, only runs under that parent count. A corrupt
     checkpoint fails here, before any run is touched."""
     out = []
+    by_seed = _runs_by_seed(tracker, cfg)
     for seed in seeds:
-        previous = tracker.find_seed_runs(cfg.config_hash(), seed)
+        previous = by_seed.get(seed, [])
         if parent_id is not None:
             previous = [r for r in previous if r.data.tags.get("mlflow.parentRunId") == parent_id]
         resumable = [r for r in previous if r.data.tags.get(TAG_OUTCOME) in ("interrupted", "running")]
@@ -177,11 +178,20 @@ def plan_seeds(
     return out
 
 
+def _runs_by_seed(tracker: Tracker, cfg: RunConfig) -> dict[int, list[Any]]:
+    """The configuration's seed runs in the store, by seed: one query, not one per seed."""
+    out: dict[int, list[Any]] = {}
+    for r in tracker.find_seed_runs(cfg.config_hash()):
+        out.setdefault(int(r.data.tags[TAG_SEED]), []).append(r)
+    return out
+
+
 def seeds_to_run(tracker: Tracker, cfg: RunConfig, ex: ExecConfig) -> tuple[list[int], list[SeedResult]]:
     """The seeds of ex still to train, and those skipped because they already finished."""
     todo, skipped = [], []
+    by_seed = _runs_by_seed(tracker, cfg)
     for seed in ex.seed_values():
-        previous = tracker.find_seed_runs(cfg.config_hash(), seed)
+        previous = by_seed.get(seed, [])
         if ex.skip_finished and any(r.info.status == "FINISHED" for r in previous):
             skipped.append(SeedResult(seed, None, "skipped"))
         else:

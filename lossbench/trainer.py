@@ -178,6 +178,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
         return None if draws[0] is None else torch.stack(draws)
 
     outcomes: list[Outcome | None] = [None] * P.size
+    alive = list(range(P.size))  # seeds still reporting; shrinks only at a log read
     values: list[dict[str, float]] = [{} for _ in range(P.size)]
     window_start = time.perf_counter()
     while state.step < t.steps:
@@ -205,7 +206,6 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
         state.step += 1
         state.window += 1
         step = state.step
-        alive = [k for k in range(P.size) if outcomes[k] is None]
 
         if step % t.log_every == 0 or step == t.steps:
             advanced = state.window
