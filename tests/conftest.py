@@ -19,6 +19,16 @@ os.environ.setdefault("LOSSBENCH_DATA_DIR", str(SHARED / "datasets"))
 os.environ.setdefault("TORCH_HOME", str(SHARED / "models" / "torch-home"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
+# Under pytest-xdist, share the cores between workers: two workers each running torch's default
+# one-thread-per-core pools oversubscribe the machine, and OpenMP's spin-waiting then slows both by
+# an order of magnitude. Subprocesses the tests start inherit the same limit.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
+    import torch
+
+    torch.set_num_threads(_threads)
+
 
 @pytest.fixture(scope="session")
 def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
