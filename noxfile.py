@@ -1,5 +1,5 @@
-"""nox sessions: tests (the default suite), cluster (PostgreSQL + mlflow server + Ray), slow (everything),
-lint, bench."""
+"""nox sessions: tests (the default suite), cluster (PostgreSQL + mlflow server + Ray), gpu (fast paths on
+CUDA), slow (everything), lint, bench."""
 
 import os
 
@@ -17,7 +17,7 @@ def _install(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     _install(session)
-    args = ["-m", "not slow and not cluster", "-n", "auto", "--dist", "loadgroup", *session.posargs]
+    args = ["-m", "not slow and not cluster and not gpu", "-n", "auto", "--dist", "loadgroup", *session.posargs]
     session.run("pytest", *args, env=dict(os.environ))
 
 
@@ -26,6 +26,13 @@ def cluster(session: nox.Session) -> None:
     """The scale-out integration tests: PostgreSQL, mlflow server and Ray on loopback."""
     _install(session)
     session.run("pytest", "-m", "cluster", *session.posargs)
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """The fast paths on a CUDA device (CUDA graphs, compile, fused Adam, bf16, parallel seeds)."""
+    _install(session)
+    session.run("pytest", "-m", "gpu", *session.posargs)
 
 
 @nox.session

@@ -121,9 +121,13 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
         print(f"train     {arch}/{name}{note}, batch {cfg.train.batch_size}, {flops / 1e6:.1f} MFLOP per generator "
               f"step ({per_image:.2f} per real image)")  # fmt: skip
         for label, speed in variants.items():
-            seconds = min(time_training(cfg, x, shape, device, [0], speed) for _ in range(args.repeat))
+            # the matrix-product rate is timed next to each training timing: this machine's speed drifts
+            seconds, rate = min((time_training(cfg, x, shape, device, [0], speed), matmul_rate(device))
+                                for _ in range(args.repeat))  # fmt: skip
+            achieved = flops * steps / seconds / 1e9
             print(f"          lossbench {label:14s} {steps / seconds:8.1f} steps/s {imgs / seconds:10.0f} real "
-                  f"images/s {flops * steps / seconds / 1e9:7.1f} GFLOP/s")  # fmt: skip
+                  f"images/s {achieved:7.1f} GFLOP/s = {100 * achieved / rate:.0f}% of the matrix product "
+                  f"timed alongside ({rate:.1f})")  # fmt: skip
             if label == "plain":
                 plain_rate = imgs / seconds
         if arch == "mlp" and name == "mnist":

@@ -113,6 +113,8 @@ speed_options = _options(
     click.option("--compile", "compile_", is_flag=True,
                  help="torch.compile G (and D when no penalty needs double backward)."),
     click.option("--fused-optim", is_flag=True, help="torch's fused Adam."),
+    click.option("--cuda-graphs", is_flag=True,
+                 help="CUDA graphs of G and D (torch.compile's reduce-overhead mode); CUDA only."),
 )  # fmt: skip
 
 executor_options = _options(
@@ -154,6 +156,7 @@ def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
         precision=kwargs["precision"],
         compile=kwargs["compile_"],
         fused_optim=kwargs["fused_optim"],
+        cuda_graphs=kwargs["cuda_graphs"],
     )
     return ExecConfig(
         speed=speed,

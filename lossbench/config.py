@@ -220,10 +220,26 @@ class SpeedConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast of model forwards; losses and penalties stay fp32)
     compile: bool = False  # torch.compile G (and D when no penalty needs double backward)
     fused_optim: bool = False  # torch's fused Adam
+    cuda_graphs: bool = False  # CUDA graphs of the fixed-shape forwards and backwards (compile, reduce-overhead)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"'precision' must be fp32 or bf16, got {self.precision!r}")
+        if self.parallel_seeds and self.compile_mode:
+            raise ConfigError("--compile and --cuda-graphs do not work with --parallel-seeds yet; use one or the other")
+
+    @property
+    def compile_mode(self) -> str | None:
+        """torch.compile's mode for the players, None for eager: CUDA graphs are compile's
+        "reduce-overhead" mode (graph trees record each fixed-shape call once, then replay it)."""
+        if self.cuda_graphs:
+            return "reduce-overhead"
+        return "default" if self.compile else None
+
+    def check_device(self, device: torch.device) -> None:
+        """Refuse, before any work, the fast paths this device cannot run."""
+        if self.cuda_graphs and device.type != "cuda":
+            raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device.type}")
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,10 @@ OptFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
 def d_objective(
     critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """One seed's discriminator objective L_D + weight * penalty, and its statistics (D_STATS)."""
-    d_real, d_fake = critic(real), critic(fake)
+    """One seed's discriminator objective L_D + weight * penalty, and its statistics (D_STATS).
+    Real and fake go through D as one batch (one set of larger kernels instead of two): every critic
+    here scores each sample on its own (no batch statistics), so the scores are those of two calls."""
+    d_real, d_fake = critic(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
     d_loss = loss.discriminator_loss(d_real, d_fake)
     pen = penalty.fn(critic, real, fake, u)
     stats = torch.stack([d_loss, d_real.mean(), d_fake.mean(), pen]).detach()
@@ -94,19 +96,26 @@ class Single:
 
     def __init__(
         self, G: nn.Module, D: nn.Module, make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
-        penalty: Penalty, weight: float, precision: Precision, compile: bool = False,
+        penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
     ) -> None:  # fmt: skip
         self.G, self.D = G, D
         self.opt_g, self.opt_d = make_opt_g(list(G.parameters())), make_opt_d(list(D.parameters()))
         self.loss, self.penalty, self.weight = loss, penalty, weight
         g_call, d_call = G, D
-        if compile:  # double backward (gradient penalties) cannot go through a compiled graph
-            g_call = torch.compile(G)
-            d_call = D if penalty.input_gradient else torch.compile(D)
+        if compile_mode:  # double backward (gradient penalties) cannot go through a compiled graph
+            g_call = torch.compile(G, mode=compile_mode)
+            d_call = D if penalty.input_gradient else torch.compile(D, mode=compile_mode)
         self._g = precision.wrap(g_call)
         self._d = precision.wrap(d_call)
+        # each D step and G step is one CUDA-graph iteration: its graph outputs are consumed within it
+        self._graphs = compile_mode == "reduce-overhead"
+
+    def _begin_step(self) -> None:
+        if self._graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def fake(self, z: Tensor) -> Tensor:
+        self._begin_step()  # a D step begins with its fake batch
         with torch.no_grad():
             return self._g(z[0])[None]
 
@@ -117,6 +126,7 @@ class Single:
         return total[None], stats[None]
 
     def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor:
+        self._begin_step()
         self.D.requires_grad_(False)  # no gradient into D's weights on G's step
         return g_objective(self._d, self._g, self.loss, z[0], None if real is None else real[0])[None]
 
@@ -150,10 +160,8 @@ class Stacked:
 
     def __init__(
         self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
-        penalty: Penalty, weight: float, precision: Precision, compile: bool = False,
+        penalty: Penalty, weight: float, precision: Precision,
     ) -> None:  # fmt: skip
-        if compile:
-            raise ConfigError("--compile is not supported with --parallel-seeds yet; use one or the other")
         if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
             raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
                               "vmapped); run the seeds one after another")  # fmt: skip

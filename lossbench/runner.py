@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ class Context:
     def open(cls, cfg: RunConfig, ex: ExecConfig) -> Context:
         """Preflight in this order, each failing in one line before any compute: data, store, metrics."""
         device = resolve_device(ex.device)
+        ex.speed.check_device(device)
         train_set = data.load(cfg.data.dataset, ex.data_dir, "train")
         tracker = Tracker(ex.tracking_uri, ex.experiment)
         evaluate = make_evaluator(cfg, device, ex.data_dir, train_set)
@@ -247,8 +248,7 @@ def train_seeds(ctx: Context, parent_id: str, members: list[Member]) -> list[See
         "lossbench_version": lossbench.__version__,
         "git_commit": _git_commit(),
         "feature_extractor": "inception-v3-compat" if ctx.train_set.modes is None else "none",
-        "precision": ex.speed.precision,
-        "parallel_seeds": ex.speed.parallel_seeds,
+        **asdict(ex.speed),  # the fast paths used: parallel_seeds, precision, compile, ...
     }
     tags = {TAG_CONFIG_HASH: cfg.config_hash(), TAG_LOSS: cfg.loss.loss, TAG_DATASET: cfg.data.dataset}
     group = _Group(cfg, ex, ctx.tracker, parent_id, common, tags, ctx.x, ctx.train_set, ctx.evaluate)

@@ -1,7 +1,10 @@
 """Every fast path against the plain one: seeds trained together (vmap over stacked models) equal
 their sequential twins, checkpoints move between the two paths, one diverging seed leaves its
 siblings untouched, and fused Adam, bf16 autocast and torch.compile keep the losses (double-backward
-penalties included) within tolerance of the plain path. Correctness only: speed is in benchmarks/."""
+penalties included) within tolerance of the plain path. Correctness only: speed is in benchmarks/.
+
+Tests marked `gpu` check the same on a CUDA device, CUDA graphs included (`pytest -m gpu` on a
+machine with one; the default suite deselects them)."""
 
 from __future__ import annotations
 
@@ -18,11 +21,14 @@ CPU = torch.device("cpu")
 PARALLEL = SpeedConfig(parallel_seeds=True)
 
 
-def train(flags: dict, seeds: list[int], speed: SpeedConfig | None = None, hooks: trainer.Hooks | None = None):
+def train(
+    flags: dict, seeds: list[int], speed: SpeedConfig | None = None, hooks: trainer.Hooks | None = None,
+    device: torch.device = CPU,
+):  # fmt: skip
     cfg = config.resolve(("flags", {"dataset": "ring8", "log_every": 5, **flags}))
     ds = data.load(cfg.data.dataset, None, "train")
-    x = ds.x[:4096].to(torch.get_default_dtype())
-    state = trainer.setup(cfg, seeds, ds.sample_shape, CPU, speed)
+    x = ds.x[:4096].to(device, torch.get_default_dtype())
+    state = trainer.setup(cfg, seeds, ds.sample_shape, device, speed)
     logged: dict[int, list[tuple[int, dict]]] = {k: [] for k in range(len(seeds))}
     hooks = hooks or trainer.Hooks()
     hooks.log = lambda k, step, values: logged[k].append((step, values))
@@ -158,3 +164,47 @@ def test_compiled_models_match_plain(loss: str) -> None:
     _, plain, _ = train(flags, [0])
     _, compiled, _ = train(flags, [0], SpeedConfig(compile=True))
     torch.testing.assert_close(losses_of(compiled[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
+
+
+CUDA = torch.device("cuda")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA_PATHS = {  # name: (speed, tolerance against the plain path on the same device)
+    "fused Adam": (SpeedConfig(fused_optim=True), 1e-4),
+    "torch.compile": (SpeedConfig(compile=True), 1e-4),
+    "CUDA graphs": (SpeedConfig(cuda_graphs=True), 1e-4),
+    "bf16 autocast": (SpeedConfig(precision="bf16"), 5e-2),
+}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("loss", ["wgan-gp", "non-saturating"])
+@pytest.mark.parametrize("path", CUDA_PATHS)
+def test_fast_paths_on_cuda_match_plain(path: str, loss: str) -> None:
+    speed, tol = CUDA_PATHS[path]
+    flags = {"loss": loss, "steps": 5, "log_every": 1}
+    _, plain, _ = train(flags, [0], device=CUDA)
+    _, fast, _ = train(flags, [0], speed, device=CUDA)
+    torch.testing.assert_close(losses_of(fast[0]), losses_of(plain[0]), rtol=tol, atol=tol)
+    if loss == "wgan-gp":  # the double-backward penalty ran under the fast path
+        assert all(v["penalty"] > 0 for _, v in fast[0])
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("flags", [CASES["wgan-gp (per-sample penalty noise, n_critic 5)"],
+                                   CASES["dcgan/mnist (batch norm in G)"]], ids=["wgan-gp", "dcgan/mnist"])  # fmt: skip
+def test_parallel_seeds_on_cuda_equal_their_sequential_twins(flags: dict, mnist_dir: str, float64: None) -> None:
+    _, together, _ = train(flags, [0, 1, 2], PARALLEL, device=CUDA)
+    for k in range(3):
+        _, alone, _ = train(flags, [k], device=CUDA)
+        torch.testing.assert_close(losses_of(together[k]), losses_of(alone[0]), rtol=1e-9, atol=1e-9)
+
+
+def test_cuda_graphs_are_refused_off_cuda_and_with_parallel_seeds() -> None:
+    with pytest.raises(ConfigError, match="--cuda-graphs needs a CUDA device; this run is on cpu"):
+        train({"steps": 1}, [0], SpeedConfig(cuda_graphs=True))
+    with pytest.raises(ConfigError, match="do not work with --parallel-seeds"):
+        SpeedConfig(cuda_graphs=True, parallel_seeds=True)
+    assert SpeedConfig(cuda_graphs=True).compile_mode == "reduce-overhead"
+    assert SpeedConfig(compile=True).compile_mode == "default" and SpeedConfig().compile_mode is None

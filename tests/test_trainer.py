@@ -74,13 +74,24 @@ def test_spectral_norm_and_weight_clipping() -> None:
 
 def test_ring8_learns() -> None:
     flags = {"loss": "non-saturating", "steps": 2000, "lr_g": 1e-3, "lr_d": 1e-3, "batch_size": 256, "log_every": 100}
-    _, logged, state, cfg = run(flags)
+    ds = ring8()
+    cfg = config.resolve(("flags", {"dataset": "ring8", **flags}))
+    state = trainer.setup(cfg, 0, ds.sample_shape, torch.device("cpu"))
+
+    def distance_to_ring(G: torch.nn.Module) -> float:  # mean distance of G's samples to their nearest mode
+        samples = trainer.generate(G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
+        return float(torch.cdist(samples, ds.modes).min(1).values.mean())
+
+    before = distance_to_ring(state.G)  # about 1.9: the untrained G sits near the ring's centre
+    _, logged, state, _ = run(flags, state=state)
     d_losses = [v["d_loss"] for _, v in logged]
     assert max(d_losses) - min(d_losses) > 0.05  # the discriminator's loss moves
-    ds = ring8()
+    # G moved its mass onto the ring (seeds 0-5 end 4.7-14x closer), spread over the modes rather
+    # than collapsed on one (mode_kl log 8 = 2.08 for a single mode; seeds 0-5 end at 0.01-0.69).
+    # How many modes reach the 3-sigma "high quality" disc at 2,000 steps varies by seed: not asserted.
     samples = trainer.generate(state.G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
-    result = modes.mode_metrics(samples, ds.modes, ds.mode_std)
-    assert result["modes"] >= 2 and result["high_quality"] > 0.1
+    assert distance_to_ring(state.G) < before / 3
+    assert modes.mode_metrics(samples, ds.modes, ds.mode_std)["mode_kl"] < 1.0
 
 
 def test_divergence_is_an_outcome_not_a_crash() -> None:
