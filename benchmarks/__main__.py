@@ -8,7 +8,8 @@ python -m benchmarks --device cuda --steps 500 seeds
 Each figure is the best of --repeat timings (the median for logging), as timeit does.
 
   train     lossbench's trainer: generator steps/s, real images/s, achieved GFLOP/s (FLOPs counted by
-            torch.utils.flop_counter on one real step), and each fast path (fused Adam, bf16, compile);
+            torch.utils.flop_counter on one real step), the default path (fused Adam) and the others
+            (foreach Adam, bf16, compile);
             for mlp/mnist also the plain PyTorch reference loop (benchmarks/reference.py), side by side
   seeds     5 seeds one after another against the same 5 with --parallel-seeds
   logging   the training loop with its MLflow logging (async metrics into a real sqlite store) against
@@ -101,18 +102,22 @@ def matmul_rate(device: torch.device) -> float:
     return 2 * 64 * 784 * 256 * n / (time.perf_counter() - start) / 1e9
 
 
+def setups(args: argparse.Namespace) -> list[tuple[str, str]]:
+    return [(name, arch) for name, arch in SETUPS if not args.setup or f"{arch}/{name}" in args.setup]
+
+
 def bench_matmul(device: torch.device, args: argparse.Namespace) -> None:
     print(f"matmul    64x784 @ 784x256 float32: {matmul_rate(device):8.1f} GFLOP/s")
 
 
 def bench_train(device: torch.device, args: argparse.Namespace) -> None:
-    for name, arch in SETUPS:
+    for name, arch in setups(args):
         x, shape, note = dataset(name, device)
         steps = args.steps if arch == "mlp" else max(args.steps // 10, 10)
         cfg = configure(name, arch, steps)
         flops = flops_per_step(cfg, x, shape, device)
         imgs = cfg.train.batch_size * cfg.train.n_critic * steps
-        variants = {"plain": SpeedConfig(), "fused Adam": SpeedConfig(fused_optim=True)}
+        variants = {"default": SpeedConfig(), "foreach Adam": SpeedConfig(fused_optim=False)}
         if arch == "dcgan" or device.type == "cuda":
             variants["bf16 autocast"] = SpeedConfig(precision="bf16")
         if args.compile:
@@ -120,29 +125,40 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
         per_image = flops / cfg.train.batch_size / 1e6
         print(f"train     {arch}/{name}{note}, batch {cfg.train.batch_size}, {flops / 1e6:.1f} MFLOP per generator "
               f"step ({per_image:.2f} per real image)")  # fmt: skip
+        with_reference = arch == "mlp" and name == "mnist"
         for label, speed in variants.items():
-            # the matrix-product rate is timed next to each training timing: this machine's speed drifts
-            seconds, rate = min((time_training(cfg, x, shape, device, [0], speed), matmul_rate(device))
-                                for _ in range(args.repeat))  # fmt: skip
+            # this machine's speed drifts, so the matrix product (and, for the default path, the reference
+            # loop) is timed right after each training timing and compared with it
+            runs = []
+            for _ in range(args.repeat):
+                seconds = time_training(cfg, x, shape, device, [0], speed)
+                timed_with = with_reference and label == "default"
+                ref = reference_rate(steps, cfg.train.batch_size, device) if timed_with else 0
+                runs.append((seconds, matmul_rate(device), ref))
+            seconds, rate, _ = min(runs)
             achieved = flops * steps / seconds / 1e9
             print(f"          lossbench {label:14s} {steps / seconds:8.1f} steps/s {imgs / seconds:10.0f} real "
                   f"images/s {achieved:7.1f} GFLOP/s = {100 * achieved / rate:.0f}% of the matrix product "
                   f"timed alongside ({rate:.1f})")  # fmt: skip
-            if label == "plain":
-                plain_rate = imgs / seconds
-        if arch == "mlp" and name == "mnist":
-            from benchmarks import reference
+            if runs[0][2]:
+                ref = max(r[2] for r in runs)
+                ratios = sorted(imgs / s / r for s, _, r in runs)
+                low, mid, high = ratios[0], ratios[len(ratios) // 2], ratios[-1]
+                print(f"          reference loop (DataLoader, BCELoss, .item())    {ref:10.0f} real images/s "
+                      f"{flops / cfg.train.batch_size * ref / 1e9:7.1f} GFLOP/s; lossbench default / reference, "
+                      f"timed back to back: median {mid:.2f}x [{low:.2f}-{high:.2f}]")  # fmt: skip
 
-            ref = max(reference.run(data.data_root(None), steps, cfg.train.batch_size, str(device))
-                      for _ in range(args.repeat))  # fmt: skip
-            print(f"          reference loop (DataLoader, BCELoss, .item())    {ref:10.0f} real images/s "
-                  f"{flops / cfg.train.batch_size * ref / 1e9:7.1f} GFLOP/s; lossbench plain / reference = "
-                  f"{plain_rate / ref:.2f}x")  # fmt: skip
+
+def reference_rate(steps: int, batch_size: int, device: torch.device) -> float:
+    """Real images/s of the plain PyTorch loop a user would write (benchmarks/reference.py)."""
+    from benchmarks import reference
+
+    return reference.run(data.data_root(None), steps, batch_size, str(device))
 
 
 def bench_seeds(device: torch.device, args: argparse.Namespace) -> None:
     n = args.seeds
-    for name, arch in SETUPS:
+    for name, arch in setups(args):
         x, shape, note = dataset(name, device)
         steps = args.steps if arch == "mlp" else max(args.steps // 10, 10)
         cfg = configure(name, arch, steps)
@@ -231,6 +247,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3, help="timings per figure: best (train, seeds) or median")
     parser.add_argument("--feature-images", type=int, default=256)
+    parser.add_argument(
+        "--setup",
+        action="append",
+        choices=[f"{a}/{n}" for n, a in SETUPS],
+        help="train and seeds: only this model/data set (repeatable; default all)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes on CPU)")
     args = parser.parse_args()
     unknown = [n for n in args.names if n not in BENCHES]

@@ -112,7 +112,8 @@ speed_options = _options(
                  help="bf16 autocasts model forwards; losses and penalties stay fp32."),
     click.option("--compile", "compile_", is_flag=True,
                  help="torch.compile G (and D when no penalty needs double backward)."),
-    click.option("--fused-optim", is_flag=True, help="torch's fused Adam."),
+    click.option("--fused-optim/--foreach-optim", default=True, show_default=True,
+                 help="torch's fused Adam (one kernel per update), or its multi-kernel foreach form."),
     click.option("--cuda-graphs", is_flag=True,
                  help="CUDA graphs of G and D (torch.compile's reduce-overhead mode); CUDA only."),
 )  # fmt: skip

@@ -219,7 +219,7 @@ class SpeedConfig:
     parallel_seeds: bool = False  # train the seeds of a configuration together (vmap over stacked models)
     precision: str = "fp32"  # fp32 | bf16 (autocast of model forwards; losses and penalties stay fp32)
     compile: bool = False  # torch.compile G (and D when no penalty needs double backward)
-    fused_optim: bool = False  # torch's fused Adam
+    fused_optim: bool = True  # torch's fused Adam: one kernel per update; measured faster (BENCHMARKS.md)
     cuda_graphs: bool = False  # CUDA graphs of the fixed-shape forwards and backwards (compile, reduce-overhead)
 
     def __post_init__(self) -> None:
