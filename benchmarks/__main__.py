@@ -25,6 +25,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -38,8 +39,20 @@ from lossbench.runner import resolve_device
 SETUPS = [("mnist", "mlp"), ("mnist", "dcgan"), ("cifar10", "dcgan")]
 
 
+def cpu_name() -> str:
+    """The CPU's model and its bf16 instructions (which decide whether --precision bf16 pays on a CPU)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "cpu"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return f"{model}, bf16 instructions: {', '.join(bf16) or 'none'}"
+
+
 def header(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return (f"device {device} ({name}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
             f"lossbench {lossbench.__version__}, Python {platform.python_version()}")  # fmt: skip
 
@@ -122,6 +135,8 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
             variants["bf16 autocast"] = SpeedConfig(precision="bf16")
         if args.compile:
             variants["torch.compile"] = SpeedConfig(compile=True)
+            if device.type == "cuda":
+                variants["CUDA graphs"] = SpeedConfig(cuda_graphs=True)
         per_image = flops / cfg.train.batch_size / 1e6
         print(f"train     {arch}/{name}{note}, batch {cfg.train.batch_size}, {flops / 1e6:.1f} MFLOP per generator "
               f"step ({per_image:.2f} per real image)")  # fmt: skip
@@ -253,7 +268,7 @@ def main() -> None:
         choices=[f"{a}/{n}" for n, a in SETUPS],
         help="train and seeds: only this model/data set (repeatable; default all)",
     )
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes on CPU)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (and CUDA graphs on a GPU)")
     args = parser.parse_args()
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
