@@ -167,6 +167,21 @@ def test_compiled_models_match_plain(loss: str) -> None:
     torch.testing.assert_close(losses_of(compiled[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["wgan-gp", "non-saturating"])
+def test_cuda_graphs_plumbing_on_cpu_matches_plain(loss: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--cuda-graphs end to end through setup and the loop (compile's reduce-overhead mode, a graph
+    iteration marked at each D and G step), with the CPU guard lifted: on a CPU, compile runs the
+    graphs without recording them, so this checks the plumbing; the recording is checked by
+    test_fast_paths_on_cuda_match_plain on a GPU."""
+    monkeypatch.setattr(SpeedConfig, "check_device", lambda self, device: None)
+    flags = {"loss": loss, "steps": 5, "log_every": 1}
+    _, plain, _ = train(flags, [0])
+    _, graphed, state = train(flags, [0], SpeedConfig(cuda_graphs=True))
+    assert state.players._graphs
+    torch.testing.assert_close(losses_of(graphed[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
+
+
 CUDA = torch.device("cuda")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA_PATHS = {  # name: (speed, tolerance against the plain path on the same device)
