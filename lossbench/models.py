@@ -1,7 +1,9 @@
 """Architectures: name -> builder of (G, D) for a sample shape. D returns one raw value per sample
 (a logit or critic value, shape (B,)); losses apply any squashing themselves.
 
-D never uses batch norm, so per-sample gradient penalties stay valid.
+D never uses batch norm or any other statistic across the batch: per-sample gradient penalties
+stay valid, and the trainer may score real and fake samples in one call (lossbench.players). An
+architecture registered here must keep D that way.
 """
 
 from __future__ import annotations

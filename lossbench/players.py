@@ -37,7 +37,8 @@ def d_objective(
 ) -> tuple[Tensor, Tensor]:
     """One seed's discriminator objective L_D + weight * penalty, and its statistics (D_STATS).
     Real and fake go through D as one batch (one set of larger kernels instead of two): every critic
-    here scores each sample on its own (no batch statistics), so the scores are those of two calls."""
+    here scores each sample on its own (no batch statistics, lossbench.models), so the scores are
+    those of two calls; with spectral norm, its power iteration runs once per D step."""
     d_real, d_fake = critic(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
     d_loss = loss.discriminator_loss(d_real, d_fake)
     pen = penalty.fn(critic, real, fake, u)
