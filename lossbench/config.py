@@ -225,8 +225,6 @@ class SpeedConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"'precision' must be fp32 or bf16, got {self.precision!r}")
-        if self.parallel_seeds and self.compile_mode:
-            raise ConfigError("--compile and --cuda-graphs do not work with --parallel-seeds yet; use one or the other")
 
     @property
     def compile_mode(self) -> str | None:

@@ -90,6 +90,25 @@ class Precision:
         return run
 
 
+class Compiler:
+    """torch.compile in one mode (None: eager) for the players' callables. In "reduce-overhead" mode
+    compile records CUDA graphs; each D step and each G step is then one graph iteration, marked at
+    its start: every graph output is consumed within its step."""
+
+    def __init__(self, mode: str | None) -> None:
+        self.mode = mode
+        self.graphs = mode == "reduce-overhead"
+
+    def __call__(self, fn: Callable[..., Any], allowed: bool = True) -> Callable[..., Any]:
+        """fn compiled, or fn itself in eager mode or where not `allowed` (double backward, which
+        gradient penalties need, cannot go through a compiled graph)."""
+        return torch.compile(fn, mode=self.mode) if self.mode and allowed else fn
+
+    def begin_step(self) -> None:
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+
 class Single:
     """One seed's plain G and D modules."""
 
@@ -102,21 +121,12 @@ class Single:
         self.G, self.D = G, D
         self.opt_g, self.opt_d = make_opt_g(list(G.parameters())), make_opt_d(list(D.parameters()))
         self.loss, self.penalty, self.weight = loss, penalty, weight
-        g_call, d_call = G, D
-        if compile_mode:  # double backward (gradient penalties) cannot go through a compiled graph
-            g_call = torch.compile(G, mode=compile_mode)
-            d_call = D if penalty.input_gradient else torch.compile(D, mode=compile_mode)
-        self._g = precision.wrap(g_call)
-        self._d = precision.wrap(d_call)
-        # each D step and G step is one CUDA-graph iteration: its graph outputs are consumed within it
-        self._graphs = compile_mode == "reduce-overhead"
-
-    def _begin_step(self) -> None:
-        if self._graphs:
-            torch.compiler.cudagraph_mark_step_begin()
+        self.compiler = Compiler(compile_mode)
+        self._g = precision.wrap(self.compiler(G))
+        self._d = precision.wrap(self.compiler(D, allowed=not penalty.input_gradient))
 
     def fake(self, z: Tensor) -> Tensor:
-        self._begin_step()  # a D step begins with its fake batch
+        self.compiler.begin_step()  # a D step begins with its fake batch
         with torch.no_grad():
             return self._g(z[0])[None]
 
@@ -127,7 +137,7 @@ class Single:
         return total[None], stats[None]
 
     def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor:
-        self._begin_step()
+        self.compiler.begin_step()
         self.D.requires_grad_(False)  # no gradient into D's weights on G's step
         return g_objective(self._d, self._g, self.loss, z[0], None if real is None else real[0])[None]
 
@@ -157,11 +167,12 @@ class Single:
 
 
 class Stacked:
-    """S seeds' G and D, parameters stacked on dim 0 and every forward vmapped over the seeds."""
+    """S seeds' G and D, parameters stacked on dim 0 and every forward vmapped over the seeds; with a
+    compile mode, the vmapped functions are compiled whole (D's objective only without double backward)."""
 
     def __init__(
         self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
-        penalty: Penalty, weight: float, precision: Precision,
+        penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
     ) -> None:  # fmt: skip
         if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
             raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
@@ -176,28 +187,35 @@ class Stacked:
         self.loss, self.penalty, self.weight = loss, penalty, weight
         self._g_one = precision.wrap(lambda p, b, z: functional_call(g_base, (p, b), (z,)))
         self._d_one = precision.wrap(lambda p, b, x: functional_call(d_base, (p, b), (x,)))
+        # penalty noise and G's real batch are either always given or always None: fixed in_dims
+        u_dim = None if penalty.noise == "none" else 0
+        real_dim = 0 if getattr(loss, "needs_real_in_generator", False) else None
+        self.compiler = Compiler(compile_mode)
+        self._fake = self.compiler(vmap(self._g_one))
+        self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, u_dim)),
+                                          allowed=not penalty.input_gradient)  # fmt: skip
+        self._g_objective = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim)))
+
+    def _d_seed(self, p: dict, b: dict, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+        critic = lambda x: self._d_one(p, b, x)  # noqa: E731
+        return d_objective(critic, self.loss, self.penalty, self.weight, real, fake, u)
+
+    def _g_seed(self, gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None) -> Tensor:
+        critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
+        return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real)
 
     def fake(self, z: Tensor) -> Tensor:
+        self.compiler.begin_step()
         with torch.no_grad():
-            return vmap(self._g_one)(self.g_params, self.g_buffers, z)
+            return self._fake(self.g_params, self.g_buffers, z)
 
     def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
-        def one(p: dict, b: dict, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
-            critic = lambda x: self._d_one(p, b, x)  # noqa: E731
-            return d_objective(critic, self.loss, self.penalty, self.weight, real, fake, u)
-
-        return vmap(one, in_dims=(0, 0, 0, 0, None if u is None else 0))(self.d_params, self.d_buffers, real, fake, u)
+        return self._d_objective(self.d_params, self.d_buffers, real, fake, u)
 
     def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor:
+        self.compiler.begin_step()
         d_params = {k: v.detach() for k, v in self.d_params.items()}  # no gradient into D's weights
-
-        def one(gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None) -> Tensor:
-            critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
-            return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real)
-
-        return vmap(one, in_dims=(0, 0, 0, 0, 0, None if real is None else 0))(
-            self.g_params, self.g_buffers, d_params, self.d_buffers, z, real
-        )
+        return self._g_objective(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real)
 
     def d_parameters(self) -> list[Tensor]:
         return list(self.d_params.values())

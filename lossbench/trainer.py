@@ -114,11 +114,11 @@ def setup(
     common = dict(
         make_opt_g=make_opt_g, make_opt_d=make_opt_d, loss=losses.get(cfg.loss.loss),
         penalty=penalties.get(cfg.loss.penalty), weight=cfg.loss.penalty_weight,
-        precision=Precision(speed.precision, device),
+        precision=Precision(speed.precision, device), compile_mode=speed.compile_mode,
     )  # fmt: skip
     players: Players
     if len(pairs) == 1:
-        players = Single(pairs[0][0], pairs[0][1], **common, compile_mode=speed.compile_mode)
+        players = Single(pairs[0][0], pairs[0][1], **common)
     elif speed.parallel_seeds:
         players = Stacked([g for g, _ in pairs], [d for _, d in pairs], **common)
     else:

@@ -139,7 +139,6 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db"], "tracking store"),
         (["--device", "cuda"], "no CUDA device"),
         (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device; this run is on cpu"),
-        (["--seeds", "2", "--parallel-seeds", "--compile"], "do not work with --parallel-seeds"),
         (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
         (["--tracking-uri", "http://bob:hunter2@127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
         (["--executor", "ray", "--ray-address", "127.0.0.1:9", "--dataset", "ring8"], "cannot reach the Ray cluster"),
