@@ -38,7 +38,7 @@ def d_objective(
     """One seed's discriminator objective L_D + weight * penalty, and its statistics (D_STATS).
     Real and fake go through D as one batch (one set of larger kernels instead of two): every critic
     here scores each sample on its own (no batch statistics, lossbench.models), so the scores are
-    those of two calls; with spectral norm, its power iteration runs once per D step."""
+    those of two calls; with spectral norm, one power iteration serves both."""
     d_real, d_fake = critic(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
     d_loss = loss.discriminator_loss(d_real, d_fake)
     pen = penalty.fn(critic, real, fake, u)
@@ -57,6 +57,7 @@ def g_objective(critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: 
 
 class Players(Protocol):
     size: int
+    compiler: Compiler
     opt_d: torch.optim.Optimizer
     opt_g: torch.optim.Optimizer
 
