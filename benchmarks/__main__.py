@@ -45,10 +45,12 @@ def cpu_name() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or "cpu"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return f"{model}, bf16 instructions: {', '.join(bf16) or 'none'}"
+    fields: dict[str, str] = {}  # the first CPU's fields
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    bf16 = sorted(set(fields.get("flags", "").split()) & {"avx512_bf16", "amx_bf16"})
+    return f"{fields.get('model name', 'cpu')}, bf16 instructions: {', '.join(bf16) or 'none'}"
 
 
 def header(device: torch.device) -> str:
@@ -144,10 +146,10 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
         for label, speed in variants.items():
             # this machine's speed drifts, so the matrix product (and, for the default path, the reference
             # loop) is timed right after each training timing and compared with it
+            timed_with = with_reference and label == "default"
             runs = []
             for _ in range(args.repeat):
                 seconds = time_training(cfg, x, shape, device, [0], speed)
-                timed_with = with_reference and label == "default"
                 ref = reference_rate(steps, cfg.train.batch_size, device) if timed_with else 0
                 runs.append((seconds, matmul_rate(device), ref))
             seconds, rate, _ = min(runs)
@@ -155,7 +157,7 @@ def bench_train(device: torch.device, args: argparse.Namespace) -> None:
             print(f"          lossbench {label:14s} {steps / seconds:8.1f} steps/s {imgs / seconds:10.0f} real "
                   f"images/s {achieved:7.1f} GFLOP/s = {100 * achieved / rate:.0f}% of the matrix product "
                   f"timed alongside ({rate:.1f})")  # fmt: skip
-            if runs[0][2]:
+            if timed_with:
                 ref = max(r[2] for r in runs)
                 ratios = sorted(imgs / s / r for s, _, r in runs)
                 low, mid, high = ratios[0], ratios[len(ratios) // 2], ratios[-1]

@@ -27,7 +27,7 @@ from lossbench.errors import ConfigError
 from lossbench.penalties import gradient_penalty
 from lossbench.registry import Registry
 
-__all__ = ["LOSSES", "Loss", "get", "names", "gradient_penalty"]
+__all__ = ["LOSSES", "Loss", "get", "names", "needs_real", "gradient_penalty"]
 
 
 class Loss(Protocol):
@@ -202,6 +202,11 @@ def get(name: str) -> Loss:
         if not callable(getattr(loss, method, None)):
             raise ConfigError(f"loss '{name}' has no {method}(...) method")
     return loss  # type: ignore[return-value]
+
+
+def needs_real(loss: Loss) -> bool:
+    """Whether G's objective also takes D(x) on a real batch (relativistic losses)."""
+    return bool(getattr(loss, "needs_real_in_generator", False))
 
 
 def names() -> list[str]:

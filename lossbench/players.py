@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lossbench.errors import ConfigError
-from lossbench.losses import Loss
+from lossbench.losses import Loss, needs_real
 from lossbench.penalties import Critic, Penalty
 
 D_STATS = ("d_loss", "d_real", "d_fake", "penalty")  # what d_objective reports, in this order
@@ -98,7 +98,10 @@ class Compiler:
 
     def __init__(self, mode: str | None) -> None:
         self.mode = mode
-        self.graphs = mode == "reduce-overhead"
+
+    @property
+    def graphs(self) -> bool:
+        return self.mode == "reduce-overhead"
 
     def __call__(self, fn: Callable[..., Any], allowed: bool = True) -> Callable[..., Any]:
         """fn compiled, or fn itself in eager mode or where not `allowed` (double backward, which
@@ -190,7 +193,7 @@ class Stacked:
         self._d_one = precision.wrap(lambda p, b, x: functional_call(d_base, (p, b), (x,)))
         # penalty noise and G's real batch are either always given or always None: fixed in_dims
         u_dim = None if penalty.noise == "none" else 0
-        real_dim = 0 if getattr(loss, "needs_real_in_generator", False) else None
+        real_dim = 0 if needs_real(loss) else None
         self.compiler = Compiler(compile_mode)
         self._fake = self.compiler(vmap(self._g_one))
         self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, u_dim)),

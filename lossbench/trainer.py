@@ -161,7 +161,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     One outcome per seed: a seed that diverges stops reporting, its siblings go on."""
     hooks = hooks or Hooks()
     t = cfg.train
-    needs_real = bool(getattr(losses.get(cfg.loss.loss), "needs_real_in_generator", False))
+    needs_real = losses.needs_real(losses.get(cfg.loss.loss))
     penalty = penalties.get(cfg.loss.penalty)
     P = state.players
     device = data.device
