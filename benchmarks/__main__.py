@@ -31,10 +31,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import lossbench
-from lossbench import config, data, metrics, trainer
-from lossbench.config import RunConfig, SpeedConfig
+from lossbench import config, paths
+from lossbench import train as trainer
+from lossbench.config import RunConfig, SpeedConfig, resolve_device
 from lossbench.errors import DataError
-from lossbench.runner import resolve_device
+from lossbench.gan import data
+from lossbench.metrics import features as metrics
 
 SETUPS = [("mnist", "mlp"), ("mnist", "dcgan"), ("cifar10", "dcgan")]
 
@@ -170,7 +172,7 @@ def reference_rate(steps: int, batch_size: int, device: torch.device) -> float:
     """Real images/s of the plain PyTorch loop a user would write (benchmarks/reference.py)."""
     from benchmarks import reference
 
-    return reference.run(data.data_root(None), steps, batch_size, str(device))
+    return reference.run(paths.data_root(None), steps, batch_size, str(device))
 
 
 def bench_seeds(device: torch.device, args: argparse.Namespace) -> None:

@@ -128,7 +128,7 @@ executor_options = _options(
 
 
 def _executor(kwargs: dict[str, Any]) -> tuple[str, Any]:
-    from lossbench.executors import ExecutorOptions
+    from lossbench.exec.executors import ExecutorOptions
 
     opts = ExecutorOptions(address=kwargs.pop("ray_address"), task_cpus=kwargs.pop("task_cpus"),
                            task_gpus=kwargs.pop("task_gpus"))  # fmt: skip
@@ -174,11 +174,12 @@ def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
     )
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: Any, cfg: Any) -> None:
+    from lossbench.metrics.registry import METRICS
+
+    keys = {k for name in cfg.metrics.metrics for k in METRICS.get(name).keys if not k.endswith("_std")}
     for s in summary.seeds:
-        shown = {
-            k: round(v, 4) for k, v in s.metrics.items() if k in ("fid", "kid_mean", "is_mean", "modes", "high_quality")
-        }
+        shown = {k: round(v, 4) for k, v in s.metrics.items() if k in keys}
         click.echo(f"seed {s.seed}: {s.outcome} at step {s.step}  run {s.run_id}  {shown}")
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts().items()))
     click.echo(f"config {summary.config_hash}: {counts}; parent run {summary.parent_run_id}")
@@ -205,19 +206,13 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
     cfg = config_mod.resolve(*layers, ("command line", flags))
     ex = _exec_config(kwargs)
     if dry_run:
-        click.echo(
-            json.dumps(
-                cfg.flat()
-                | {"config_hash": cfg.config_hash(), "seeds": list(range(ex.seed_start, ex.seed_start + ex.seeds))},
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        shown = cfg.flat() | {"config_hash": cfg.config_hash(), "seeds": ex.seed_values()}
+        click.echo(json.dumps(shown | {"execution": config_mod.describe_exec(ex)}, indent=2, sort_keys=True))
         return
-    from lossbench import executors
+    from lossbench.exec import executors
 
     (summary,) = executors.execute([(cfg, ex)], executor, opts)
-    _print_summary(summary)
+    _print_summary(summary, cfg)
 
 
 @main.command()
@@ -235,8 +230,9 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
 @_store_options
 def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_filter: tuple, **kwargs: Any) -> None:
     """Run every (configuration, seed) of SUITE (a name in registry/suites or a path), skipping finished ones."""
-    from lossbench import runner, suites
-    from lossbench import sweep as sweep_mod
+    from lossbench.config import resolve_device
+    from lossbench.exec import suites
+    from lossbench.exec import sweep as sweep_mod
     from lossbench.tracking import Tracker
 
     executor, opts = _executor(kwargs)
@@ -247,7 +243,7 @@ def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_
     done = sum(p.done for p in planned)
     click.echo(f"suite {spec.name}: {len(planned)} configurations x {spec.seeds} seeds; {done} finished, {todo} to run")
     if dry_run:
-        device = runner.resolve_device(kwargs["device"])
+        device = resolve_device(kwargs["device"])
         total = 0.0
         for p in planned:
             c = p.cfg
@@ -280,7 +276,7 @@ def report(
     tracking_uri: str | None, experiment: str, out: str | None, dataset_filter: tuple, loss_filter: tuple
 ) -> None:
     """Compare losses across seeds: index.html, report.md, runs.csv, summary.csv, figures."""
-    from lossbench import report as report_mod
+    from lossbench.report import build as report_mod
 
     path = report_mod.build(tracking_uri, experiment, Path(out) if out else None, dataset_filter, loss_filter)
     click.echo(f"report written to {path}/index.html")
@@ -289,18 +285,21 @@ def report(
 @main.command(name="losses")
 def list_losses() -> None:
     """Every registered loss with its formula, source and default penalty."""
-    from lossbench import cards, losses
+    from lossbench import cards
+    from lossbench.config import LossConfig, TrainConfig
+    from lossbench.gan import losses
 
     for name in losses.names():
         card = cards.loss_card(name)
-        defaults = card.get("defaults", {})
+        d = {"penalty": LossConfig.penalty, "penalty_weight": LossConfig.penalty_weight,
+             "n_critic": TrainConfig.n_critic, "optimizer": TrainConfig.optimizer, "lr_d": TrainConfig.lr_d}
+        d |= card.get("defaults", {})  # fmt: skip
         click.echo(f"{name}  ({card.get('paper', 'plugin')})")
         if card:
             click.echo(f"    L_D = {card['d_loss']}")
             click.echo(f"    L_G = {card['g_loss']}")
-            click.echo(f"    penalty: {defaults.get('penalty', 'none')} x {defaults.get('penalty_weight', 0)}; "
-                       f"n_critic {defaults.get('n_critic', 1)}; {defaults.get('optimizer', 'adam')} "
-                       f"lr {defaults.get('lr_d', 2e-4)}")  # fmt: skip
+            click.echo(f"    penalty: {d['penalty']} x {d['penalty_weight']}; n_critic {d['n_critic']}; "
+                       f"{d['optimizer']} lr {d['lr_d']}")  # fmt: skip
         else:
             first = losses.describe(name).splitlines()
             click.echo(f"    {first[0] if first else ''}")
@@ -312,7 +311,7 @@ def list_losses() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(tracking_uri: str | None, experiment: str, port: int, host: str) -> None:
     """Open the MLflow UI on the same store `lossbench run` writes to."""
-    from lossbench.tracking import resolve_uri
+    from lossbench.paths import tracking_uri as resolve_uri
 
     uri = resolve_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -332,7 +331,7 @@ def ui(tracking_uri: str | None, experiment: str, port: int, host: str) -> None:
 @click.option("--device", default="auto", show_default=True)
 def sample(run_id: str, count: int, out: str, seed: int, tracking_uri: str | None, device: str) -> None:
     """Write N PNGs (or points.csv for 2-D data) from a run's saved generator."""
-    from lossbench import sampling
+    from lossbench.exec import sampling
 
     written = sampling.write_samples(run_id, count, Path(out), seed, tracking_uri, device)
     click.echo(f"wrote {written} to {out}")
@@ -348,7 +347,7 @@ def sample(run_id: str, count: int, out: str, seed: int, tracking_uri: str | Non
 @click.option("--device", default="auto", show_default=True)
 def fid(first: str, second: str, samples: int, data_dir: str | None, device: str) -> None:
     """FID and KID between two image folders, or a folder and a data set (mnist, mnist:test)."""
-    from lossbench import sampling
+    from lossbench.exec import sampling
 
     click.echo(json.dumps(sampling.fid_between(first, second, samples, data_dir, device), indent=2))
 

@@ -19,8 +19,10 @@ from typing import Any
 
 import torch
 
-from lossbench import cards, data, losses, metrics_registry, models, optim, penalties
+from lossbench import cards, paths
 from lossbench.errors import ConfigError
+from lossbench.gan import data, losses, models, optim, penalties
+from lossbench.metrics import registry as metrics_registry
 from lossbench.registry import unknown_name_message
 
 
@@ -242,7 +244,9 @@ class SpeedConfig:
 
 @dataclass(frozen=True)
 class ExecConfig:
-    """How and where to run: changes no result, so it is not part of the configuration hash."""
+    """How and where to run: changes no result, so it is not part of the configuration hash.
+    Locations left None mean "flag, else environment, else default" (lossbench.paths);
+    `resolve_exec` makes them concrete on the machine that runs."""
 
     seeds: int = 1
     seed_start: int = 0
@@ -251,6 +255,7 @@ class ExecConfig:
     tracking_uri: str | None = None
     experiment: str = "lossbench"
     checkpoint_dir: str | None = None
+    cache_dir: str | None = None  # real-feature caches
     resume: bool = False  # continue interrupted seeds from their checkpoints
     skip_finished: bool = False  # skip seeds already finished in the store (sweeps)
     progress: bool = True
@@ -260,8 +265,55 @@ class ExecConfig:
     def seed_values(self) -> list[int]:
         return list(self.seed_list) or list(range(self.seed_start, self.seed_start + self.seeds))
 
+    @property
+    def checkpoints(self) -> Path:
+        return paths.checkpoint_root(self.checkpoint_dir)
+
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise ConfigError(f"'seeds' must be >= 1, got {self.seeds}")
         if self.seed_start < 0:
             raise ConfigError(f"'seed_start' must be >= 0, got {self.seed_start}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device")
+    return device
+
+
+def resolve_exec(ex: ExecConfig) -> ExecConfig:
+    """The one place where flags, environment and defaults become concrete: absolute data root,
+    checkpoint and cache folders, tracking URI, device. Run where the training happens (a Ray worker
+    resolves its own environment)."""
+    return dataclasses.replace(
+        ex,
+        device=str(resolve_device(ex.device)),
+        data_dir=str(paths.data_root(ex.data_dir).resolve()),
+        checkpoint_dir=str(paths.checkpoint_root(ex.checkpoint_dir).resolve()),
+        cache_dir=str(paths.cache_root(ex.cache_dir).resolve()),
+        tracking_uri=paths.tracking_uri(ex.tracking_uri),
+    )
+
+
+def describe_exec(ex: ExecConfig) -> dict[str, Any]:
+    """The resolved execution config as --dry-run prints it (credentials redacted)."""
+    from lossbench.tracking import redact
+
+    r = resolve_exec(ex)
+    return {
+        "device": r.device, "data_dir": r.data_dir, "checkpoint_dir": r.checkpoint_dir, "cache_dir": r.cache_dir,
+        "tracking_uri": redact(r.tracking_uri or ""), "experiment": r.experiment, "seeds": r.seed_values(),
+        "resume": r.resume, **dataclasses.asdict(r.speed),
+    }  # fmt: skip

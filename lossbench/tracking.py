@@ -3,7 +3,8 @@
 Default store: sqlite:///runs/mlflow.db with artifacts under runs/artifacts, unless
 MLFLOW_TRACKING_URI or --tracking-uri names another (a server, PostgreSQL behind one, ...).
 Runs are addressed by id through MlflowClient, never through mlflow's global active run, so several
-runs can be open at once.
+runs can be open at once. Queries return lossbench's own records (`SeedRun`, `RunRecord`,
+`MetricPoint`), never MLflow objects, and every tag name lives here.
 
 Off the training loop's path: metrics go through MLflow's asynchronous batch logging and artifacts
 are uploaded by one background thread. `flush()` waits for both and turns any failure into one
@@ -18,9 +19,11 @@ import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lossbench import paths
 from lossbench.errors import TrackingError
 
 log = logging.getLogger(__name__)
@@ -31,18 +34,46 @@ TAG_OUTCOME = "lossbench.outcome"  # finished | diverged | failed | interrupted
 TAG_ROLE = "lossbench.role"  # parent | seed
 TAG_LOSS = "lossbench.loss"
 TAG_DATASET = "lossbench.dataset"
+TAG_ERROR = "lossbench.error"
 PARENT_TAG = "mlflow.parentRunId"
 
-DEFAULT_DIR = Path("runs")
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed's run of a configuration, as the store has it."""
+
+    seed: int
+    run_id: str
+    status: str  # RUNNING | FINISHED | FAILED | KILLED (MLflow's run status)
+    outcome: str  # TAG_OUTCOME: running | finished | diverged | failed | interrupted
+    parent_id: str | None
+    start_time: int  # ms since the epoch
+
+    @property
+    def resumable(self) -> bool:
+        """Interrupted, or left running by a process that died."""
+        return self.outcome in ("interrupted", "running")
 
 
-def default_uri() -> str:
-    return f"sqlite:///{(DEFAULT_DIR / 'mlflow.db').resolve()}"
+@dataclass(frozen=True)
+class RunRecord:
+    """A run with its parameters, latest metrics and lossbench tags, for reports."""
+
+    run_id: str
+    parent_id: str
+    config_hash: str
+    status: str
+    outcome: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    start_time: int
+    end_time: int | None
 
 
-def resolve_uri(explicit: str | None = None) -> str:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else the local sqlite store under runs/."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+@dataclass(frozen=True)
+class MetricPoint:
+    step: int
+    value: float
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -69,11 +100,12 @@ def _wrap(action: str, uri: str, exc: Exception) -> TrackingError:
 class Tracker:
     """A connection to one tracking store and one experiment in it."""
 
-    def __init__(self, uri: str | None, experiment: str, create: bool = True) -> None:
+    def __init__(self, uri: str | None, experiment: str | None, create: bool = True) -> None:
+        """`uri` None: paths.tracking_uri(); `experiment` None: run-id operations only (any experiment)."""
         from mlflow import MlflowClient  # deferred: importing mlflow costs seconds
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for our own progress
-        self.uri = resolve_uri(uri)
+        self.uri = paths.tracking_uri(uri)
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
             try:
@@ -87,26 +119,27 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             _check_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
-        try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                if not create:
-                    raise TrackingError(f"no experiment '{experiment}' in {redact(self.uri)}")
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=_artifact_root(self.uri)
-                )
-            else:
-                self.experiment_id = exp.experiment_id
-        except TrackingError:
-            raise
-        except Exception as exc:
-            raise _wrap("open it", self.uri, exc) from None
-        self.experiment = experiment
+        self.experiment, self.experiment_id = experiment, ""
+        if experiment is not None:
+            self.experiment_id = self._open_experiment(experiment, create)
         self._pending: list[Any] = []  # RunOperations of asynchronous metric batches
         self._buffer: dict[str, list[Any]] = {}  # run id -> metrics not yet handed to MLflow
         self._buffer_since = time.monotonic()
         self._uploads: list[Future] = []
         self._uploader: ThreadPoolExecutor | None = None
+
+    def _open_experiment(self, experiment: str, create: bool) -> str:
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                if not create:
+                    raise TrackingError(f"no experiment '{experiment}' in {redact(self.uri)}")
+                return self.client.create_experiment(experiment, artifact_location=_artifact_root(self.uri))
+            return exp.experiment_id
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise _wrap("open it", self.uri, exc) from None
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -192,20 +225,51 @@ class Tracker:
         self.client.log_text(run_id, text, artifact_file)
 
     def download(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        """An artifact of any run of the store (any experiment) into dst."""
         try:
             return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
         except Exception as exc:
             raise _wrap(f"download {artifact_path} of run {run_id}", self.uri, exc) from None
 
+    def artifacts(self, run_id: str, folder: str) -> list[str]:
+        """Paths of a run's artifacts under `folder`, sorted."""
+        return sorted(a.path for a in self.client.list_artifacts(run_id, folder))
+
     # --- queries ------------------------------------------------------------------------------
 
-    def find_seed_runs(self, config_hash: str, seed: int | None = None) -> list[Any]:
-        filt = f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{TAG_ROLE}` = 'seed'"
-        if seed is not None:
-            filt += f" and tags.`{TAG_SEED}` = '{seed}'"
-        return list(self.search(filt))
+    def seed_runs(self, config_hash: str) -> list[SeedRun]:
+        """Every seed run of a configuration (one query), newest first."""
+        out = [
+            SeedRun(
+                seed=int(r.data.tags[TAG_SEED]),
+                run_id=r.info.run_id,
+                status=r.info.status,
+                outcome=r.data.tags.get(TAG_OUTCOME, ""),
+                parent_id=r.data.tags.get(PARENT_TAG),
+                start_time=r.info.start_time,
+            )
+            for r in self._search(f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{TAG_ROLE}` = 'seed'")
+        ]
+        return sorted(out, key=lambda r: -r.start_time)
 
-    def search(self, filter_string: str = "") -> Iterable[Any]:
+    def runs(self, role: str = "seed") -> list[RunRecord]:
+        """Every run of the experiment with this role (seed or parent)."""
+        return [
+            RunRecord(
+                run_id=r.info.run_id,
+                parent_id=r.data.tags.get(PARENT_TAG, ""),
+                config_hash=r.data.tags.get(TAG_CONFIG_HASH, ""),
+                status=r.info.status,
+                outcome=r.data.tags.get(TAG_OUTCOME, ""),
+                params=dict(r.data.params),
+                metrics=dict(r.data.metrics),
+                start_time=r.info.start_time,
+                end_time=r.info.end_time,
+            )
+            for r in self._search(f"tags.`{TAG_ROLE}` = '{role}'")
+        ]
+
+    def _search(self, filter_string: str = "") -> Iterable[Any]:
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
@@ -214,15 +278,9 @@ class Tracker:
             if not token:
                 return
 
-    def get_run(self, run_id: str) -> Any:
-        try:
-            return self.client.get_run(run_id)
-        except Exception as exc:
-            raise _wrap(f"find run {run_id}", self.uri, exc) from None
-
-    def metric_history(self, run_id: str, key: str) -> list[Any]:
+    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         self.flush()
-        return self.client.get_metric_history(run_id, key)
+        return [MetricPoint(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
 
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -245,14 +303,3 @@ def _param_str(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return str(value)
-
-
-def get_run_anywhere(uri: str | None, run_id: str) -> tuple[Any, Any]:
-    """A run by id in any experiment of the store, and a client on that store."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=resolve_uri(uri))
-    try:
-        return client.get_run(run_id), client
-    except Exception as exc:
-        raise _wrap(f"find run {run_id}", resolve_uri(uri), exc) from None

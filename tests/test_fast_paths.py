@@ -13,9 +13,11 @@ import copy
 import pytest
 import torch
 
-from lossbench import config, data, trainer
+from lossbench import config
+from lossbench import train as trainer
 from lossbench.config import SpeedConfig
 from lossbench.errors import ConfigError
+from lossbench.gan import data
 
 CPU = torch.device("cpu")
 PARALLEL = SpeedConfig(parallel_seeds=True)
@@ -183,8 +185,11 @@ def test_cuda_graphs_plumbing_on_cpu_matches_plain(loss: str, monkeypatch: pytes
     monkeypatch.setattr(SpeedConfig, "check_device", lambda self, device: None)
     flags = {"loss": loss, "steps": 5, "log_every": 1}
     _, plain, _ = train(flags, [0])
-    _, graphed, state = train(flags, [0], SpeedConfig(cuda_graphs=True))
-    assert state.players.compiler.graphs
+    marks = []
+    real_mark = torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1) or real_mark())
+    _, graphed, _ = train(flags, [0], SpeedConfig(cuda_graphs=True))
+    assert len(marks) == 5 * 2  # one graph iteration per D step and per G step
     torch.testing.assert_close(losses_of(graphed[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
 
 
@@ -256,5 +261,19 @@ def test_cuda_graphs_are_refused_off_cuda() -> None:
         train({"steps": 1}, [0], SpeedConfig(cuda_graphs=True))
     with pytest.raises(ConfigError, match="--cuda-graphs needs a CUDA device; this run is on cpu"):
         train({"steps": 1}, [0, 1], SpeedConfig(cuda_graphs=True, parallel_seeds=True))
-    assert SpeedConfig(cuda_graphs=True).compile_mode == "reduce-overhead"
-    assert SpeedConfig(compile=True).compile_mode == "default" and SpeedConfig().compile_mode is None
+
+
+@pytest.mark.parametrize(
+    ("speed", "modes"),
+    [(SpeedConfig(), []), (SpeedConfig(compile=True), ["default", "default"]),
+     (SpeedConfig(cuda_graphs=True), ["reduce-overhead", "reduce-overhead"])],
+)  # fmt: skip
+def test_speed_flags_reach_torch_compile_in_their_mode(speed: SpeedConfig, modes: list, monkeypatch) -> None:
+    """What setup hands to torch.compile: nothing in eager mode; G and D (no penalty here) in the
+    flag's mode. Compile itself is replaced by a recorder, so no graph is built."""
+    seen: list = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: seen.append(mode) or fn)
+    monkeypatch.setattr(SpeedConfig, "check_device", lambda self, device: None)
+    cfg = config.resolve(("flags", {"dataset": "ring8", "loss": "hinge"}))
+    trainer.setup(cfg, 0, (2,), CPU, speed)
+    assert seen == modes

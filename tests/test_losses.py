@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lossbench import losses
+from lossbench.gan import losses
 
 
 def sig(x: float) -> float:

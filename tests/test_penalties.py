@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lossbench import penalties
+from lossbench.gan import penalties
 
 W = [0.6, -1.2, 2.0]
 NORM = sum(v * v for v in W) ** 0.5

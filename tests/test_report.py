@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 from test_cli import lossbench
 
-from lossbench import report_stats
+from lossbench.report import stats as report_stats
 from lossbench.tracking import TAG_CONFIG_HASH, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -28,7 +28,7 @@ def make_store(uri: str, tmp: Path) -> None:
     grid = tmp / "grid.png"
     import torch
 
-    from lossbench.plots import save_grid
+    from lossbench.exec.samples import save_grid
 
     save_grid(torch.rand(4, 1, 8, 8) * 2 - 1, grid, nrow=2)
     for loss, fids, diverged in (("minimax", MINIMAX, 1), ("non-saturating", NONSAT, 0), ("hinge", HINGE, 0)):

@@ -8,8 +8,10 @@ import pytest
 from mlflow import MlflowClient
 from test_cli import lossbench, runs_by_role
 
-from lossbench import cards, losses, suites
+from lossbench import cards
 from lossbench.errors import ConfigError
+from lossbench.exec import suites
+from lossbench.gan import losses
 
 
 def test_shipped_suites_resolve() -> None:

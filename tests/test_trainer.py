@@ -7,7 +7,11 @@ import copy
 import pytest
 import torch
 
-from lossbench import config, data, losses, modes, rng, trainer
+from lossbench import config, rng
+from lossbench import train as trainer
+from lossbench.gan import data, losses
+from lossbench.gan.models import generate
+from lossbench.metrics import modes
 
 
 def ring8() -> data.Dataset:
@@ -79,7 +83,7 @@ def test_ring8_learns() -> None:
     state = trainer.setup(cfg, 0, ds.sample_shape, torch.device("cpu"))
 
     def distance_to_ring(G: torch.nn.Module) -> float:  # mean distance of G's samples to their nearest mode
-        samples = trainer.generate(G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
+        samples = generate(G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
         return float(torch.cdist(samples, ds.modes).min(1).values.mean())
 
     before = distance_to_ring(state.G)  # about 1.9: the untrained G sits near the ring's centre
@@ -89,7 +93,7 @@ def test_ring8_learns() -> None:
     # G moved its mass onto the ring (seeds 0-5 end 4.7-14x closer), spread over the modes rather
     # than collapsed on one (mode_kl log 8 = 2.08 for a single mode; seeds 0-5 end at 0.01-0.69).
     # How many modes reach the 3-sigma "high quality" disc at 2,000 steps varies by seed: not asserted.
-    samples = trainer.generate(state.G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
+    samples = generate(state.G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
     assert distance_to_ring(state.G) < before / 3
     assert modes.mode_metrics(samples, ds.modes, ds.mode_std)["mode_kl"] < 1.0
 
@@ -133,7 +137,7 @@ def test_resume_from_state_dict_is_bit_identical() -> None:
 
 
 def test_dcgan_shapes() -> None:
-    from lossbench import models
+    from lossbench.gan import models
 
     for shape in [(1, 28, 28), (3, 32, 32)]:
         G, D = models.build("dcgan", shape, 100)

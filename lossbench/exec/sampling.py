@@ -8,11 +8,13 @@ from pathlib import Path
 
 import torch
 
-from lossbench import config, data, metrics, models, rng
-from lossbench.errors import ConfigError
-from lossbench.runner import resolve_device
-from lossbench.tracking import get_run_anywhere
-from lossbench.trainer import generate
+from lossbench import config, rng
+from lossbench.config import resolve_device
+from lossbench.errors import ConfigError, LossbenchError
+from lossbench.gan import data, models
+from lossbench.gan.models import generate
+from lossbench.metrics import features as metrics
+from lossbench.tracking import Tracker
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -21,12 +23,12 @@ def load_generator(
     run_id: str, tracking_uri: str | None, device: torch.device
 ) -> tuple[torch.nn.Module, config.RunConfig]:
     """The run's final generator and its resolved configuration."""
-    run, client = get_run_anywhere(tracking_uri, run_id)
+    store = Tracker(tracking_uri, experiment=None, create=False)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            cfg_path = client.download_artifacts(run_id, "config.json", tmp)
-            weights_path = client.download_artifacts(run_id, "weights/generator.pt", tmp)
-        except Exception:
+            cfg_path = store.download(run_id, "config.json", Path(tmp))
+            weights_path = store.download(run_id, "weights/generator.pt", Path(tmp))
+        except LossbenchError:
             raise ConfigError(f"run {run_id} has no saved generator (did it finish?)") from None
         flat = json.loads(Path(cfg_path).read_text())
         flat.pop("seed", None)

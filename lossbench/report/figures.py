@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lossbench import report_stats  # noqa: E402
-from lossbench.report_stats import expected_best  # noqa: E402
+from lossbench.report import stats as report_stats  # noqa: E402
+from lossbench.report.stats import expected_best  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

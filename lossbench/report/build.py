@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lossbench import cards, report_figures, report_stats
+from lossbench import cards
 from lossbench.errors import LossbenchError
-from lossbench.tracking import TAG_CONFIG_HASH, TAG_OUTCOME, TAG_ROLE, Tracker
+from lossbench.metrics.registry import higher_is_better
+from lossbench.report import figures as report_figures
+from lossbench.report import stats as report_stats
+from lossbench.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +34,26 @@ def _label(loss: str, penalty: str) -> str:
 
 def collect(tracker: Tracker, datasets: tuple[str, ...] = (), losses: tuple[str, ...] = ()) -> pd.DataFrame:
     rows = []
-    for r in tracker.search(f"tags.`{TAG_ROLE}` = 'seed'"):
-        p, m, t = r.data.params, r.data.metrics, r.data.tags
+    for r in tracker.runs("seed"):
+        p, m = r.params, r.metrics
         if (datasets and p.get("dataset") not in datasets) or (losses and p.get("loss") not in losses):
             continue
-        outcome = t.get(TAG_OUTCOME) or OUTCOMES.get(r.info.status, "failed")
-        end = r.info.end_time or r.info.start_time
+        outcome = r.outcome or OUTCOMES.get(r.status, "failed")
+        end = r.end_time or r.start_time
         rows.append(
             {
-                "run_id": r.info.run_id,
-                "parent_run_id": t.get("mlflow.parentRunId", ""),
-                "config_hash": t.get(TAG_CONFIG_HASH, ""),
+                "run_id": r.run_id,
+                "parent_run_id": r.parent_id,
+                "config_hash": r.config_hash,
                 "loss": p.get("loss", ""),
                 "penalty": p.get("penalty", "none"),
                 "dataset": p.get("dataset", ""),
                 "arch": p.get("arch", ""),
                 "steps": int(p.get("steps", 0)),
                 "seed": int(p.get("seed", -1)),
-                "status": r.info.status,
+                "status": r.status,
                 "outcome": outcome,
-                "wall_time_s": (end - r.info.start_time) / 1000.0,
+                "wall_time_s": (end - r.start_time) / 1000.0,
                 **{k: m[k] for k in report_stats.SCORES if k in m},
             }
         )
@@ -78,7 +81,7 @@ def median_seed_grid(tracker: Tracker, runs: pd.DataFrame, score: str, out: Path
     for (dataset, label), group in done.groupby(["dataset", "label"]):
         ordered = group.sort_values(score)
         run_id = ordered.iloc[(len(ordered) - 1) // 2]["run_id"]
-        files = sorted(a.path for a in tracker.client.list_artifacts(run_id, "samples"))
+        files = tracker.artifacts(run_id, "samples")
         if files:
             local = tracker.download(run_id, files[-1], out / run_id)  # one folder per run: same file names
             grids[f"{dataset} / {label} (seed {int(ordered.iloc[(len(ordered) - 1) // 2]['seed'])})"] = local
@@ -136,7 +139,7 @@ def build(
     figs.mkdir(parents=True, exist_ok=True)
 
     score = "fid" if "fid" in runs and runs["fid"].notna().any() else "modes"
-    lower = score == "fid"
+    lower = not higher_is_better(score)
     summary = report_stats.summarise(runs)
     summary.insert(1, "label", [_label(a, b) for a, b in zip(summary["loss"], summary["penalty"])])
     summary = summary.sort_values(["dataset", "label"]).reset_index(drop=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -119,3 +120,17 @@ def build(arch: str, shape: tuple[int, ...], z_dim: int, d_norm: str = "none") -
     """(G, D) for samples of `shape`, initialised from the global RNG: fork it around this call."""
     g, d = ARCHS.get(arch)(shape, z_dim)
     return g, D_NORMS.get(d_norm)(d)
+
+
+@torch.no_grad()
+def generate(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, batch_size: int = 500) -> Tensor:
+    """n samples from G in eval mode (batch-norm running statistics), without touching its state."""
+    was_training = G.training
+    G.eval()
+    device = next(G.parameters()).device
+    out = [
+        G(torch.randn(min(batch_size, n - i), z_dim, generator=generator, device=device))
+        for i in range(0, n, batch_size)
+    ]
+    G.train(was_training)
+    return torch.cat(out)

@@ -1,10 +1,26 @@
-"""Figures written to files: sample grids and 2-D scatter plots over the modes."""
+"""Sample artifacts of a run: image grids, or 2-D scatter plots over the mixture's modes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
+
+from lossbench.gan.models import generate
+
+GRID_SAMPLES = 64
+SCATTER_SAMPLES = 2000
+
+
+def save_samples(
+    G: nn.Module, z_dim: int, generator: torch.Generator, modes: Tensor | None, folder: Path, step: int
+) -> Path:
+    """G's samples at `step` as a PNG in folder: a scatter over the modes for 2-D data, else a grid."""
+    if modes is not None:
+        pts = generate(G, SCATTER_SAMPLES, z_dim, generator)
+        return save_scatter(pts, modes, folder / f"scatter_{step:07d}.png", f"step {step}")
+    return save_grid(generate(G, GRID_SAMPLES, z_dim, generator), folder / f"samples_{step:07d}.png")
 
 
 def save_grid(images: Tensor, path: Path, nrow: int = 8) -> Path:

@@ -3,6 +3,7 @@ never leaves a corrupt latest checkpoint; read back with one clear error when un
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -14,21 +15,18 @@ from lossbench.errors import CheckpointError
 FILENAME = "latest.pt"
 
 
-def checkpoint_root(explicit: str | None = None) -> Path:
-    """--checkpoint-dir, else LOSSBENCH_CHECKPOINT_DIR, else runs/checkpoints."""
-    return Path(explicit or os.environ.get("LOSSBENCH_CHECKPOINT_DIR") or Path("runs") / "checkpoints")
-
-
 def path_for(root: Path, run_id: str) -> Path:
     return root / run_id / FILENAME
 
 
 def save(state: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    blob = io.BytesIO()
+    torch.save(state, blob)  # serialised in memory: a full disk then fails as a plain OSError on write
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            fh.write(blob.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

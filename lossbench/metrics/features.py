@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lossbench import paths
 from lossbench.errors import MetricError
 from lossbench.registry import Registry
 
@@ -44,16 +45,12 @@ class Extractor:
 EXTRACTORS: Registry[Callable[[torch.device], Extractor]] = Registry("feature extractor")
 
 
-def torch_home() -> Path:
-    return Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
-
-
 @EXTRACTORS.register("inception-v3-compat")
 def inception(device: torch.device) -> Extractor:
     """torch-fidelity's InceptionV3; weights from $TORCH_HOME/hub/checkpoints, downloaded if absent."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    weights = torch_home() / "hub" / "checkpoints" / INCEPTION_FILE
+    weights = paths.torch_home() / "hub" / "checkpoints" / INCEPTION_FILE
     if not weights.is_file():
         log.warning("Inception weights not in %s; downloading them (about 95 MB)", weights.parent)
     try:
@@ -138,14 +135,10 @@ def drop_missing(values: dict[str, float]) -> dict[str, float]:
 # --- real statistics, cached ------------------------------------------------------------------
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("LOSSBENCH_CACHE_DIR") or Path("runs") / "cache")
-
-
-def real_cache_path(dataset: str, split: str, n: int, extractor: str) -> Path:
+def real_cache_path(dataset: str, split: str, n: int, extractor: str, cache_root: Path | None = None) -> Path:
     key = f"v{CACHE_VERSION}|{dataset}|{split}|{n}|{extractor}|subset-seed-0|uint8-round"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir() / f"real-{dataset}-{split}-{n}-{digest}.pt"
+    return paths.cache_root(cache_root) / f"real-{dataset}-{split}-{n}-{digest}.pt"
 
 
 def real_subset(images: Tensor, n: int) -> Tensor:
@@ -156,14 +149,16 @@ def real_subset(images: Tensor, n: int) -> Tensor:
     return images[idx]
 
 
-def real_features(extractor: Extractor, dataset: str, split: str, images: Tensor, n: int) -> tuple[Features, bool]:
+def real_features(
+    extractor: Extractor, dataset: str, split: str, images: Tensor, n: int, cache_root: Path | None = None
+) -> tuple[Features, bool]:
     """Features of n reals (images in [-1, 1]); returns (features, came_from_cache).
 
     Computed once per machine: a file lock lets one process (or Ray worker) compute while the others
     wait and then read its file; the file itself is written atomically (temporary file, rename)."""
     from filelock import FileLock
 
-    path = real_cache_path(dataset, split, n, extractor.name)
+    path = real_cache_path(dataset, split, n, extractor.name, cache_root)
     cached = _read_cache(path)
     if cached is not None:
         return cached, True

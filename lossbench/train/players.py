@@ -25,8 +25,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lossbench.errors import ConfigError
-from lossbench.losses import Loss, needs_real
-from lossbench.penalties import Critic, Penalty
+from lossbench.gan.losses import Loss, needs_real
+from lossbench.gan.penalties import Critic, Penalty
+from lossbench.train.speed import Compiler, Precision
 
 D_STATS = ("d_loss", "d_real", "d_fake", "penalty")  # what d_objective reports, in this order
 OptFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
@@ -56,7 +57,13 @@ def g_objective(critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: 
 
 
 class Players(Protocol):
+    """What the loop drives: S seeds' G and D with their optimisers, and the objective they play
+    (its loss and penalty objects; whether G's loss also sees D on a real batch)."""
+
     size: int
+    loss: Loss
+    penalty: Penalty
+    needs_real: bool  # G's objective takes D(x) on a real batch (relativistic losses)
     compiler: Compiler
     opt_d: torch.optim.Optimizer
     opt_g: torch.optim.Optimizer
@@ -72,47 +79,6 @@ class Players(Protocol):
     def load_state_dict(self, k: int, state: dict[str, Any]) -> None: ...
 
 
-class Precision:
-    """Autocast of model forwards (bf16 on request); outputs come back as float32, so every loss and
-    penalty reduction runs in float32. The name is validated by SpeedConfig."""
-
-    def __init__(self, name: str, device: torch.device) -> None:
-        self.enabled = name == "bf16"
-        self.device_type = device.type
-
-    def wrap(self, fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        if not self.enabled:
-            return fn
-
-        def run(*args: Any) -> Tensor:
-            with torch.autocast(self.device_type, dtype=torch.bfloat16):
-                return fn(*args).float()
-
-        return run
-
-
-class Compiler:
-    """torch.compile in one mode (None: eager) for the players' callables. In "reduce-overhead" mode
-    compile records CUDA graphs; each D step and each G step is then one graph iteration, marked at
-    its start: every graph output is consumed within its step."""
-
-    def __init__(self, mode: str | None) -> None:
-        self.mode = mode
-
-    @property
-    def graphs(self) -> bool:
-        return self.mode == "reduce-overhead"
-
-    def __call__(self, fn: Callable[..., Any], allowed: bool = True) -> Callable[..., Any]:
-        """fn compiled, or fn itself in eager mode or where not `allowed` (double backward, which
-        gradient penalties need, cannot go through a compiled graph)."""
-        return torch.compile(fn, mode=self.mode) if self.mode and allowed else fn
-
-    def begin_step(self) -> None:
-        if self.graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-
-
 class Single:
     """One seed's plain G and D modules."""
 
@@ -125,6 +91,7 @@ class Single:
         self.G, self.D = G, D
         self.opt_g, self.opt_d = make_opt_g(list(G.parameters())), make_opt_d(list(D.parameters()))
         self.loss, self.penalty, self.weight = loss, penalty, weight
+        self.needs_real = needs_real(loss)
         self.compiler = Compiler(compile_mode)
         self._g = precision.wrap(self.compiler(G))
         self._d = precision.wrap(self.compiler(D, allowed=not penalty.input_gradient))
@@ -189,11 +156,12 @@ class Stacked:
         self.opt_g = make_opt_g(list(self.g_params.values()))
         self.opt_d = make_opt_d(list(self.d_params.values()))
         self.loss, self.penalty, self.weight = loss, penalty, weight
+        self.needs_real = needs_real(loss)
         self._g_one = precision.wrap(lambda p, b, z: functional_call(g_base, (p, b), (z,)))
         self._d_one = precision.wrap(lambda p, b, x: functional_call(d_base, (p, b), (x,)))
         # penalty noise and G's real batch are either always given or always None: fixed in_dims
         u_dim = None if penalty.noise == "none" else 0
-        real_dim = 0 if needs_real(loss) else None
+        real_dim = 0 if self.needs_real else None
         self.compiler = Compiler(compile_mode)
         self._fake = self.compiler(vmap(self._g_one))
         self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, u_dim)),

@@ -10,11 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
-from lossbench import data, executors, runner, trainer
 from lossbench.config import ExecConfig, RunConfig
-from lossbench.executors import ExecutorOptions
-from lossbench.suites import Suite
+from lossbench.exec import executors
+from lossbench.exec.executors import ExecutorOptions
+from lossbench.exec.plan import plan as plan_seeds
+from lossbench.exec.runs import RunSummary
+from lossbench.exec.suites import Suite
+from lossbench.gan import data
 from lossbench.tracking import Tracker
+from lossbench.train.loop import train
+from lossbench.train.state import setup
 
 
 @dataclass(frozen=True)
@@ -29,19 +34,16 @@ def plan(
 ) -> list[Planned]:
     out: list[Planned] = []
     budget = max_runs or None
+    every_seed = ExecConfig(seed_list=tuple(range(suite.seeds)), skip_finished=True)
     for cfg in suite.configs:
         if (losses and cfg.loss.loss not in losses) or (datasets and cfg.data.dataset not in datasets):
             continue
-        finished = {
-            int(r.data.tags["lossbench.seed"])
-            for r in tracker.find_seed_runs(cfg.config_hash())
-            if r.info.status == "FINISHED"
-        }
-        todo = tuple(s for s in range(suite.seeds) if s not in finished)
+        p = plan_seeds(tracker, cfg, every_seed)
+        todo = tuple(m.seed for m in p.members)
         if budget is not None:
             todo = todo[:budget]
             budget -= len(todo)
-        out.append(Planned(cfg, todo, len(finished)))
+        out.append(Planned(cfg, todo, len(p.skipped)))
     return out
 
 
@@ -49,16 +51,16 @@ def probe_steps_per_s(cfg: RunConfig, device: torch.device, data_dir: str | None
     """Generator steps/s of this configuration, measured on a few real steps."""
     ds = data.load(cfg.data.dataset, data_dir, "train")
     probe = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps + 2, log_every=steps + 2))
-    state = trainer.setup(probe, 0, ds.sample_shape, device)
+    state = setup(probe, 0, ds.sample_shape, device)
     x = ds.x.to(device)
-    trainer.train(dataclasses.replace(probe, train=dataclasses.replace(probe.train, steps=2)), state, x)  # warm-up
+    train(dataclasses.replace(probe, train=dataclasses.replace(probe.train, steps=2)), state, x)  # warm-up
     start = time.perf_counter()
-    trainer.train(probe, state, x)
+    train(probe, state, x)
     return steps / (time.perf_counter() - start)
 
 
 def run(
     planned: list[Planned], ex: ExecConfig, executor: str = "local", opts: ExecutorOptions | None = None
-) -> list[runner.RunSummary]:
+) -> list[RunSummary]:
     jobs = [(p.cfg, dataclasses.replace(ex, seed_list=p.seeds, skip_finished=True)) for p in planned if p.seeds]
     return executors.execute(jobs, executor, opts)

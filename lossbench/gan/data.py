@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lossbench import paths
 from lossbench.errors import DataError
 from lossbench.registry import Registry
 
@@ -56,17 +57,12 @@ class DataSource:
 DATASETS: Registry[DataSource] = Registry("dataset")
 
 
-def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """--data-dir, else LOSSBENCH_DATA_DIR, else ./data."""
-    return Path(explicit or os.environ.get("LOSSBENCH_DATA_DIR") or "data")
-
-
 def load(name: str, root: str | os.PathLike | None = None, split: str = "train") -> Dataset:
     """Load a registered data set (on the CPU; the caller moves it to its device)."""
     if split not in ("train", "test"):
         raise DataError(f"unknown split '{split}'; valid: train, test")
     source = DATASETS.get(name)
-    return source.loader(data_root(root), split)  # type: ignore[operator]
+    return source.loader(paths.data_root(root), split)  # type: ignore[operator]
 
 
 def _to_unit_range(images_uint8: Tensor) -> Tensor:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from lossbench import data, metrics, modes, rng
+from lossbench import rng
 from lossbench.config import RunConfig
-from lossbench.trainer import generate
+from lossbench.gan import data
+from lossbench.gan.models import generate
+from lossbench.metrics import features as metrics
+from lossbench.metrics import modes
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,9 @@ def _batches(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, size:
         yield generate(G, min(size, n - i), z_dim, generator, batch_size=size)
 
 
-def make_evaluator(cfg: RunConfig, device: torch.device, data_dir: str | None, train_set: data.Dataset) -> Evaluate:
+def make_evaluator(
+    cfg: RunConfig, device: torch.device, data_dir: str | None, train_set: data.Dataset, cache_dir: Path | None = None
+) -> Evaluate:
     m = cfg.metrics
     n, z_dim = m.fid_samples, cfg.model.z_dim
 
@@ -46,7 +52,7 @@ def make_evaluator(cfg: RunConfig, device: torch.device, data_dir: str | None, t
     )
     metrics.real_subset(reference.x, n)  # a sample count larger than the reference set fails now
     extractor = metrics.EXTRACTORS.get("inception-v3-compat")(device)
-    real, cached = metrics.real_features(extractor, cfg.data.dataset, reference.split, reference.x, n)
+    real, cached = metrics.real_features(extractor, cfg.data.dataset, reference.split, reference.x, n, cache_dir)
     log.info("real features of %s/%s (%d): %s", cfg.data.dataset, reference.split, n, "cache" if cached else "computed")
 
     def evaluate_images(G: nn.Module, seed: int, step: int) -> dict[str, float]:

@@ -1,0 +1,166 @@
+"""Executors: where the (configuration, seed) jobs of `lossbench run` and `lossbench sweep` train.
+
+local  here, in this process: seeds one after another, or together with --parallel-seeds.
+ray    on a Ray cluster (--ray-address auto|HOST:PORT; none starts a local one): each
+       (configuration, seed), or each group of parallel seeds, is one Ray task asking for
+       --task-cpus/--task-gpus, so Ray packs the tasks onto the cluster. Workers log straight to the
+       tracking store (use a shared server: see the README), resolve their own data root and
+       TORCH_HOME from their environment, and cache real statistics once per node. A task whose
+       worker dies is retried by Ray and continues its seed's run from its checkpoint, so every run
+       exists once. The driver creates and closes the parent runs, shows overall progress and ends
+       with the count of finished / diverged / failed seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lossbench.config import ExecConfig, RunConfig
+from lossbench.errors import ConfigError, LossbenchError
+from lossbench.exec.group import Context, train_members
+from lossbench.exec.plan import Plan, groups, plan
+from lossbench.exec.runs import RunSummary, SeedResult, close_parent, kill_parents, open_parent, summary
+from lossbench.registry import Registry
+from lossbench.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+Job = tuple[RunConfig, ExecConfig]
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    address: str | None = None  # ray: auto, HOST:PORT, or None for a local cluster
+    task_cpus: float = 1.0
+    task_gpus: float = 0.0
+    max_retries: int = 3  # ray: re-runs of a task whose worker died
+
+    def __post_init__(self) -> None:
+        if self.task_cpus < 0 or self.task_gpus < 0:
+            raise ConfigError("--task-cpus and --task-gpus must be >= 0")
+
+
+Executor = Callable[[list[Job], ExecutorOptions], list[RunSummary]]
+EXECUTORS: Registry[Executor] = Registry("executor")
+
+
+@EXECUTORS.register("local")
+def run_local(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
+    return [run_here(cfg, ex) for cfg, ex in jobs]
+
+
+def run_here(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
+    """Plan, then train every planned seed of `cfg` here under its parent run."""
+    ctx = Context.open(cfg, ex)
+    p = plan(ctx.tracker, cfg, ctx.ex)
+    if not p.members:
+        log.info("every seed of configuration %s already finished; nothing to do", cfg.config_hash())
+        return summary(cfg, p, None, [])
+    parent_id = open_parent(ctx.tracker, cfg, ctx.ex, p)
+    try:
+        trained = train_members(ctx, parent_id, p.members)
+    except BaseException:
+        kill_parents(ctx.tracker, [parent_id])
+        raise
+    return close_parent(ctx.tracker, cfg, p, parent_id, trained)
+
+
+def train_task(cfg: RunConfig, ex: ExecConfig, parent_id: str, seeds: list[int]) -> list[SeedResult]:
+    """One Ray task: train `seeds` of `cfg` under `parent_id`. A retry (its worker died) plans again
+    under the same parent and continues each seed's run from its checkpoint (or from step 0 in the
+    same run when it died before the first one)."""
+    ctx = Context.open(cfg, dataclasses.replace(ex, seed_list=tuple(seeds), resume=True))
+    p = plan(ctx.tracker, cfg, ctx.ex, parent_id=parent_id)
+    try:
+        return [SeedResult(s, None, "skipped") for s in p.skipped] + train_members(ctx, parent_id, p.members)
+    finally:
+        ctx.tracker.flush(raise_errors=False)
+
+
+@EXECUTORS.register("ray")
+def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
+    """The driver: plans every job, opens the parent runs, submits one task per group of seeds,
+    collects the results and closes the parents, through the same functions as the local executor."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'lossbench[ray]'") from None
+    from tqdm import tqdm
+
+    if not jobs:
+        return []
+    first = jobs[0][1]
+    tracker = Tracker(first.tracking_uri, first.experiment)  # the store answers before the cluster starts
+    _connect(ray, opts.address)
+    remote = ray.remote(train_task).options(
+        num_cpus=opts.task_cpus, num_gpus=opts.task_gpus, max_retries=opts.max_retries, retry_exceptions=False
+    )
+    plans: list[Plan] = [plan(tracker, cfg, ex) for cfg, ex in jobs]
+    parents: dict[int, str] = {}
+    trained: dict[int, list[SeedResult]] = {i: [] for i in range(len(jobs))}
+    pending: dict[Any, tuple[int, list[int]]] = {}  # task ref -> (job index, its seeds)
+    try:
+        for i, ((cfg, ex), p) in enumerate(zip(jobs, plans)):
+            if p.members:
+                parents[i] = open_parent(tracker, cfg, ex, p)
+            for group in groups(p.members, ex.speed.parallel_seeds):
+                seeds = [m.seed for m in group]
+                pending[remote.remote(cfg, ex, parents[i], seeds)] = (i, seeds)
+        progress = tqdm(total=sum(len(s) for _, s in pending.values()), desc="seeds", unit="seed",
+                        disable=not first.progress, dynamic_ncols=True)  # fmt: skip
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            i, seeds = pending.pop(done[0])
+            trained[i] += _task_results(ray, done[0], seeds, jobs[i][0])
+            progress.update(len(seeds))
+        progress.close()
+    except BaseException:
+        kill_parents(tracker, list(parents.values()))
+        raise
+    finally:
+        ray.shutdown()
+    return [
+        close_parent(tracker, cfg, p, parents[i], trained[i]) if i in parents else summary(cfg, p, None, [])
+        for i, ((cfg, _), p) in enumerate(zip(jobs, plans))
+    ]
+
+
+def _task_results(ray: Any, ref: Any, seeds: list[int], cfg: RunConfig) -> list[SeedResult]:
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # noqa: BLE001 - the task failed after its retries: a result, not a crash
+        reason = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+        log.warning("seeds %s of %s failed: %s", seeds, cfg.loss.loss, reason)
+        return [SeedResult(s, None, "failed") for s in seeds]
+
+
+def _connect(ray: Any, address: str | None) -> None:
+    _check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
+                 configure_logging=False)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - Ray's own connection errors, in one line
+        raise LossbenchError(f"cannot reach the Ray cluster at {address or 'a new local one'}: "
+                             f"{str(exc).strip().splitlines()[0][:200]}") from None  # fmt: skip
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A HOST:PORT cluster answers a TCP connection at once, or one line says so (Ray itself would
+    keep retrying for minutes)."""
+    import socket
+
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise LossbenchError(f"cannot reach the Ray cluster at {address} ({exc})") from None
+
+
+def execute(jobs: list[Job], executor: str = "local", opts: ExecutorOptions | None = None) -> list[RunSummary]:
+    return EXECUTORS.get(executor)(jobs, opts or ExecutorOptions())

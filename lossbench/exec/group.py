@@ -1,0 +1,208 @@
+"""Train a configuration's planned seeds on this machine, each in its own child run.
+
+`Context.open` is the preflight, in this order, each failing in one line before any compute: device,
+data, store, metric engine (real statistics cached). `train_members` trains the members one after
+another, or in groups with --parallel-seeds; a diverged seed is a result (status FAILED, tag
+lossbench.outcome=diverged) and its siblings go on. SIGINT/SIGTERM make the seeds in training save
+a checkpoint and end KILLED. Each group's sample grids and weights are written to a temporary
+folder that the group removes when it ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import lossbench
+from lossbench import rng
+from lossbench.config import ExecConfig, RunConfig, resolve_exec
+from lossbench.errors import LossbenchError
+from lossbench.exec import samples
+from lossbench.exec.evaluation import Evaluate, make_evaluator
+from lossbench.exec.plan import Member
+from lossbench.exec.runs import SeedResult, run_tags
+from lossbench.exec.signals import stop_on_signals
+from lossbench.gan import data
+from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
+from lossbench.train import checkpoint
+from lossbench.train.loop import Hooks, Outcome, train
+from lossbench.train.state import TrainState, setup
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(LossbenchError):
+    """A signal stopped the run; the current seeds were checkpointed and marked KILLED."""
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(lossbench.__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Context:
+    """What training one configuration needs on the machine that trains it: the resolved execution
+    config, its device, the data set on it, the tracking store and the metric engine."""
+
+    cfg: RunConfig
+    ex: ExecConfig
+    device: torch.device
+    train_set: data.Dataset
+    x: torch.Tensor
+    tracker: Tracker
+    evaluate: Evaluate
+
+    @classmethod
+    def open(cls, cfg: RunConfig, ex: ExecConfig) -> Context:
+        ex = resolve_exec(ex)
+        device = torch.device(ex.device)
+        ex.speed.check_device(device)
+        train_set = data.load(cfg.data.dataset, ex.data_dir, "train")
+        tracker = Tracker(ex.tracking_uri, ex.experiment)
+        evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, Path(ex.cache_dir) if ex.cache_dir else None)
+        return cls(cfg, ex, device, train_set, train_set.x.to(device), tracker, evaluate)
+
+    def params(self) -> dict[str, Any]:
+        """What every seed run logs as parameters, besides its seed."""
+        return {
+            **self.cfg.flat(),
+            "device": str(self.device),
+            "torch_version": torch.__version__,
+            "lossbench_version": lossbench.__version__,
+            "git_commit": _git_commit(),
+            "feature_extractor": "inception-v3-compat" if self.train_set.modes is None else "none",
+            **asdict(self.ex.speed),  # the fast paths used: parallel_seeds, precision, compile, ...
+        }
+
+
+def train_members(ctx: Context, parent_id: str, members: list[Member] | tuple[Member, ...]) -> list[SeedResult]:
+    """Train the members one after another, or in groups with --parallel-seeds; a signal checkpoints
+    the seeds in training, ends them KILLED and raises Interrupted."""
+    from lossbench.exec.plan import groups
+
+    params = ctx.params()
+    results: list[SeedResult] = []
+    with stop_on_signals() as stop:
+        for group in groups(members, ctx.ex.speed.parallel_seeds):
+            with tempfile.TemporaryDirectory(prefix="lossbench-") as workdir:
+                results.extend(_Group(ctx, parent_id, params, group, Path(workdir)).run(stop))
+            interrupted = [r for r in results if r.outcome == "interrupted"]
+            if interrupted:
+                raise Interrupted(f"interrupted at step {interrupted[0].step}; continue with --resume")
+    return results
+
+
+class _Group:
+    """A group of seeds of one configuration trained together, each in its own child run."""
+
+    def __init__(self, ctx: Context, parent_id: str, params: dict[str, Any], members: list[Member], workdir: Path):
+        self.ctx, self.workdir, self.members = ctx, workdir, members
+        self.seeds = [m.seed for m in members]
+        self.state = setup(ctx.cfg, self.seeds, ctx.train_set.sample_shape, ctx.device, ctx.ex.speed)
+        self.run_ids = [self._open_run(k, m, parent_id, params) for k, m in enumerate(members)]
+        self.ckpts = [checkpoint.path_for(ctx.ex.checkpoints, run_id) for run_id in self.run_ids]
+
+    def _open_run(self, k: int, m: Member, parent_id: str, params: dict[str, Any]) -> str:
+        cfg, tracker = self.ctx.cfg, self.ctx.tracker
+        if m.run_id:
+            if m.has_checkpoint:
+                self.state.load_state_dict(checkpoint.load(checkpoint.path_for(self.ctx.ex.checkpoints, m.run_id)), k)
+            tracker.reopen(m.run_id)
+            log.info("seed %d: continuing run %s at step %d", m.seed, m.run_id, self.state.step)
+            return m.run_id
+        run_id = tracker.start_run(
+            f"{cfg.loss.loss}/{cfg.data.dataset}/seed{m.seed}",
+            params | {"seed": m.seed},
+            run_tags(cfg) | {TAG_ROLE: "seed", TAG_SEED: str(m.seed), TAG_OUTCOME: "running"},
+            parent_id=parent_id,
+        )
+        tracker.log_text(run_id, json.dumps(cfg.flat() | {"seed": m.seed}, indent=2, sort_keys=True), "config.json")
+        return run_id
+
+    def run(self, stop: list[bool]) -> list[SeedResult]:
+        from tqdm import tqdm
+
+        cfg, tracker = self.ctx.cfg, self.ctx.tracker
+        label = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {','.join(map(str, self.seeds))}"
+        bar = tqdm(total=cfg.train.steps, initial=self.state.step, desc=f"{cfg.loss.loss} {label}", unit="step",
+                   disable=not self.ctx.ex.progress, leave=False, dynamic_ncols=True)  # fmt: skip
+        hooks = Hooks(
+            log=lambda k, step, values: tracker.log_metrics(self.run_ids[k], step, values),
+            samples=self._log_samples,
+            evaluate=lambda k, step, G: tracker.log_metrics(self.run_ids[k], step, self.ctx.evaluate(G, self.seeds[k],
+                                                                                                step)),
+            checkpoint=lambda k, step, st: self._save_checkpoint(st, k),
+            progress=bar.update,
+            should_stop=lambda: stop[0],
+        )  # fmt: skip
+        try:
+            outcomes = train(cfg, self.state, self.ctx.x, hooks)
+            tracker.flush()
+        except BaseException as exc:
+            for run_id in self.run_ids:
+                tracker.end_run(run_id, "FAILED", {TAG_OUTCOME: "failed", TAG_ERROR: str(exc)[:500]})
+            raise
+        finally:
+            bar.close()
+        return [self._close(k, o) for k, o in enumerate(outcomes)]
+
+    def _folder(self, k: int) -> Path:
+        folder = self.workdir / str(self.seeds[k])
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def _log_samples(self, k: int, step: int, G: torch.nn.Module) -> None:
+        train_set, z_dim = self.ctx.train_set, self.ctx.cfg.model.z_dim
+        grid_rng = rng.generator(self.seeds[k], "grid", self.ctx.device)
+        path = samples.save_samples(G, z_dim, grid_rng, train_set.modes, self._folder(k), step)
+        self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
+
+    def _save_checkpoint(self, state: TrainState, k: int) -> None:
+        self.ctx.tracker.flush()  # what the checkpoint claims as done is in the store first: a crash loses neither
+        checkpoint.save(state.state_dict(k), self.ckpts[k])
+
+    def _close(self, k: int, outcome: Outcome) -> SeedResult:
+        """End seed k's run by its outcome: FAILED (diverged), KILLED (interrupted, checkpointed first)
+        or FINISHED (after the final evaluation, its best FID and its weights)."""
+        tracker, seed, run_id = self.ctx.tracker, self.seeds[k], self.run_ids[k]
+        if outcome.status == "diverged":
+            log.warning("seed %d diverged at step %d (non-finite loss or weights)", seed, outcome.step)
+            tracker.end_run(run_id, "FAILED", {TAG_OUTCOME: "diverged", "lossbench.diverged_step": str(outcome.step)})
+            return SeedResult(seed, run_id, "diverged", outcome.step)
+        if outcome.status == "interrupted":
+            checkpoint.save(self.state.state_dict(k), self.ckpts[k])
+            tracker.end_run(run_id, "KILLED",
+                            {TAG_OUTCOME: "interrupted", "lossbench.interrupted_step": str(outcome.step)})  # fmt: skip
+            return SeedResult(seed, run_id, "interrupted", outcome.step)
+        G = self.state.players.generator(k)
+        final = self.ctx.evaluate(G, seed, outcome.step)
+        final |= _best(tracker, run_id, final, outcome.step)
+        tracker.log_metrics(run_id, outcome.step, final)
+        for name, module in (("generator.pt", G), ("discriminator.pt", self.state.players.discriminator(k))):
+            torch.save(module.state_dict(), self._folder(k) / name)
+            tracker.log_artifact(run_id, self._folder(k) / name, "weights")
+        tracker.flush()
+        tracker.end_run(run_id, "FINISHED", {TAG_OUTCOME: "finished"})
+        return SeedResult(seed, run_id, "finished", outcome.step, final)
+
+
+def _best(tracker: Tracker, run_id: str, final: dict[str, float], step: int) -> dict[str, float]:
+    """best_fid and its step over every evaluation of the run (read back, so resumed runs count too)."""
+    if "fid" not in final:
+        return {}
+    history = [(m.value, m.step) for m in tracker.metric_history(run_id, "fid")] + [(final["fid"], step)]
+    value, at = min(history)
+    return {"best_fid": value, "best_fid_step": float(at)}

@@ -1,0 +1,80 @@
+"""Run lifecycle of one configuration in the store: the parent run, its aggregates across seeds,
+and the close-out of every seed run (FINISHED / diverged / KILLED / FAILED). Shared by the local and
+the Ray executor."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import lossbench
+from lossbench.config import ExecConfig, RunConfig, to_json
+from lossbench.exec.plan import Plan
+from lossbench.metrics.registry import METRICS
+from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_ROLE, Tracker
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    run_id: str | None
+    outcome: str  # finished | diverged | interrupted | failed | skipped
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    config_hash: str
+    parent_run_id: str | None
+    seeds: list[SeedResult]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.seeds:
+            out[s.outcome] = out.get(s.outcome, 0) + 1
+        return out
+
+
+def run_tags(cfg: RunConfig) -> dict[str, str]:
+    return {TAG_CONFIG_HASH: cfg.config_hash(), TAG_LOSS: cfg.loss.loss, TAG_DATASET: cfg.data.dataset}
+
+
+def open_parent(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, plan: Plan) -> str:
+    """The configuration's parent run: the plan's, reopened, or a new one."""
+    if plan.parent_id:
+        tracker.reopen(plan.parent_id)
+        return plan.parent_id
+    params = cfg.flat() | {"seeds": len(ex.seed_values()), "lossbench_version": lossbench.__version__}
+    parent_id = tracker.start_run(f"{cfg.loss.loss}/{cfg.data.dataset}", params, run_tags(cfg) | {TAG_ROLE: "parent"})
+    tracker.log_text(parent_id, to_json(cfg), "config.json")
+    return parent_id
+
+
+def kill_parents(tracker: Tracker, parent_ids: list[str]) -> None:
+    """Training stopped by an exception or a signal: its parent runs end KILLED."""
+    for parent_id in parent_ids:
+        tracker.end_run(parent_id, "KILLED")
+
+
+def summary(cfg: RunConfig, plan: Plan, parent_id: str | None, trained: list[SeedResult]) -> RunSummary:
+    results = [SeedResult(s, None, "skipped") for s in plan.skipped] + trained
+    return RunSummary(cfg.config_hash(), parent_id, sorted(results, key=lambda r: r.seed))
+
+
+def close_parent(tracker: Tracker, cfg: RunConfig, plan: Plan, parent_id: str, trained: list[SeedResult]) -> RunSummary:
+    """Across-seed aggregates on the parent run (the MLflow UI's compare view), then FINISHED."""
+    finished = [r for r in trained if r.outcome == "finished"]
+    values: dict[str, float] = {
+        "seeds_finished": float(len(finished)),
+        "seeds_diverged": float(sum(r.outcome == "diverged" for r in trained)),
+    }
+    keys = {k for name in cfg.metrics.metrics for k in METRICS.get(name).keys} | {"best_fid"}
+    for key in sorted(keys):
+        vals = [r.metrics[key] for r in finished if key in r.metrics]
+        if vals:
+            values[f"{key}_mean"] = statistics.fmean(vals)
+            values[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    tracker.log_metrics(parent_id, cfg.train.steps, values)
+    tracker.end_run(parent_id, "FINISHED")
+    return summary(cfg, plan, parent_id, trained)

@@ -1,0 +1,51 @@
+"""The fast paths' mechanisms: autocast precision and torch.compile (CUDA graphs in its
+"reduce-overhead" mode) of the players' callables. Which paths a run uses is `config.SpeedConfig`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class Precision:
+    """Autocast of model forwards (bf16 on request); outputs come back as float32, so every loss and
+    penalty reduction runs in float32. The name is validated by SpeedConfig."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.enabled = name == "bf16"
+        self.device_type = device.type
+
+    def wrap(self, fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        if not self.enabled:
+            return fn
+
+        def run(*args: Any) -> Tensor:
+            with torch.autocast(self.device_type, dtype=torch.bfloat16):
+                return fn(*args).float()
+
+        return run
+
+
+class Compiler:
+    """torch.compile in one mode (None: eager) for the players' callables. In "reduce-overhead" mode
+    compile records CUDA graphs; each D step and each G step is then one graph iteration, marked at
+    its start: every graph output is consumed within its step."""
+
+    def __init__(self, mode: str | None) -> None:
+        self.mode = mode
+
+    @property
+    def graphs(self) -> bool:
+        return self.mode == "reduce-overhead"
+
+    def __call__(self, fn: Callable[..., Any], allowed: bool = True) -> Callable[..., Any]:
+        """fn compiled, or fn itself in eager mode or where not `allowed` (double backward, which
+        gradient penalties need, cannot go through a compiled graph)."""
+        return torch.compile(fn, mode=self.mode) if self.mode and allowed else fn
+
+    def begin_step(self) -> None:
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()

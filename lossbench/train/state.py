@@ -1,0 +1,114 @@
+"""What the loop trains and what a checkpoint holds: TrainState (players, per-seed random streams,
+on-device loss accumulators, the step), and `setup`, which builds it from a configuration.
+
+setup is the one place that turns the configuration's names into objects (architecture, optimiser,
+loss, penalty); the loop receives them inside the players and never looks a name up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossbench import rng
+from lossbench.config import RunConfig, SpeedConfig
+from lossbench.errors import CheckpointError
+from lossbench.gan import losses, models, optim, penalties
+from lossbench.train.players import D_STATS, Players, Single, Stacked
+from lossbench.train.speed import Precision
+
+D_KEYS = D_STATS
+G_KEYS = ("g_loss",)
+
+
+@dataclass
+class TrainState:
+    """Everything checkpoints must hold to continue bit-identically, for S seeds trained together.
+    Nothing in training draws from the global random generators, so they are not part of it."""
+
+    players: Players
+    seeds: list[int]
+    streams: list[dict[str, torch.Generator]]  # per seed
+    acc_d: Tensor  # (S, len(D_KEYS)) running sums over the current log window, on the device
+    acc_g: Tensor  # (S, len(G_KEYS))
+    step: int = 0  # completed generator steps
+    window: int = 0  # steps summed in the accumulators since they were last read
+
+    # one-seed conveniences (tests, benchmarks, the plain path)
+    @property
+    def G(self) -> nn.Module:
+        return self.players.generator(0)
+
+    @property
+    def D(self) -> nn.Module:
+        return self.players.discriminator(0)
+
+    def state_dict(self, k: int = 0) -> dict[str, Any]:
+        """Seed k's checkpoint; the same format whether it trained alone or in a group."""
+        return self.players.state_dict(k) | {
+            "step": self.step,
+            "window": self.window,
+            "streams": {name: g.get_state() for name, g in self.streams[k].items()},
+            "acc_d": self.acc_d[k].cpu(),
+            "acc_g": self.acc_g[k].cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], k: int = 0) -> None:
+        step, window = int(state["step"]), int(state["window"])
+        if k > 0 and (step, window) != (self.step, self.window):
+            raise CheckpointError(f"seeds trained together must resume from the same step ({step} != {self.step})")
+        self.step, self.window = step, window
+        self.players.load_state_dict(k, state)
+        for name, g in self.streams[k].items():
+            g.set_state(state["streams"][name])
+        self.acc_d[k].copy_(state["acc_d"])
+        self.acc_g[k].copy_(state["acc_g"].reshape(self.acc_g[k].shape))
+
+
+def setup(
+    cfg: RunConfig, seeds: int | list[int], sample_shape: tuple[int, ...], device: torch.device,
+    speed: SpeedConfig | None = None,
+) -> TrainState:  # fmt: skip
+    """G, D (initialised from each seed's "init" stream), optimisers and streams for the seeds:
+    plain modules for one seed, stacked and vmapped ones when speed.parallel_seeds groups several."""
+    speed = speed or SpeedConfig()
+    speed.check_device(device)
+    seed_list = [seeds] if isinstance(seeds, int) else list(seeds)
+    if len(seed_list) > 1 and not speed.parallel_seeds:
+        raise ValueError("several seeds in one state need speed.parallel_seeds")
+    pairs = []
+    for seed in seed_list:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rng.derive(seed, "init"))
+            G, D = models.build(cfg.model.arch, sample_shape, cfg.model.z_dim, cfg.model.d_norm)
+        pairs.append((G.to(device), D.to(device)))
+    t = cfg.train
+    factory = optim.OPTIMIZERS.get(t.optimizer)
+
+    def make_opt_g(params: list[Tensor]) -> torch.optim.Optimizer:
+        return factory(params, t.lr_g, (t.beta1, t.beta2), speed.fused_optim)
+
+    def make_opt_d(params: list[Tensor]) -> torch.optim.Optimizer:
+        return factory(params, t.lr_d, (t.beta1, t.beta2), speed.fused_optim)
+
+    common = dict(
+        make_opt_g=make_opt_g, make_opt_d=make_opt_d, loss=losses.get(cfg.loss.loss),
+        penalty=penalties.get(cfg.loss.penalty), weight=cfg.loss.penalty_weight,
+        precision=Precision(speed.precision, device), compile_mode=speed.compile_mode,
+    )  # fmt: skip
+    players: Players
+    if len(pairs) == 1:
+        players = Single(pairs[0][0], pairs[0][1], **common)
+    else:
+        players = Stacked([g for g, _ in pairs], [d for _, d in pairs], **common)
+    S = len(seed_list)
+    return TrainState(
+        players=players,
+        seeds=seed_list,
+        streams=[{name: rng.generator(seed, name, device) for name in rng.STREAMS} for seed in seed_list],
+        acc_d=torch.zeros(S, len(D_KEYS), device=device),
+        acc_g=torch.zeros(S, len(G_KEYS), device=device),
+    )
