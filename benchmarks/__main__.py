@@ -15,6 +15,7 @@ Each figure is the best of --repeat timings (the median for logging), as timeit 
   logging   the training loop with its MLflow logging (async metrics into a real sqlite store) against
             none: the overhead in % of step time
   features  Inception feature extraction (FID/KID/IS), images/s, with the FLOP count used
+  signals   the cost of the learning signal (g_signal, g_grad_norm, d_grad_norm) in % of step time
 """
 
 from __future__ import annotations
@@ -253,8 +254,54 @@ def bench_features(device: torch.device, args: argparse.Namespace) -> None:
           f"{rate * per_image:8.1f} GFLOP/s at {per_image:.2f} GFLOP per image (counted)")  # fmt: skip
 
 
+def bench_signals(device: torch.device, args: argparse.Namespace) -> None:
+    """The cost of G's learning signal (g_signal, g_grad_norm, d_grad_norm) on every step: the real
+    loop against the same loop with those computations replaced by zeros, alternating in one process,
+    medians of --repeat runs (the dependency-free way to time an always-on part of the loop)."""
+    import statistics
+    from unittest import mock
+
+    from lossbench.train import loop, players
+
+    x, shape, _ = dataset("mnist", device)
+    cfg = configure("mnist", "mlp", args.steps, sample_every=10**9, checkpoint_every=10**9)
+
+    def zeros(self: object, params: list[torch.Tensor]) -> torch.Tensor:
+        return torch.zeros(self.size, device=params[0].device)  # type: ignore[attr-defined]
+
+    with_signal, without = [], []
+    for _ in range(args.repeat):
+        with_signal.append(time_training(cfg, x, shape, device, [0]))
+        with mock.patch.object(players.Single, "grad_norms", zeros), \
+                mock.patch.object(loop, "learning_signal", lambda grad: torch.zeros((), device=device)):
+            without.append(time_training(cfg, x, shape, device, [0]))
+    a, b = statistics.median(with_signal), statistics.median(without)
+    # direct: the added operations alone, timed back to back with plain steps on the same state
+    state = trainer.setup(cfg, 0, shape, device)
+    trainer.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=5)), state, x)
+    P = state.players
+    d_fake = torch.randn(cfg.train.batch_size, device=device, requires_grad=True)
+    d_fake.sum().backward()
+    ratios = []
+    for _ in range(args.repeat):
+        step = time_training(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=100)), x, shape,
+                             device, [0]) / 100  # fmt: skip
+        start = time.perf_counter()
+        for _ in range(100):  # per step: D's norm (n_critic 1), G's norm, the signal, the accumulator rows
+            dn, gn = P.grad_norms(P.d_parameters()), P.grad_norms(P.g_parameters())
+            sig = players.learning_signal(d_fake.grad).reshape(1)
+            torch.stack([dn, sig, gn], dim=1)
+        sync(device)
+        ratios.append((time.perf_counter() - start) / 100 / step)
+    print(f"signals   mlp/mnist, {args.steps} steps, median of {args.repeat}: {b / args.steps * 1e3:.3f} ms/step "
+          f"without the learning signal, {a / args.steps * 1e3:.3f} ms/step with it: "
+          f"{100 * (a - b) / b:+.1f}% of step time end to end; the added operations alone, timed beside plain "
+          f"steps: {100 * statistics.median(ratios):.1f}% of step time [{100 * min(ratios):.1f}-"
+          f"{100 * max(ratios):.1f}]")  # fmt: skip
+
+
 BENCHES = {"matmul": bench_matmul, "train": bench_train, "seeds": bench_seeds, "logging": bench_logging,
-           "features": bench_features}  # fmt: skip
+           "features": bench_features, "signals": bench_signals}  # fmt: skip
 
 
 def main() -> None:

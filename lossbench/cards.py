@@ -1,11 +1,14 @@
-"""Read the declarative registry/ files: loss cards (registry/losses/<name>.toml) and suites
-(registry/suites/<name>.toml). Data only; the code that uses them lives elsewhere.
+"""Read the declarative registry/ files: loss cards (registry/losses/<name>.toml), suites
+(registry/suites/<name>.toml) and published result tables (registry/papers/<name>.toml). Data only;
+the code that uses them lives elsewhere.
 
 In a wheel the folder ships as lossbench/registry_files; in a source checkout it is ../registry.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+        raise ConfigError(f"{path}: not UTF-8 text, as TOML must be (byte {exc.start})") from None
 
 
 @cache
@@ -62,3 +67,120 @@ def suite_path(name_or_path: str) -> Path:
 
 def suite_names() -> list[str]:
     return sorted(p.stem for p in (registry_dir() / "suites").glob("*.toml"))
+
+
+# --- published result tables: registry/papers/<name>.toml --------------------------------------
+#
+#   title = "..."; citation = "..."; table = "Table 2"; url = "https://..."   (required)
+#   note = "..."; missing = ["what the file could not source", ...]          (optional)
+#   [protocol]                     # how the paper measured: lossbench config keys where one exists
+#   reference_split = "test"       # (compared with the runs' parameters by `lossbench report --against`);
+#   epochs = { mnist = 20 }        # a table keyed by data set: the value for that data set
+#   [[result]]                     # one published value
+#   model = "minimax"              # the lossbench loss name (or the paper's own name if lossbench has none)
+#   label = "MM GAN"; dataset = "mnist"; metric = "fid"; mean = 9.8; std = 0.9
+#   pack = 1                       # optional: PacGAN's packing degree (default 1)
+#   unit = "percent"               # optional: the paper's value is a percentage of lossbench's fraction
+#   verified = false               # optional: not checked against the paper itself (shown as a flag)
+#   reproduced_by_lossbench, note, source_note   # optional
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    model: str
+    label: str
+    dataset: str
+    metric: str
+    mean: float
+    std: float
+    pack: int = 1
+    unit: str = ""  # "percent": a percentage where lossbench logs a fraction; "": lossbench's own unit
+    verified: bool | None = None  # False: flagged in the file as not checked against the paper
+    reproduced_by_lossbench: bool | None = None
+    note: str = ""
+    source_note: str = ""
+
+
+@dataclass(frozen=True)
+class Paper:
+    name: str
+    title: str
+    citation: str
+    table: str
+    url: str
+    note: str
+    missing: tuple[str, ...]
+    protocol: dict[str, Any]
+    results: tuple[PaperResult, ...]
+
+
+PAPER_KEYS = {"title": str, "citation": str, "table": str, "url": str, "note": str, "missing": list,
+              "protocol": dict, "result": list}  # fmt: skip
+PAPER_REQUIRED = ("title", "citation", "table", "url")
+RESULT_KEYS = {"model": str, "label": str, "dataset": str, "metric": str, "mean": float, "std": float,
+               "pack": int, "unit": str, "verified": bool, "reproduced_by_lossbench": bool, "note": str,
+               "source_note": str}  # fmt: skip
+RESULT_REQUIRED = ("model", "label", "dataset", "metric", "mean", "std")
+UNITS = ("", "percent")
+
+
+def paper_names() -> list[str]:
+    folder = registry_dir() / "papers"
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+@cache
+def paper(name: str) -> Paper:
+    """A published result table by name (registry/papers/<name>.toml) or by path; an unknown name or a
+    malformed file is one line."""
+    path = Path(name)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise ConfigError(f"paper file {path} does not exist")
+    else:
+        path = registry_dir() / "papers" / f"{name}.toml"
+        if not path.is_file():
+            raise ConfigError(unknown_name_message("paper", name, paper_names()))
+    raw = read_toml(path)
+    _check_fields(raw, PAPER_KEYS, PAPER_REQUIRED, f"{path}:", "top-level key")
+    missing = raw.get("missing", [])
+    if not all(isinstance(m, str) for m in missing):
+        raise ConfigError(f"{path}: 'missing' must be a list of strings")
+    results = []
+    for i, entry in enumerate(raw.get("result", [])):
+        where = f"{path}: result[{i}]" + (f" ({entry.get('label')} on {entry.get('dataset')})"
+                                           if isinstance(entry, dict) else "")  # fmt: skip
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table ([[result]])")
+        _check_fields(entry, RESULT_KEYS, RESULT_REQUIRED, where + ":", "key")
+        if entry["std"] < 0 or not math.isfinite(entry["std"]) or not math.isfinite(entry["mean"]):
+            raise ConfigError(f"{where}: mean must be finite and std finite and >= 0, "
+                              f"got {entry['mean']} ± {entry['std']}")  # fmt: skip
+        if entry.get("pack", 1) < 1:
+            raise ConfigError(f"{where}: 'pack' must be >= 1, got {entry['pack']}")
+        if entry.get("unit", "") not in UNITS:
+            raise ConfigError(f"{where}: 'unit' must be \"percent\" or left out (lossbench's own unit), "
+                              f"got {entry['unit']!r}")  # fmt: skip
+        results.append(PaperResult(**{k: float(v) if RESULT_KEYS[k] is float else v for k, v in entry.items()}))
+    return Paper(path.stem, raw["title"], raw["citation"], raw["table"], raw["url"], raw.get("note", ""),
+                 tuple(missing), dict(raw.get("protocol", {})), tuple(results))  # fmt: skip
+
+
+def _check_fields(
+    raw: dict[str, Any], kinds: dict[str, type], required: tuple[str, ...], where: str, what: str
+) -> None:
+    for key, value in raw.items():
+        if key not in kinds:
+            raise ConfigError(f"{where} {unknown_name_message(what, key, list(kinds))}")
+        kind = kinds[key]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if kind is float else (
+            isinstance(value, kind) and (kind is bool or not isinstance(value, bool)))  # fmt: skip
+        if not ok:
+            raise ConfigError(f"{where} '{key}' must be {_KIND_NAMES[kind]}, got {value!r}")
+    for key in required:
+        if key not in raw:
+            raise ConfigError(f"{where} '{key}' is required")
+
+
+_KIND_NAMES = {str: "a string", float: "a number", int: "an integer", bool: "true or false", list: "a list",
+               dict: "a table"}  # fmt: skip

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,14 @@ class Group(click.Group):
             return super().invoke(ctx)
         except LossbenchError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM/SIGHUP where they are made to act like it)
+            click.echo("Error: interrupted", err=True)
             sys.exit(130)
 
 
 def _setup_logging(verbose: bool) -> None:
+    # MLflow's own INFO chatter (database migrations at first use, ...) only with -v
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s: %(message)s")
     logging.getLogger("lossbench").setLevel(logging.INFO if verbose else logging.WARNING)
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib"):
@@ -70,15 +71,18 @@ _store_options = _options(
 CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--loss", "loss", str, "Loss name (see `lossbench losses`) or package.module:Class."),
     ("--penalty", "penalty", str, "Penalty on D: none, gp, r1, r2, dragan (default: the loss card's)."),
-    ("--penalty-weight", "penalty_weight", float, "Weight of the penalty (lambda or gamma)."),
-    ("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, ring8, grid25."),
-    ("--arch", "arch", str, "mlp, mlp2d, dcgan (default: the data set's)."),
+    ("--instance-noise", "instance_noise", float, "Sigma of Gaussian noise on D's real and fake inputs; 0 = off."),
+    ("--penalty-weight", "penalty_weight", float,
+     "Penalty weight: lambda (gp, dragan) or gamma (r1, r2 add gamma/2 E||grad D||^2)."),
+    ("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, ring8, grid25, dirac."),
+    ("--arch", "arch", str, "mlp, mlp2d, dcgan, dirac (default: the data set's)."),
+    ("--dirac-init", "dirac_init", str, "arch dirac: initial THETA,PSI of G(z)=theta, D(x)=psi x (default 1,1)."),
     ("--d-norm", "d_norm", str, "Normalisation of D's weights: none or spectral."),
     ("--z-dim", "z_dim", int, "Latent size."),
     ("--steps", "steps", int, "Budget in generator steps."),
     ("--batch-size", "batch_size", int, "Batch size."),
     ("--n-critic", "n_critic", int, "D steps per G step."),
-    ("--optimizer", "optimizer", str, "adam or rmsprop."),
+    ("--optimizer", "optimizer", str, "adam, rmsprop or sgd (plain gradient descent)."),
     ("--lr-g", "lr_g", float, "Generator learning rate."),
     ("--lr-d", "lr_d", float, "Discriminator learning rate."),
     ("--beta1", "beta1", float, "Adam beta1."),
@@ -87,7 +91,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--log-every", "log_every", int, "Steps between logged loss means."),
     ("--sample-every", "sample_every", int, "Steps between sample grids."),
     ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints."),
-    ("--metrics", "metrics", str, "Comma list: fid,is,kid (images) or modes (2-D)."),
+    ("--metrics", "metrics", str, "Comma list: fid,is,kid,pr,dc (images) or modes (2-D); none: no evaluation."),
     ("--fid-samples", "fid_samples", int, "Generated samples per evaluation (default 10000)."),
     ("--eval-every", "eval_every", int, "Steps between evaluations (0 = only at the end)."),
     ("--reference-split", "reference_split", str, "Real statistics from train or test."),
@@ -141,7 +145,7 @@ exec_options = _options(
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps."),
     click.option("--data-dir", default=None, help="Data root; default LOSSBENCH_DATA_DIR or ./data."),
     click.option("--checkpoint-dir", default=None, help="Default LOSSBENCH_CHECKPOINT_DIR or runs/checkpoints."),
-    click.option("--resume", is_flag=True, help="Continue interrupted seeds of this configuration."),
+    click.option("--resume", is_flag=True, help="Continue this configuration (finished seeds are skipped)."),
     click.option("--no-progress", is_flag=True, help="No progress bar."),
     speed_options,
     executor_options,
@@ -175,14 +179,51 @@ def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
 
 
 def _print_summary(summary: Any, cfg: Any) -> None:
+    """Per seed: outcome, step and final metrics; then mean ± std and median over finished seeds."""
+    import statistics
+
     from lossbench.metrics.registry import METRICS
 
-    keys = {k for name in cfg.metrics.metrics for k in METRICS.get(name).keys if not k.endswith("_std")}
+    keys = [k for name in cfg.metrics.metrics for k in METRICS.get(name).keys if not k.endswith("_std")]
+    if any("fid" in s.metrics for s in summary.seeds):
+        keys.append("best_fid")
+    width = max([10, *map(len, keys)]) + 2
+    click.echo(f"{cfg.loss.loss} on {cfg.data.dataset}, configuration {summary.config_hash}:")
+    click.echo(f"  {'seed':>4}  {'outcome':<11} {'step':>7}  " + "".join(f"{k:>{width}}" for k in keys) + "  run")
     for s in summary.seeds:
-        shown = {k: round(v, 4) for k, v in s.metrics.items() if k in keys}
-        click.echo(f"seed {s.seed}: {s.outcome} at step {s.step}  run {s.run_id}  {shown}")
+        values = "".join(f"{s.metrics[k]:>{width}.4f}" if k in s.metrics else f"{'':>{width}}" for k in keys)
+        click.echo(f"  {s.seed:>4}  {s.outcome:<11} {s.step:>7}  {values}  {s.run_id or ''}")
+    finished = [s for s in summary.seeds if s.outcome == "finished"]
+    columns = {k: [s.metrics[k] for s in finished if k in s.metrics] for k in keys}
+    if finished and any(columns.values()):
+        def row(fn: Any) -> str:
+            return "".join(f"{fn(v):>{width}.4f}" if v else f"{'':>{width}}" for v in columns.values())
+
+        click.echo(f"  {'mean':>4}  {f'{len(finished)} seeds':<11} {'':>7}  " + row(statistics.fmean))
+        click.echo(f"  {'std':>4}  {'':<11} {'':>7}  " + row(lambda v: statistics.stdev(v) if len(v) > 1 else 0.0))
+        click.echo(f"  {'med':>4}  {'':<11} {'':>7}  " + row(statistics.median))
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts().items()))
     click.echo(f"config {summary.config_hash}: {counts}; parent run {summary.parent_run_id}")
+
+
+def _print_next(tracking_uri: str | None, experiment: str) -> None:
+    """The two commands that look further, with where they lead."""
+    from lossbench.paths import tracking_uri as resolve_uri
+
+    click.echo(f"next: lossbench report{_store_args(tracking_uri, experiment)}   "
+               f"-> reports/{experiment}/index.html")  # fmt: skip
+    if resolve_uri(tracking_uri).startswith(("http://", "https://")):
+        click.echo(f"      the runs: {resolve_uri(tracking_uri)}")
+    else:
+        click.echo(f"      lossbench ui{_store_args(tracking_uri, experiment)}   -> prints the runs table's URL, "
+                   f"http://127.0.0.1:5000/#/experiments/...")  # fmt: skip
+
+
+def _store_args(tracking_uri: str | None, experiment: str) -> str:
+    from lossbench.tracking import redact
+
+    args = f" --tracking-uri {redact(tracking_uri)}" if tracking_uri else ""
+    return args + (f" --experiment {experiment}" if experiment != "lossbench" else "")
 
 
 @main.command()
@@ -213,6 +254,30 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
 
     (summary,) = executors.execute([(cfg, ex)], executor, opts)
     _print_summary(summary, cfg)
+    _print_next(kwargs["tracking_uri"], kwargs["experiment"])
+
+
+def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str | None) -> None:
+    """One line per planned configuration with its measured estimate, then the total."""
+    from lossbench.config import resolve_device
+    from lossbench.exec import sweep as sweep_mod
+    from lossbench.progress import duration
+
+    device = resolve_device(device_name)
+    found = sweep_mod.estimates(planned, device, data_dir)
+    drawn = [d.key for d in spec.search.keys] if spec.search else []
+    for p, e in zip(planned, found):
+        c, flat = p.cfg, p.cfg.flat()
+        penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}"
+        timing = f"{e.steps_per_s:8.1f} steps/s  ~{duration(e.train_s + e.eval_s)}" if e else ""
+        setting = " ".join(f"{k}={flat[k]:.3g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in drawn)
+        click.echo(f"  {c.loss.loss:15s} {penalty:10s} {c.data.dataset:13s} {c.model.arch:6s} "
+                   f"steps {c.train.steps:6d}  seeds to run {list(p.seeds)}  {timing}"
+                   + (f"  {c.config_hash()} {setting}" if setting else ""))  # fmt: skip
+    train_s = sum(e.train_s for e in found if e)
+    eval_s = sum(e.eval_s for e in found if e)
+    click.echo(f"estimated: {duration(train_s + eval_s)} on {device} (training {duration(train_s)}, "
+               f"evaluation {duration(eval_s)}), from steps and Inception images timed now")  # fmt: skip
 
 
 @main.command()
@@ -225,46 +290,79 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
 @click.option("--data-dir", default=None)
 @click.option("--checkpoint-dir", default=None)
 @click.option("--no-progress", is_flag=True)
+@click.option("--stage", type=click.Choice(["search", "seeds"]), default=None,
+              help="search (default): the suite's configurations, random-search draws included; seeds: each (loss, "
+                   "dataset)'s best first-stage setting re-run with the suite's `reseeds` seeds. A --dry-run without "
+                   "--stage prints both.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="With --dry-run: json prints one JSON object per planned (configuration, seed), nothing else.")
 @speed_options
 @executor_options
 @_store_options
-def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_filter: tuple, **kwargs: Any) -> None:
+def sweep(
+    suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_filter: tuple, stage: str | None, fmt: str,
+    **kwargs: Any,
+) -> None:  # fmt: skip
     """Run every (configuration, seed) of SUITE (a name in registry/suites or a path), skipping finished ones."""
-    from lossbench.config import resolve_device
+    from lossbench.errors import ConfigError, TrackingError
     from lossbench.exec import suites
     from lossbench.exec import sweep as sweep_mod
     from lossbench.tracking import Tracker
 
     executor, opts = _executor(kwargs)
+    if fmt == "json" and not dry_run:
+        raise ConfigError("--format json prints the plan: it goes with --dry-run")
     spec = suites.load(suite)
-    tracker = Tracker(kwargs["tracking_uri"], kwargs["experiment"])
-    planned = sweep_mod.plan(spec, tracker, loss_filter, dataset_filter, max_runs)
-    todo = sum(len(p.seeds) for p in planned)
-    done = sum(p.done for p in planned)
-    click.echo(f"suite {spec.name}: {len(planned)} configurations x {spec.seeds} seeds; {done} finished, {todo} to run")
+    say = (lambda line: click.echo(line, err=True)) if fmt == "json" else click.echo  # stdout: JSON lines only
+    if stage == "seeds":
+        if not spec.reseeds:
+            raise ConfigError(f"suite {spec.name} has no second stage: add 'reseeds = N' to {spec.path}")
+        try:  # the seeds stage reads first-stage results: it never creates a store
+            tracker = Tracker(kwargs["tracking_uri"], kwargs["experiment"], create=False)
+        except TrackingError as exc:
+            raise ConfigError(f"suite {spec.name}: the seeds stage needs finished first-stage runs ({exc}); "
+                              f"run `lossbench sweep {suite}` first") from None  # fmt: skip
+    else:
+        tracker = Tracker(kwargs["tracking_uri"], kwargs["experiment"])
+    stages = [stage] if stage else ["search", "seeds"] if dry_run and spec.reseeds else ["search"]
+    plans = {}
+    for st in stages:
+        if st == "search":
+            planned = sweep_mod.plan(spec, tracker, loss_filter, dataset_filter, max_runs)
+            drawn = f" ({spec.search.draws} random-search draws per grid point)" if spec.search else ""
+            head = f"suite {spec.name}: {len(planned)} configurations{drawn} x {spec.seeds} seeds"
+        else:
+            chosen = sweep_mod.choices(spec, tracker, loss_filter, dataset_filter)
+            if stage is None and not any(c.best for c in chosen):
+                say(f"suite {spec.name}, stage seeds: needs first-stage results (none of its "
+                    f"{sum(c.configs for c in chosen)} configurations has a finished run with '{spec.best_by}' yet)")
+                continue
+            planned = sweep_mod.plan_reseeds(spec, tracker, chosen, max_runs)
+            for line in (line for c in chosen for line in c.lines()):
+                say(line)
+            head = f"suite {spec.name}, stage seeds: {len(planned)} best settings x {spec.reseeds} seeds"
+        plans[st] = planned
+        say(f"{head}; {sum(p.done for p in planned)} finished, {sum(len(p.seeds) for p in planned)} to run")
+        if dry_run and fmt == "json":
+            for line in sweep_mod.json_lines(planned):
+                click.echo(line)
+        elif dry_run:
+            _print_sweep_plan(spec, planned, kwargs["device"], kwargs["data_dir"])
     if dry_run:
-        device = resolve_device(kwargs["device"])
-        total = 0.0
-        for p in planned:
-            c = p.cfg
-            rate = sweep_mod.probe_steps_per_s(c, device, kwargs["data_dir"]) if p.seeds else float("nan")
-            seconds = len(p.seeds) * c.train.steps / rate if p.seeds else 0.0
-            total += seconds
-            penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}"
-            click.echo(
-                f"  {c.loss.loss:15s} {penalty:10s} {c.data.dataset:13s} "
-                f"{c.model.arch:6s} steps {c.train.steps:6d}  seeds to run {list(p.seeds)}  "
-                f"{rate:8.1f} steps/s  ~{seconds / 60:.1f} min"
-            )
-        click.echo(f"estimated training time: {total / 60:.1f} min on {device} (evaluation not included)")
         return
+    (st,) = stages
     ex = _exec_config(kwargs | {"seeds": 1, "seed_start": 0, "resume": True, "no_progress": kwargs["no_progress"]})
-    summaries = sweep_mod.run(planned, ex, executor, opts)
+    summaries = sweep_mod.run(plans[st], ex, executor, opts)
     counts: dict[str, int] = {}
     for s in summaries:
         for k, n in s.counts().items():
             counts[k] = counts.get(k, 0) + n
-    click.echo(f"suite {spec.name}: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to run"))
+    name = spec.name if st == "search" else f"{spec.name}, stage seeds"
+    click.echo(f"suite {name}: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to run"))
+    if st == "search" and spec.reseeds:
+        click.echo(f"next: lossbench sweep {suite} --stage seeds   -> each (loss, dataset)'s best setting by "
+                   f"{spec.best_by}, with {spec.reseeds} seeds")  # fmt: skip
+    _print_next(kwargs["tracking_uri"], kwargs["experiment"])
 
 
 @main.command()
@@ -272,13 +370,18 @@ def sweep(suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default reports/<experiment>/.")
 @click.option("--dataset", "dataset_filter", multiple=True, help="Only these data sets (repeatable).")
 @click.option("--loss", "loss_filter", multiple=True, help="Only these losses (repeatable).")
+@click.option("--against", default=None, metavar="PAPER",
+              help="Add a table of this paper's published values beside ours (a name in registry/papers, e.g. "
+                   "lucic2018, or a path).")
 def report(
-    tracking_uri: str | None, experiment: str, out: str | None, dataset_filter: tuple, loss_filter: tuple
-) -> None:
+    tracking_uri: str | None, experiment: str, out: str | None, dataset_filter: tuple, loss_filter: tuple,
+    against: str | None,
+) -> None:  # fmt: skip
     """Compare losses across seeds: index.html, report.md, runs.csv, summary.csv, figures."""
     from lossbench.report import build as report_mod
 
-    path = report_mod.build(tracking_uri, experiment, Path(out) if out else None, dataset_filter, loss_filter)
+    path = report_mod.build(tracking_uri, experiment, Path(out) if out else None, dataset_filter, loss_filter,
+                            against)  # fmt: skip
     click.echo(f"report written to {path}/index.html")
 
 
@@ -309,17 +412,29 @@ def list_losses() -> None:
 @_store_options
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-def ui(tracking_uri: str | None, experiment: str, port: int, host: str) -> None:
-    """Open the MLflow UI on the same store `lossbench run` writes to."""
+@click.option("--open", "open_", is_flag=True, help="Also open the URL in a browser.")
+def ui(tracking_uri: str | None, experiment: str, port: int, host: str, open_: bool) -> None:
+    """Open the MLflow UI on the same store `lossbench run` writes to, at the experiment's runs table.
+
+    MLflow runs in a process group of its own; Ctrl-C, SIGTERM or SIGHUP stop all of it."""
+    from lossbench import procs
     from lossbench.paths import tracking_uri as resolve_uri
+    from lossbench.tracking import Tracker
 
     uri = resolve_uri(tracking_uri)
+    base = uri if uri.startswith(("http://", "https://")) else f"http://{host}:{port}"
+    url = Tracker(uri, experiment).experiment_url(base)
+    click.echo(url)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(url)  # the page retries until the server below answers
     if uri.startswith(("http://", "https://")):
-        click.echo(f"the store is a server already: open {uri} in a browser")
+        click.echo(f"the store is a server already: open {url} in a browser", err=True)
         return
-    click.echo(f"MLflow UI for {uri} at http://{host}:{port}", err=True)
+    click.echo(f"MLflow UI for {uri}; select parent runs and Compare to compare configurations", err=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    sys.exit(subprocess.call(cmd))
+    sys.exit(procs.run_group(cmd))
 
 
 @main.command()

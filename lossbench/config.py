@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +32,8 @@ from lossbench.registry import unknown_name_message
 class LossConfig:
     loss: str = "non-saturating"  # registry name, or package.module:Class
     penalty: str = "none"  # registry name of the penalty on D
-    penalty_weight: float = 0.0  # lambda (gp, dragan) or gamma (r1, r2)
+    penalty_weight: float = 0.0  # lambda (gp, dragan) or gamma (r1, r2: gamma/2 E||grad D||^2)
+    instance_noise: float = 0.0  # sigma of Gaussian noise on every input of D, real and fake; 0 = off
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class ModelConfig:
     arch: str = "auto"  # "auto": the data set's default architecture
     z_dim: int = 100  # latent size
     d_norm: str = "none"  # normalisation of D's weights: none | spectral
+    dirac_theta: float = 1.0  # arch dirac: initial theta of G(z) = theta
+    dirac_psi: float = 1.0  # arch dirac: initial psi of D(x) = psi * x
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,15 @@ class RunConfig:
         return out
 
     def config_hash(self) -> str:
-        """Stable across processes and machines: identical configurations share it."""
-        blob = json.dumps(self.flat(), sort_keys=True, separators=(",", ":"))
+        """Stable across processes and machines: identical configurations share it. Fields added
+        since 0.1 enter it only when they differ from their default, so earlier stores stay valid."""
+        flat = {k: v for k, v in self.flat().items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+        blob = json.dumps(flat, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+# fields added after 0.1 -> their default (left out of the configuration hash at that value)
+ADDED_FIELDS: dict[str, Any] = {"instance_noise": 0.0, "dirac_theta": 1.0, "dirac_psi": 1.0}
 
 _SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
 # flat key -> (section attribute, field type)
@@ -99,7 +109,27 @@ KEYS: dict[str, tuple[str, Any]] = {
     f.name: (section, typing.get_type_hints(cls)[f.name]) for section, cls in _SECTIONS.items() for f in fields(cls)
 }
 _POSITIVE = {"steps", "batch_size", "n_critic", "z_dim", "log_every", "sample_every", "checkpoint_every"}
-_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every"}
+_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise"}
+# a key that stands for several fields: dirac_init = "theta,psi" (or [theta, psi])
+ALIASES: dict[str, tuple[str, ...]] = {"dirac_init": ("dirac_theta", "dirac_psi")}
+
+
+def _expand_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
+    out = {k: v for k, v in values.items() if k not in ALIASES}
+    for alias, targets in ALIASES.items():
+        if values.get(alias) is None:
+            continue
+        raw = values[alias]
+        parts = [p.strip() for p in raw.split(",")] if isinstance(raw, str) else raw
+        try:
+            numbers = [float(p) for p in parts] if isinstance(parts, (list, tuple)) else []
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) != len(targets) or not all(map(math.isfinite, numbers)):
+            raise ConfigError(f"{where}: '{alias}' must be {len(targets)} finite numbers "
+                              f"({','.join(targets)}), got {raw!r}")  # fmt: skip
+        out |= dict(zip(targets, numbers))
+    return out
 
 
 def _coerce(key: str, value: Any, kind: Any, where: str) -> Any:
@@ -130,7 +160,7 @@ def _coerce(key: str, value: Any, kind: Any, where: str) -> Any:
 
 def check_keys(values: dict[str, Any], where: str) -> None:
     for key in values:
-        if key not in KEYS:
+        if key not in KEYS and key not in ALIASES:
             raise ConfigError(unknown_name_message(f"key in {where}", key, list(KEYS)))
 
 
@@ -139,6 +169,7 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
 
     The loss card is inserted below all given layers once the loss name is known.
     """
+    layers = tuple((where, _expand_aliases(values, where)) for where, values in layers)
     for where, values in layers:
         check_keys(values, where)
     loss_name = LossConfig.loss
@@ -167,7 +198,9 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     if sections["model"].get("arch", "auto") == "auto":
         sections["model"]["arch"] = source.default_arch
     if not sections["metrics"].get("metrics"):
-        sections["metrics"]["metrics"] = metrics_registry.defaults_for(points=not source.needs_files)
+        sections["metrics"]["metrics"] = source.default_metrics or metrics_registry.defaults_for(
+            points=not source.needs_files
+        )
 
     cfg = RunConfig(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()})
     validate(cfg)
@@ -177,6 +210,9 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
 def validate(cfg: RunConfig) -> None:
     """Ranges and names; each failure is one line naming the key and what was expected."""
     flat = cfg.flat()
+    for key, (_, kind) in KEYS.items():  # nan and inf parse as numbers (flags, TOML) but are never meant
+        if kind is float and not math.isfinite(flat[key]):
+            raise ConfigError(f"'{key}' must be a finite number, got {flat[key]}")
     for key in _POSITIVE:
         if flat[key] < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {flat[key]}")
@@ -191,15 +227,23 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}")
     penalties.PENALTIES.get(cfg.loss.penalty)
     source = data.DATASETS.get(cfg.data.dataset)
+    if source.archs and cfg.model.arch not in source.archs:
+        raise ConfigError(f"data set '{cfg.data.dataset}' takes arch {' or '.join(source.archs)}, "
+                          f"not '{cfg.model.arch}'")  # fmt: skip
     with torch.device("meta"):  # shape check only: no memory, no RNG
-        models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm)
+        models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
     optim.OPTIMIZERS.get(cfg.train.optimizer)
     if cfg.metrics.reference_split not in ("train", "test"):
         raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}")
     points = not source.needs_files
     metrics_registry.check(cfg.metrics.metrics, points=points)
-    if not points and cfg.metrics.fid_samples < 2:
+    if not points and metrics_registry.evaluates(cfg.metrics.metrics) and cfg.metrics.fid_samples < 2:
         raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}")
+
+
+def arch_options(cfg: RunConfig) -> dict[str, float]:
+    """The architecture settings models.build takes besides shape and latent size."""
+    return {"dirac_theta": cfg.model.dirac_theta, "dirac_psi": cfg.model.dirac_psi}
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -242,6 +286,9 @@ class SpeedConfig:
             raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device.type}")
 
 
+MAX_SEEDS = 1000  # seeds of one configuration: more is a typo, not a study
+
+
 @dataclass(frozen=True)
 class ExecConfig:
     """How and where to run: changes no result, so it is not part of the configuration hash.
@@ -272,6 +319,8 @@ class ExecConfig:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise ConfigError(f"'seeds' must be >= 1, got {self.seeds}")
+        if max(self.seeds, len(self.seed_list)) > MAX_SEEDS:
+            raise ConfigError(f"'seeds' must be <= {MAX_SEEDS}, got {max(self.seeds, len(self.seed_list))}")
         if self.seed_start < 0:
             raise ConfigError(f"'seed_start' must be >= 0, got {self.seed_start}")
 
@@ -296,8 +345,8 @@ def resolve_device(name: str) -> torch.device:
 def resolve_exec(ex: ExecConfig) -> ExecConfig:
     """The one place where flags, environment and defaults become concrete: absolute data root,
     checkpoint and cache folders, tracking URI, device. Run where the training happens (a Ray worker
-    resolves its own environment)."""
-    return dataclasses.replace(
+    resolves its own environment). A checkpoint folder that cannot be written fails here, in one line."""
+    resolved = dataclasses.replace(
         ex,
         device=str(resolve_device(ex.device)),
         data_dir=str(paths.data_root(ex.data_dir).resolve()),
@@ -305,6 +354,19 @@ def resolve_exec(ex: ExecConfig) -> ExecConfig:
         cache_dir=str(paths.cache_root(ex.cache_dir).resolve()),
         tracking_uri=paths.tracking_uri(ex.tracking_uri),
     )
+    _check_writable(Path(resolved.checkpoint_dir), "checkpoint folder")
+    return resolved
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """The folder exists and is writable, or the nearest existing folder above it is (so it can be made)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{what} {folder} cannot be made: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {folder} is not writable ({probe}: permission denied or read-only)")
 
 
 def describe_exec(ex: ExecConfig) -> dict[str, Any]:

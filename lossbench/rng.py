@@ -8,7 +8,7 @@ import hashlib
 
 import torch
 
-STREAMS = ("data", "noise", "penalty")  # the training loop's streams, checkpointed with it
+STREAMS = ("data", "noise", "penalty", "instance")  # the training loop's streams, checkpointed with it
 
 
 def derive(seed: int, name: str) -> int:

@@ -36,6 +36,10 @@ TAG_LOSS = "lossbench.loss"
 TAG_DATASET = "lossbench.dataset"
 TAG_ERROR = "lossbench.error"
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3 shows an experiment as "model training" (runs table), not GenAI (traces), by this tag...
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# ...and, in the versions that ignore it, by this query parameter of the experiment page
+RUNS_VIEW = "workflowType=machine_learning"
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,36 @@ class MetricPoint:
     value: float
 
 
+@dataclass(frozen=True)
+class SeedResult:
+    """A seed run's final metrics, for choosing between configurations."""
+
+    config_hash: str
+    seed: int
+    run_id: str
+    finished: bool  # MLflow status FINISHED (diverged, failed, interrupted and running runs are not)
+    metrics: dict[str, float]  # the latest value of each metric
+
+
 def _artifact_root(uri: str) -> str | None:
     """For a local sqlite store, artifacts sit beside the database; servers decide their own."""
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
     return None
+
+
+# tracking stores MLflow opens (a database scheme may name its driver: postgresql+psycopg2://)
+SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc")
+
+
+def check_scheme(uri: str) -> None:
+    """A store URI whose scheme MLflow has no store for is one line, before MLflow sees it."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.lower() if "://" in uri or uri.startswith("file:") else ""
+    if scheme.split("+")[0] not in SCHEMES:
+        raise TrackingError(f"tracking URI {redact(uri)}: unknown scheme '{scheme}'; use sqlite:///PATH, "
+                            "postgresql://..., mysql://..., http(s)://HOST:PORT or a folder")  # fmt: skip
 
 
 def redact(uri: str) -> str:
@@ -106,14 +135,15 @@ class Tracker:
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for our own progress
         self.uri = paths.tracking_uri(uri)
+        check_scheme(self.uri)
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
+            if not create and not db.is_file():  # before any folder is made: a reader writes nothing
+                raise TrackingError(f"no tracking store at {db} (nothing has been run there yet)")
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise _wrap("create its folder", self.uri, exc) from None
-            if not create and not db.is_file():
-                raise TrackingError(f"no tracking store at {db} (nothing has been run there yet)")
             if db.exists() and not os.access(db, os.W_OK) and create:
                 raise TrackingError(f"tracking store {self.uri}: the database file is read-only")
         if self.uri.startswith(("http://", "https://")):
@@ -134,7 +164,8 @@ class Tracker:
             if exp is None:
                 if not create:
                     raise TrackingError(f"no experiment '{experiment}' in {redact(self.uri)}")
-                return self.client.create_experiment(experiment, artifact_location=_artifact_root(self.uri))
+                return self.client.create_experiment(experiment, artifact_location=_artifact_root(self.uri),
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})  # fmt: skip
             return exp.experiment_id
         except TrackingError:
             raise
@@ -269,6 +300,20 @@ class Tracker:
             for r in self._search(f"tags.`{TAG_ROLE}` = '{role}'")
         ]
 
+    def seed_results(self, config_hashes: set[str]) -> list[SeedResult]:
+        """The seed runs of these configurations with their final metrics (one query of the experiment)."""
+        return [
+            SeedResult(
+                config_hash=r.data.tags[TAG_CONFIG_HASH],
+                seed=int(r.data.tags.get(TAG_SEED, -1)),
+                run_id=r.info.run_id,
+                finished=r.info.status == "FINISHED",
+                metrics=dict(r.data.metrics),
+            )
+            for r in self._search(f"tags.`{TAG_ROLE}` = 'seed'")
+            if r.data.tags.get(TAG_CONFIG_HASH) in config_hashes
+        ]
+
     def _search(self, filter_string: str = "") -> Iterable[Any]:
         token = None
         while True:
@@ -277,6 +322,13 @@ class Tracker:
             token = page.token
             if not token:
                 return
+
+    def experiment_url(self, base: str) -> str:
+        """The experiment's runs table ("Model training" view) in an MLflow UI served at `base`; the
+        experiment is tagged as model training on the way, for MLflow versions that read the tag."""
+        if self.experiment_id:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}?{RUNS_VIEW}"
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         self.flush()

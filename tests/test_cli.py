@@ -12,8 +12,9 @@ import pytest
 from mlflow import MlflowClient
 
 
-def lossbench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "lossbench", *args], capture_output=True, text=True, timeout=600)
+def lossbench(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "lossbench", *args], capture_output=True, text=True, timeout=600,
+                          env=os.environ | env if env else None)  # fmt: skip
     if check and proc.returncode != 0:
         raise AssertionError(f"lossbench {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return proc
@@ -142,11 +143,32 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
         (["--tracking-uri", "http://bob:hunter2@127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
         (["--executor", "ray", "--ray-address", "127.0.0.1:9", "--dataset", "ring8"], "cannot reach the Ray cluster"),
+        (["--lr-d", "inf"], "'lr_d' must be a finite number, got inf"),
+        (["--lr-g", "nan"], "'lr_g' must be a finite number, got nan"),
+        (["--lr-g", "-0.001"], "'lr_g' must be > 0"),
+        (["--penalty", "gp", "--penalty-weight", "nan"], "'penalty_weight' must be a finite number"),
+        (["--penalty", "gp", "--penalty-weight", "-1"], "'penalty_weight' must be >= 0"),
+        (["--dataset", "ring8", "--batch-size", "100000"], "larger than the ring8 training set (65536 samples)"),
+        (["--seeds", "1001"], "'seeds' must be <= 1000, got 1001"),
+        (["--config", "{tmp}/binary.toml"], "not UTF-8 text, as TOML must be"),
+        (["--checkpoint-dir", "{tmp}/afile/ckpt"], "afile/ckpt cannot be made"),
+        (["--tracking-uri", "mlfow://127.0.0.1:5000"], "unknown scheme 'mlfow'"),
+        (["--executor", "ray", "--ray-address", "head-node", "--dataset", "ring8"], "--ray-address must be auto, HOST"),
+        (["--data-dir", "{tmp}/truncated"], "mnist is not under"),
     ],
 )
 def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, store: str) -> None:
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    if "{tmp}/truncated" in args:  # MNIST's files all there, the training images cut short
+        raw, copy = Path(os.environ["LOSSBENCH_DATA_DIR"]) / "MNIST" / "raw", tmp_path / "truncated" / "MNIST" / "raw"
+        copy.mkdir(parents=True)
+        for f in raw.iterdir():
+            if f.name == "train-images-idx3-ubyte":
+                (copy / f.name).write_bytes(f.read_bytes()[:4096])
+            else:
+                (copy / f.name).symlink_to(f)
     own_store = "--tracking-uri" in args  # the case names its own store; else the fixture's, checked below
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if not own_store:

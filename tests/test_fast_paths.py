@@ -189,7 +189,8 @@ def test_cuda_graphs_plumbing_on_cpu_matches_plain(loss: str, monkeypatch: pytes
     real_mark = torch.compiler.cudagraph_mark_step_begin
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1) or real_mark())
     _, graphed, _ = train(flags, [0], SpeedConfig(cuda_graphs=True))
-    assert len(marks) == 5 * 2  # one graph iteration per D step and per G step
+    n_critic = config.resolve(("flags", {"dataset": "ring8", **flags})).train.n_critic
+    assert len(marks) == 5 * (n_critic + 1)  # one graph iteration per D step and per G step
     torch.testing.assert_close(losses_of(graphed[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
 
 

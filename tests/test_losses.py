@@ -127,3 +127,36 @@ def test_unknown_loss_names_closest() -> None:
 
     with pytest.raises(ConfigError, match="did you mean 'minimax'"):
         losses.get("minmax")
+
+
+# B |dL_G/d d_f,i| for every fake logit at -10 and every real logit at 0: the card's `g_signal`
+G_SIGNAL_AT_MINUS_10 = {
+    "minimax": sig(-10),  # saturated: D confidently rejects the fakes, G learns almost nothing
+    "non-saturating": 1 - sig(-10),
+    "dragan": 1 - sig(-10),
+    "least-squares": 11.0,  # |d_f - 1|
+    "wgan": 1.0,
+    "wgan-gp": 1.0,
+    "hinge": 1.0,
+    "rsgan": sig(10),  # sigma(d_r - d_f)
+    "ragan": 2 * sig(10),  # sigma(E d_r - d_f) + E sigma(d_r - E d_f)
+}
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_g_signal_matches_the_card_closed_form(name: str) -> None:
+    """What the trainer logs as g_signal, through the players' own g_objective, with D's logits fixed."""
+    from lossbench.cards import loss_card
+    from lossbench.train.players import g_objective, learning_signal
+
+    assert loss_card(name)["g_signal"]  # every card states it
+    critic = lambda x: x[:, 0]  # noqa: E731 - D's logit is the sample itself
+    z = torch.full((4, 1), -10.0, dtype=torch.float64, requires_grad=True)  # G the identity: every logit -10
+    real = torch.zeros(4, 1, dtype=torch.float64) if losses.needs_real(losses.get(name)) else None
+    g_loss, d_fake = g_objective(critic, lambda v: v, losses.get(name), z, real, None)
+    d_fake.retain_grad()
+    g_loss.backward()
+    signal = learning_signal(d_fake.grad)
+    assert signal.item() == pytest.approx(G_SIGNAL_AT_MINUS_10[name], rel=1e-9, abs=1e-12)
+    if name == "minimax":
+        assert signal.item() == pytest.approx(4.5398e-5, rel=1e-4)

@@ -4,10 +4,12 @@ hand computation with a toy extractor, the real-feature cache, and 2-D mode metr
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from lossbench.errors import MetricError
 from lossbench.gan import data
 from lossbench.metrics import features as metrics
 from lossbench.metrics import modes
@@ -68,6 +70,62 @@ def test_real_features_are_cached_not_recomputed() -> None:
     assert torch.equal(first.pool, again.pool)
     other, cached = metrics.real_features(ext, "toyset", "test", images, 30)
     assert not cached  # a different split is a different key
+
+
+def test_interrupted_extraction_keeps_its_chunks_and_continues_bit_for_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "CHUNK", 14)  # chunks of two toy batches (7): [0, 14), [14, 28), [28, 30)
+    images, cache = constant_images(list(range(40))), tmp_path / "cache"
+    calls: list[int] = []
+    toy = toy_extractor(calls)
+
+    def dies_on_third_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the second chunk
+        return toy.fn(batch)
+
+    interrupted = metrics.Extractor("toy", dies_on_third_batch, batch_size=7)
+    with pytest.raises(MetricError, match="14 of 30 images done and kept; run again to continue"):
+        metrics.real_features(interrupted, "toyset", "train", images, 30, cache)
+    path = metrics.real_cache_path("toyset", "train", 30, "toy", cache)
+    assert not path.exists() and [p.name for p in path.with_name(path.stem + ".parts").iterdir()] == [
+        "0000000-0000014.pt"
+    ]
+
+    calls.clear()
+    seen: list[int] = []
+    resumed, cached = metrics.real_features(toy, "toyset", "train", images, 30, cache, progress=seen.append)
+    assert not cached and calls == [7, 7, 2]  # only the 16 images the first attempt had not done
+    assert seen == [14, 21, 28, 30]  # the chunk found on disk, then each batch
+    assert not path.with_name(path.stem + ".parts").exists()
+    one_go = metrics.extract(toy, iter([metrics.to_uint8(metrics.real_subset(images, 30))]))
+    assert torch.equal(resumed.pool, one_go[0]) and torch.equal(resumed.logits, one_go[1])
+    again, cached = metrics.real_features(toy, "toyset", "train", images, 30, cache)
+    assert cached and torch.equal(again.pool, one_go[0]) and torch.equal(again.logits, one_go[1])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_damaged_cache_is_recomputed_with_one_warning(
+    damage: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+    toy, images, cache = toy_extractor(calls), constant_images(list(range(40))), tmp_path / "cache"
+    first, _ = metrics.real_features(toy, "toyset", "train", images, 30, cache)
+    path = metrics.real_cache_path("toyset", "train", 30, "toy", cache)
+    if damage == "truncated":  # a disk that filled, a copy cut short
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:  # readable, the right length, one number changed
+        blob = torch.load(path, weights_only=True)
+        blob["pool"][3, 0] += 1
+        torch.save(blob, path)
+    calls.clear()
+    caplog.clear()
+    again, cached = metrics.real_features(toy, "toyset", "train", images, 30, cache)
+    assert not cached and sum(calls) == 30 and torch.equal(again.pool, first.pool)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "fails its checksum; recomputing" in warning
+    assert metrics.real_features(toy, "toyset", "train", images, 30, cache)[1]  # rewritten whole: read back
 
 
 def test_too_many_samples_is_a_clear_error() -> None:
@@ -164,3 +222,19 @@ def test_fid_and_kid_agree_with_torchmetrics_on_the_same_features() -> None:
     assert ours["fid"] == pytest.approx(fid.compute().item(), rel=1e-6)
     assert ours["kid_mean"] == pytest.approx(kid.compute()[0].item(), rel=1e-6)
     assert ours["fid"] > 1.0  # the sets differ: a real comparison, not 0 == 0
+
+
+def test_precision_recall_density_coverage_through_compare() -> None:
+    """--metrics pr,dc: computed on the pool features compare() is given; a fake set that covers half
+    of the real one keeps its fidelity (precision, density) and loses diversity (recall, coverage)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 8, generator=g)
+    b = torch.randn(200, 8, generator=g) + 50.0  # a second, far cluster
+    real = torch.cat([a, b])
+    half = torch.cat([a[:100], a[100:]])  # only the first cluster
+    out = metrics.compare(("pr", "dc"), metrics.Features(real, real), metrics.Features(half, half))
+    assert set(out) == {"precision", "recall", "density", "coverage"}
+    assert out["precision"] == 1.0 and out["coverage"] == pytest.approx(0.5, abs=0.02)
+    assert out["recall"] == pytest.approx(0.5, abs=0.02)
+    same = metrics.compare(("pr", "dc"), metrics.Features(real, real), metrics.Features(real, real))
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lossbench.gan import penalties
+from lossbench.gan import losses, penalties
 
 W = [0.6, -1.2, 2.0]
 NORM = sum(v * v for v in W) ** 0.5
@@ -21,7 +21,7 @@ def linear_critic() -> nn.Module:
 
 
 # name -> closed form for the linear critic
-EXPECTED = {"none": 0.0, "gp": (NORM - 1) ** 2, "dragan": (NORM - 1) ** 2, "r1": NORM**2, "r2": NORM**2}
+EXPECTED = {"none": 0.0, "gp": (NORM - 1) ** 2, "dragan": (NORM - 1) ** 2, "r1": NORM**2 / 2, "r2": NORM**2 / 2}
 
 
 def test_every_penalty_has_a_closed_form() -> None:
@@ -47,10 +47,25 @@ def test_penalty_gradient_in_weights_is_double_backward(name: str) -> None:
 
 
 def test_r1_gradient_in_weights() -> None:
-    # d/dw ||w||^2 = 2 w
+    # d/dw ||w||^2 / 2 = w
     critic = linear_critic()
     penalties.get("r1")(critic, torch.randn(8, 3).double(), torch.randn(8, 3).double(), None).backward()
-    torch.testing.assert_close(critic.weight.grad, 2 * torch.tensor([W], dtype=torch.float64))
+    torch.testing.assert_close(critic.weight.grad, torch.tensor([W], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["r1", "r2"])
+def test_r1_r2_with_weight_gamma_is_half_gamma_norm_squared(name: str) -> None:
+    """The weight is Mescheder et al.'s gamma: the regulariser added to L_D is (gamma/2) ||w||^2 for a
+    linear critic, whatever the loss."""
+    from lossbench.train.players import d_objective
+
+    gamma = 10.0
+    real, fake = torch.randn(8, 3).double(), torch.randn(8, 3).double()
+    critic = linear_critic()
+    loss = losses.get("hinge")
+    total, stats = d_objective(critic, loss, penalties.get(name), gamma, real, fake, None)
+    d_loss = loss.discriminator_loss(critic(real), critic(fake))
+    assert (total - d_loss).item() == pytest.approx(gamma / 2 * NORM**2, rel=1e-12)
 
 
 def test_gp_on_images_is_per_sample() -> None:

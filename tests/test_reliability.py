@@ -1,11 +1,15 @@
 """Runs that survive: SIGKILL then --resume equals an uninterrupted run, SIGTERM checkpoints and
-ends KILLED, divergence is recorded while sibling seeds finish, concurrent writers lose nothing."""
+ends KILLED, divergence is recorded while sibling seeds finish, concurrent writers lose nothing, a
+checkpoint cannot run code, and one process at a time trains a run (its lease)."""
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +20,8 @@ import torch
 from mlflow import MlflowClient
 from test_cli import lossbench, runs_by_role
 
+from lossbench.exec import lease
+
 TESTS = Path(__file__).resolve().parent
 RING = ["--dataset", "ring8", "--steps", "400", "--log-every", "25", "--checkpoint-every", "50",
         "--sample-every", "300", "--fid-samples", "500", "--no-progress"]  # fmt: skip
@@ -23,10 +29,11 @@ RING = ["--dataset", "ring8", "--steps", "400", "--log-every", "25", "--checkpoi
 GP = ["--loss", "non-saturating", "--penalty", "gp", "--penalty-weight", "10"]
 
 
-def start(*args: str) -> subprocess.Popen:
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "lossbench", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-m", "lossbench", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+    )  # fmt: skip
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 120) -> None:
@@ -35,6 +42,11 @@ def wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 120
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
+
+
+def litter(tmpdir: Path) -> list[str]:
+    """The temporary folders lossbench made in TMPDIR (a group's sample grids and weights)."""
+    return sorted(p.name for p in tmpdir.glob("lossbench-*"))
 
 
 def final_metrics(client: MlflowClient, run_id: str, keys: list[str]) -> dict[str, dict[int, float]]:
@@ -63,8 +75,12 @@ def test_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) ->
     proc.wait()
     (killed,) = runs_by_role(store)["seed"]
     assert killed.info.status == "RUNNING"  # a SIGKILLed process cannot say goodbye
+    owner = json.loads((ckpts / killed.info.run_id / lease.OWNER).read_text())
+    assert owner["pid"] == proc.pid and lease.holder(ckpts, killed.info.run_id) is None  # its lease: stale
 
-    lossbench("run", *RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
+    resume = lossbench("-v", "run", *RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
+    assert f"taking over its lease from {owner['host']}:{proc.pid}" in resume.stderr
+    assert not (ckpts / killed.info.run_id / lease.OWNER).exists()  # given up when its group ended
     (resumed,) = runs_by_role(store)["seed"]
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
 
@@ -81,30 +97,36 @@ def test_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) ->
 
 
 def test_sigterm_checkpoints_and_marks_killed(store: str, tmp_path: Path) -> None:
-    ckpts = tmp_path / "ckpt"
-    proc = start(*RING, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "2")
+    ckpts, tmpdir = tmp_path / "ckpt", tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = start(*RING, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "2",
+                 env=os.environ | {"TMPDIR": str(tmpdir)})  # fmt: skip
     wait_for_checkpoint(proc, ckpts)
+    assert len(litter(tmpdir)) == 1  # the group in training has its folder...
     sent = time.time()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0 and time.time() - sent < 10
     assert "Traceback" not in err and "continue with --resume" in err
+    assert litter(tmpdir) == []  # ...and removes it when stopped
     runs = runs_by_role(store)
     (seed,) = runs["seed"]  # the second seed never started
     assert seed.info.status == "KILLED" and seed.data.tags["lossbench.outcome"] == "interrupted"
     assert runs["parent"][0].info.status == "KILLED"
-    state = torch.load(ckpts / seed.info.run_id / "latest.pt", weights_only=False)
+    state = torch.load(ckpts / seed.info.run_id / "latest.pt", weights_only=True)
     assert state["step"] == int(seed.data.tags["lossbench.interrupted_step"])
 
 
-def test_divergence_is_recorded_and_siblings_finish(store: str) -> None:
-    env = os.environ | {"PYTHONPATH": str(TESTS)}
+def test_divergence_is_recorded_and_siblings_finish(store: str, tmp_path: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(TESTS), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "lossbench", "run", "--loss", "divergent_loss:FirstSeedDiverges", "--dataset", "ring8",
          "--seeds", "2", "--steps", "100", "--log-every", "10", "--tracking-uri", store, "--no-progress"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert litter(tmp_path / "tmp") == []  # neither the diverged group nor the finished one left its folder
     seeds = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
     assert seeds["0"].info.status == "FAILED"
     assert seeds["0"].data.tags["lossbench.outcome"] == "diverged"
@@ -220,3 +242,85 @@ def test_parallel_seeds_sigkill_then_resume_equals_uninterrupted(store: str, tmp
     keys = ["d_loss", "g_loss", "penalty", "modes", "high_quality"]
     for seed in ("0", "1", "2"):
         assert final_metrics(a, resumed[seed].info.run_id, keys) == final_metrics(b, ref[seed].info.run_id, keys)
+
+
+def store_snapshot(uri: str) -> list[tuple]:
+    """Every run of the store with its status, tags, params and full metric history."""
+    client = MlflowClient(tracking_uri=uri)
+    runs = runs_by_role(uri)
+    out = []
+    for r in runs["parent"] + runs["seed"]:
+        history = {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
+        out.append((r.info.run_id, r.info.status, r.info.end_time, r.data.tags, r.data.params, history))
+    return sorted(out, key=lambda t: t[0])
+
+
+class Planted:
+    """Unpickling this object creates a file: what a hostile checkpoint would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (pathlib.Path.touch, (pathlib.Path(self.target),))
+
+
+def test_checkpoint_that_would_run_code_is_refused(store: str, tmp_path: Path) -> None:
+    ckpts, target = tmp_path / "ckpt", tmp_path / "pwned"
+    proc = start(*RING, "--loss", "hinge", "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
+    wait_for_checkpoint(proc, ckpts)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (latest,) = ckpts.glob("*/latest.pt")
+    state = torch.load(latest, weights_only=True)  # what lossbench writes loads through the safe path
+    torch.save(state | {"extra": Planted(target)}, latest)
+    before = store_snapshot(store)
+    args = ["run", *RING, "--loss", "hinge", "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume"]
+    result = lossbench(*args, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert "could run code; refused" in error and "without --resume" in error, error
+    assert not target.exists()
+    assert store_snapshot(store) == before
+
+
+def test_two_resumes_train_each_seed_exactly_once(store: str, tmp_path: Path) -> None:
+    ckpts, gate = tmp_path / "ckpt", tmp_path / "gate"
+    env = os.environ | {"PYTHONPATH": str(TESTS)}
+    args = ["--loss", "gated_loss:Gated", "--dataset", "ring8", "--seeds", "2", "--steps", "200", "--log-every", "20",
+            "--checkpoint-every", "20", "--sample-every", "200", "--fid-samples", "200", "--no-progress",
+            "--tracking-uri", store, "--checkpoint-dir", str(ckpts)]  # fmt: skip
+    first = start(*args, env=env)
+    wait_for_checkpoint(first, ckpts)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+    (r0,) = runs_by_role(store)["seed"]
+    assert first.returncode != 0 and r0.info.status == "KILLED"
+
+    gate.touch()  # A resumes seed 0, then waits at its first step, holding the run's lease
+    a = start(*args, "--resume", env=env | {"LOSSBENCH_TEST_GATE": str(gate)})
+    try:
+        deadline = time.time() + 120
+        while lease.holder(ckpts, r0.info.run_id) != f"{socket.gethostname()}:{a.pid}":
+            assert a.poll() is None, a.stderr.read() if a.stderr else ""
+            assert time.time() < deadline, "A never held the lease of the run it resumed"
+            time.sleep(0.05)
+        b = subprocess.run([sys.executable, "-m", "lossbench", "run", *args, "--resume"], env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert b.returncode == 0, b.stderr
+        assert f"seed 0: run {r0.info.run_id} is being trained by {socket.gethostname()}:{a.pid}; skipped" in b.stderr
+    finally:
+        gate.unlink()  # A goes on, and is waited for however the test ends
+        try:
+            _, a_err = a.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            a.kill()
+            raise
+    assert a.returncode == 0, a_err
+    seeds = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
+    assert f"seed 1: run {seeds['1'].info.run_id} was started after this one planned" in a_err  # B trained it
+    assert len(runs_by_role(store)["seed"]) == 2 and all(r.info.status == "FINISHED" for r in seeds.values())
+    client = MlflowClient(tracking_uri=store)
+    for r in seeds.values():
+        for key in ("d_loss", "g_loss"):
+            assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == list(range(20, 201, 20)), key

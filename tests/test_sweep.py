@@ -37,6 +37,7 @@ def test_shipped_suites_resolve() -> None:
         ('[grid]\nloss = "hinge"\n', "grid.loss must be a non-empty list"),
         ("sedes = 3\n", "unknown top-level key 'sedes' (did you mean 'seeds'?)"),
         ("[grid\n", "not valid TOML"),
+        ('settings = []\n[base]\ndataset = "ring8"\n', "multiply to zero configurations"),
     ],
 )
 def test_malformed_suite_names_file_and_key(text: str, message: str, tmp_path: Path) -> None:

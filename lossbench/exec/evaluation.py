@@ -17,10 +17,31 @@ from lossbench.gan import data
 from lossbench.gan.models import generate
 from lossbench.metrics import features as metrics
 from lossbench.metrics import modes
+from lossbench.metrics import registry as metrics_registry
+from lossbench.progress import phase
 
 log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module, int, int], dict[str, float]]  # (G, seed, step) -> metrics
+
+
+def _counted(batches: Iterator[torch.Tensor], advance: Callable[[int], None]) -> Iterator[torch.Tensor]:
+    for batch in batches:
+        yield batch
+        advance(len(batch))
+
+
+def _real_features(
+    cfg: RunConfig, extractor: metrics.Extractor, reference: data.Dataset, cache_dir: Path | None, show: bool
+) -> metrics.Features:
+    n, name, split = cfg.metrics.fid_samples, cfg.data.dataset, reference.split
+    if metrics.real_cache_path(name, split, n, extractor.name, cache_dir).is_file():
+        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir)
+        log.info("real features of %s/%s (%d): from the cache", name, split, n)
+        return real
+    with phase(f"real features: {name} {split}, {n:,} images (cached for next time)", n, bar=show):
+        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir)
+    return real
 
 
 def _batches(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, size: int = 250) -> Iterator[torch.Tensor]:
@@ -28,11 +49,33 @@ def _batches(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, size:
         yield generate(G, min(size, n - i), z_dim, generator, batch_size=size)
 
 
+def needs_images(cfg: RunConfig, train_set: data.Dataset) -> bool:
+    """Whether evaluating this configuration runs Inception (image metrics, not 'none' or 2-D modes)."""
+    return train_set.modes is None and metrics_registry.evaluates(cfg.metrics.metrics)
+
+
+def open_extractor(cfg: RunConfig, device: torch.device, train_set: data.Dataset) -> metrics.Extractor | None:
+    """The Inception network when the metrics need it (weights loaded, or one line if they cannot be)."""
+    return metrics.EXTRACTORS.get("inception-v3-compat")(device) if needs_images(cfg, train_set) else None
+
+
+def reference_set(cfg: RunConfig, data_dir: str | None, train_set: data.Dataset) -> data.Dataset:
+    """The real images the metrics compare against (train or test split); a sample count larger than
+    it fails here."""
+    split = cfg.metrics.reference_split
+    reference = train_set if split == train_set.split else data.load(cfg.data.dataset, data_dir, split)
+    metrics.real_subset(reference.x, cfg.metrics.fid_samples)
+    return reference
+
+
 def make_evaluator(
-    cfg: RunConfig, device: torch.device, data_dir: str | None, train_set: data.Dataset, cache_dir: Path | None = None
-) -> Evaluate:
+    cfg: RunConfig, device: torch.device, data_dir: str | None, train_set: data.Dataset, cache_dir: Path | None = None,
+    extractor: metrics.Extractor | None = None, show: bool = True,
+) -> Evaluate:  # fmt: skip
     m = cfg.metrics
     n, z_dim = m.fid_samples, cfg.model.z_dim
+    if not metrics_registry.evaluates(m.metrics):  # --metrics none: no engine, no real statistics
+        return lambda G, seed, step: {}
 
     def stream(seed: int, step: int) -> torch.Generator:
         # its own stream per evaluation, so evaluating never shifts the training streams
@@ -47,16 +90,14 @@ def make_evaluator(
 
         return evaluate_points
 
-    reference = (
-        train_set if m.reference_split == train_set.split else data.load(cfg.data.dataset, data_dir, m.reference_split)
-    )
-    metrics.real_subset(reference.x, n)  # a sample count larger than the reference set fails now
-    extractor = metrics.EXTRACTORS.get("inception-v3-compat")(device)
-    real, cached = metrics.real_features(extractor, cfg.data.dataset, reference.split, reference.x, n, cache_dir)
-    log.info("real features of %s/%s (%d): %s", cfg.data.dataset, reference.split, n, "cache" if cached else "computed")
+    reference = reference_set(cfg, data_dir, train_set)
+    extractor = extractor or metrics.EXTRACTORS.get("inception-v3-compat")(device)
+    real = _real_features(cfg, extractor, reference, cache_dir, show)
 
     def evaluate_images(G: nn.Module, seed: int, step: int) -> dict[str, float]:
-        fake = metrics.fake_features(extractor, _batches(G, n, z_dim, stream(seed, step)))
-        return metrics.drop_missing(metrics.compare(m.metrics, real, fake))
+        what = f"evaluation: seed {seed} at step {step}, {n:,} generated images"
+        with phase(what, n, bar=show) as advance:
+            fake = metrics.fake_features(extractor, _counted(_batches(G, n, z_dim, stream(seed, step)), advance))
+            return metrics.drop_missing(metrics.compare(m.metrics, real, fake))
 
     return evaluate_images

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lossbench import procs
 from lossbench.config import ExecConfig, RunConfig
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.exec.group import Context, train_members
@@ -30,6 +32,7 @@ from lossbench.tracking import Tracker
 log = logging.getLogger(__name__)
 
 Job = tuple[RunConfig, ExecConfig]
+_ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([1-9][0-9]{0,4})")  # HOST:PORT
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class ExecutorOptions:
     def __post_init__(self) -> None:
         if self.task_cpus < 0 or self.task_gpus < 0:
             raise ConfigError("--task-cpus and --task-gpus must be >= 0")
+        m = _ADDRESS.fullmatch(self.address or "")
+        if self.address not in (None, "auto") and (m is None or int(m.group(3)) > 65535):
+            raise ConfigError(f"--ray-address must be auto, HOST:PORT or ray://HOST:PORT, got {self.address!r}")
 
 
 Executor = Callable[[list[Job], ExecutorOptions], list[RunSummary]]
@@ -55,10 +61,10 @@ def run_local(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
 
 def run_here(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
     """Plan, then train every planned seed of `cfg` here under its parent run."""
-    ctx = Context.open(cfg, ex)
+    ctx = Context.open(cfg, ex, preflight=True)
     p = plan(ctx.tracker, cfg, ctx.ex)
     if not p.members:
-        log.info("every seed of configuration %s already finished; nothing to do", cfg.config_hash())
+        log.info("configuration %s: every seed finished or in training elsewhere; nothing to do", cfg.config_hash())
         return summary(cfg, p, None, [])
     parent_id = open_parent(ctx.tracker, cfg, ctx.ex, p)
     try:
@@ -76,7 +82,8 @@ def train_task(cfg: RunConfig, ex: ExecConfig, parent_id: str, seeds: list[int])
     ctx = Context.open(cfg, dataclasses.replace(ex, seed_list=tuple(seeds), resume=True))
     p = plan(ctx.tracker, cfg, ctx.ex, parent_id=parent_id)
     try:
-        return [SeedResult(s, None, "skipped") for s in p.skipped] + train_members(ctx, parent_id, p.members)
+        skipped = [SeedResult(s, None, "skipped") for s in (*p.skipped, *p.busy)]
+        return skipped + train_members(ctx, parent_id, p.members)
     finally:
         ctx.tracker.flush(raise_errors=False)
 
@@ -89,13 +96,26 @@ def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
         import ray
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'lossbench[ray]'") from None
-    from tqdm import tqdm
 
     if not jobs:
         return []
     first = jobs[0][1]
     tracker = Tracker(first.tracking_uri, first.experiment)  # the store answers before the cluster starts
-    _connect(ray, opts.address)
+    try:
+        _connect(ray, opts.address)
+        # SIGTERM and SIGHUP unwind like Ctrl-C (replacing the handler ray.init installs), so the parents
+        # end KILLED and ray.shutdown() below takes a local cluster down: SIGHUP alone left two of its
+        # agents running
+        with procs.interrupt_on():
+            return _drive(ray, tracker, jobs, opts)
+    finally:
+        ray.shutdown()
+
+
+def _drive(ray: Any, tracker: Tracker, jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
+    from tqdm import tqdm
+
+    first = jobs[0][1]
     remote = ray.remote(train_task).options(
         num_cpus=opts.task_cpus, num_gpus=opts.task_gpus, max_retries=opts.max_retries, retry_exceptions=False
     )
@@ -121,8 +141,6 @@ def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
     except BaseException:
         kill_parents(tracker, list(parents.values()))
         raise
-    finally:
-        ray.shutdown()
     return [
         close_parent(tracker, cfg, p, parents[i], trained[i]) if i in parents else summary(cfg, p, None, [])
         for i, ((cfg, _), p) in enumerate(zip(jobs, plans))

@@ -5,15 +5,19 @@ data, store, metric engine (real statistics cached). `train_members` trains the 
 another, or in groups with --parallel-seeds; a diverged seed is a result (status FAILED, tag
 lossbench.outcome=diverged) and its siblings go on. SIGINT/SIGTERM make the seeds in training save
 a checkpoint and end KILLED. Each group's sample grids and weights are written to a temporary
-folder that the group removes when it ends, however it ends.
+folder that the group removes when it ends, however it ends. Each run is trained under its lease
+(exec.lease), taken before the run is touched and given up when its group ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +27,15 @@ import torch
 import lossbench
 from lossbench import rng
 from lossbench.config import ExecConfig, RunConfig, resolve_exec
-from lossbench.errors import LossbenchError
-from lossbench.exec import samples
-from lossbench.exec.evaluation import Evaluate, make_evaluator
+from lossbench.errors import CheckpointError, ConfigError, LossbenchError
+from lossbench.exec import lease, samples
+from lossbench.exec.estimate import estimate
+from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, reference_set
 from lossbench.exec.plan import Member
 from lossbench.exec.runs import SeedResult, run_tags
 from lossbench.exec.signals import stop_on_signals
-from lossbench.gan import data
+from lossbench.gan import data, models
+from lossbench.metrics import features as metrics
 from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 from lossbench.train import checkpoint
 from lossbench.train.loop import Hooks, Outcome, train
@@ -66,13 +72,26 @@ class Context:
     evaluate: Evaluate
 
     @classmethod
-    def open(cls, cfg: RunConfig, ex: ExecConfig) -> Context:
+    def open(cls, cfg: RunConfig, ex: ExecConfig, preflight: bool = False) -> Context:
+        """With `preflight`, one line before any long compute: the plan and its expected wall time."""
         ex = resolve_exec(ex)
         device = torch.device(ex.device)
         ex.speed.check_device(device)
         train_set = data.load(cfg.data.dataset, ex.data_dir, "train")
+        if cfg.train.batch_size > len(train_set.x):  # the size is known once the data is (validate cannot load it)
+            raise ConfigError(f"'batch_size' {cfg.train.batch_size} is larger than the {cfg.data.dataset} training set "
+                              f"({len(train_set.x)} samples)")  # fmt: skip
         tracker = Tracker(ex.tracking_uri, ex.experiment)
-        evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, Path(ex.cache_dir) if ex.cache_dir else None)
+        cache_dir = Path(ex.cache_dir) if ex.cache_dir else None
+        extractor = open_extractor(cfg, device, train_set)
+        if preflight:
+            reference = reference_set(cfg, ex.data_dir, train_set) if extractor else None
+            n = cfg.metrics.fid_samples
+            cached = reference is None or metrics.real_cache_path(
+                cfg.data.dataset, reference.split, n, extractor.name, cache_dir).is_file()  # fmt: skip
+            plan = estimate(cfg, train_set, device, len(ex.seed_values()), 1, extractor, cached, ex.speed)
+            print(plan.line(), file=sys.stderr, flush=True)
+        evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, cache_dir, extractor, show=ex.progress)
         return cls(cfg, ex, device, train_set, train_set.x.to(device), tracker, evaluate)
 
     def params(self) -> dict[str, Any]:
@@ -97,29 +116,72 @@ def train_members(ctx: Context, parent_id: str, members: list[Member] | tuple[Me
     results: list[SeedResult] = []
     with stop_on_signals() as stop:
         for group in groups(members, ctx.ex.speed.parallel_seeds):
-            with tempfile.TemporaryDirectory(prefix="lossbench-") as workdir:
-                results.extend(_Group(ctx, parent_id, params, group, Path(workdir)).run(stop))
+            if stop[0]:  # the signal came as the previous group closed (its final evaluation): start no more
+                raise Interrupted(f"interrupted before seed {group[0].seed} started; continue with --resume")
+            leases: list[lease.Lease] = []  # held until the group ends, however it ends
+            try:
+                with tempfile.TemporaryDirectory(prefix="lossbench-") as workdir:
+                    with contextlib.ExitStack() as claims:  # held until the group's runs exist and are leased
+                        claimed = [m for m in sorted(group, key=lambda m: m.seed) if _claim(ctx, m, claims, leases)]
+                        results += [SeedResult(m.seed, m.run_id, "skipped") for m in group if m not in claimed]
+                        trainer = _Group(ctx, parent_id, params, claimed, Path(workdir), leases) if claimed else None
+                    if trainer is not None:
+                        results.extend(trainer.run(stop))
+            finally:
+                for held in leases:
+                    held.release()
             interrupted = [r for r in results if r.outcome == "interrupted"]
             if interrupted:
                 raise Interrupted(f"interrupted at step {interrupted[0].step}; continue with --resume")
     return results
 
 
+def _claim(ctx: Context, m: Member, claims: contextlib.ExitStack, leases: list[lease.Lease]) -> bool:
+    """Whether this process trains member m: under the (configuration, seed) claim, take the lease of
+    the run it continues, or make sure no other process started the seed since it was planned."""
+    root, config_hash = ctx.ex.checkpoints, ctx.cfg.config_hash()
+    claims.enter_context(lease.claim(root, config_hash, m.seed))
+    now = {r.run_id: r for r in ctx.tracker.seed_runs(config_hash) if r.seed == m.seed} if ctx.ex.resume else {}
+    if m.run_id:
+        held = lease.Lease.take(root, m.run_id)
+        if held is None:
+            owner = lease.holder(root, m.run_id) or "another process"
+            log.warning("seed %d: run %s is being trained by %s; skipped", m.seed, m.run_id, owner)
+            return False
+        if m.run_id in now and not now[m.run_id].resumable:
+            held.release()
+            log.warning("seed %d: run %s ended %s since it was planned; skipped", m.seed, m.run_id,
+                        now[m.run_id].status)  # fmt: skip
+            return False
+        leases.append(held)
+        return True
+    fresh = [r for r in now.values() if r.run_id not in m.known]
+    if fresh:
+        owner = lease.holder(root, fresh[0].run_id)
+        what = f"is being trained by {owner}" if owner else f"was started after this one planned ({fresh[0].status})"
+        log.warning("seed %d: run %s %s; skipped", m.seed, fresh[0].run_id, what)
+        return False
+    return True
+
+
 class _Group:
     """A group of seeds of one configuration trained together, each in its own child run."""
 
-    def __init__(self, ctx: Context, parent_id: str, params: dict[str, Any], members: list[Member], workdir: Path):
-        self.ctx, self.workdir, self.members = ctx, workdir, members
+    def __init__(self, ctx: Context, parent_id: str, params: dict[str, Any], members: list[Member], workdir: Path,
+                 leases: list[lease.Lease]):  # fmt: skip
+        self.ctx, self.workdir, self.members, self.leases = ctx, workdir, members, leases
         self.seeds = [m.seed for m in members]
         self.state = setup(ctx.cfg, self.seeds, ctx.train_set.sample_shape, ctx.device, ctx.ex.speed)
         self.run_ids = [self._open_run(k, m, parent_id, params) for k, m in enumerate(members)]
         self.ckpts = [checkpoint.path_for(ctx.ex.checkpoints, run_id) for run_id in self.run_ids]
+        self.has_readouts = bool(models.readouts(self.state.G, self.state.D))
 
     def _open_run(self, k: int, m: Member, parent_id: str, params: dict[str, Any]) -> str:
         cfg, tracker = self.ctx.cfg, self.ctx.tracker
         if m.run_id:
-            if m.has_checkpoint:
-                self.state.load_state_dict(checkpoint.load(checkpoint.path_for(self.ctx.ex.checkpoints, m.run_id)), k)
+            path = checkpoint.path_for(self.ctx.ex.checkpoints, m.run_id)
+            if path.is_file():  # read now, under its lease: the latest, whatever the planner saw
+                self.state.load_state_dict(checkpoint.load(path), k)
             tracker.reopen(m.run_id)
             log.info("seed %d: continuing run %s at step %d", m.seed, m.run_id, self.state.step)
             return m.run_id
@@ -129,6 +191,10 @@ class _Group:
             run_tags(cfg) | {TAG_ROLE: "seed", TAG_SEED: str(m.seed), TAG_OUTCOME: "running"},
             parent_id=parent_id,
         )
+        held = lease.Lease.take(self.ctx.ex.checkpoints, run_id)
+        if held is None:  # cannot happen while this process holds the seed's claim
+            raise CheckpointError(f"run {run_id} was leased by another process as it was created")
+        self.leases.append(held)
         tracker.log_text(run_id, json.dumps(cfg.flat() | {"seed": m.seed}, indent=2, sort_keys=True), "config.json")
         return run_id
 
@@ -140,7 +206,7 @@ class _Group:
         bar = tqdm(total=cfg.train.steps, initial=self.state.step, desc=f"{cfg.loss.loss} {label}", unit="step",
                    disable=not self.ctx.ex.progress, leave=False, dynamic_ncols=True)  # fmt: skip
         hooks = Hooks(
-            log=lambda k, step, values: tracker.log_metrics(self.run_ids[k], step, values),
+            log=lambda k, step, values: tracker.log_metrics(self.run_ids[k], step, values | self._readouts(k)),
             samples=self._log_samples,
             evaluate=lambda k, step, G: tracker.log_metrics(self.run_ids[k], step, self.ctx.evaluate(G, self.seeds[k],
                                                                                                 step)),
@@ -148,9 +214,17 @@ class _Group:
             progress=bar.update,
             should_stop=lambda: stop[0],
         )  # fmt: skip
+        if self.state.step == 0:  # where the architecture's readouts start, before the first step
+            for k, run_id in enumerate(self.run_ids):
+                if start := self._readouts(k):
+                    tracker.log_metrics(run_id, 0, start)
         try:
             outcomes = train(cfg, self.state, self.ctx.x, hooks)
             tracker.flush()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now; each seed continues from its last checkpoint
+            for run_id in self.run_ids:
+                tracker.end_run(run_id, "KILLED", {TAG_OUTCOME: "interrupted"})
+            raise
         except BaseException as exc:
             for run_id in self.run_ids:
                 tracker.end_run(run_id, "FAILED", {TAG_OUTCOME: "failed", TAG_ERROR: str(exc)[:500]})
@@ -158,6 +232,12 @@ class _Group:
         finally:
             bar.close()
         return [self._close(k, o) for k, o in enumerate(outcomes)]
+
+    def _readouts(self, k: int) -> dict[str, float]:
+        """Scalars the architecture exposes (the Dirac-GAN's theta and psi), after the step."""
+        if not self.has_readouts:
+            return {}
+        return models.readouts(self.state.players.generator(k), self.state.players.discriminator(k))
 
     def _folder(self, k: int) -> Path:
         folder = self.workdir / str(self.seeds[k])
@@ -171,8 +251,11 @@ class _Group:
         self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
 
     def _save_checkpoint(self, state: TrainState, k: int) -> None:
+        start = time.perf_counter()
         self.ctx.tracker.flush()  # what the checkpoint claims as done is in the store first: a crash loses neither
         checkpoint.save(state.state_dict(k), self.ckpts[k])
+        if (took := time.perf_counter() - start) > 1.0:  # a slow disk or store shows itself
+            print(f"checkpoint: seed {self.seeds[k]} at step {state.step} written in {took:.1f} s", file=sys.stderr)
 
     def _close(self, k: int, outcome: Outcome) -> SeedResult:
         """End seed k's run by its outcome: FAILED (diverged), KILLED (interrupted, checkpointed first)

@@ -1,20 +1,25 @@
 """The one planner: what to do for a configuration's seeds, from one query of the store.
 
 For each seed of the execution config: skip it (it already finished and the caller skips finished
-seeds), continue its run (resuming, and it was interrupted or left running by a process that died:
-from its checkpoint when it has one, else from step 0 in the same run), or start a new run. The
-plan also names the parent run to continue (the one its interrupted seeds belong to), if any.
+seeds or resumes), continue its run (resuming, and it was interrupted or left running by a process
+that died: from its checkpoint when it has one, else from step 0 in the same run), skip it while a
+live process holds its run's lease (exec.lease; one line says who), or start a new run. The plan
+also names the parent run to continue (the one its interrupted seeds belong to), if any.
 `lossbench run`, the Ray executor (driver and tasks) and `lossbench sweep` all plan with it, and
 group seeds with `groups`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from lossbench.config import ExecConfig, RunConfig
+from lossbench.exec import lease
 from lossbench.tracking import SeedRun, Tracker
 from lossbench.train import checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class Member:
     run_id: str | None = None
     step: int = 0
     has_checkpoint: bool = False
+    known: frozenset[str] = frozenset()  # the seed's runs in the store when planned (any other is newer)
 
 
 @dataclass(frozen=True)
@@ -33,37 +39,46 @@ class Plan:
     skipped: tuple[int, ...]  # seeds already finished in the store
     members: tuple[Member, ...]  # seeds to train, new or continued
     parent_id: str | None  # the parent run to continue; None: open a new one
+    busy: tuple[int, ...] = ()  # seeds whose run another live process is training
 
 
 def plan(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, parent_id: str | None = None) -> Plan:
     """Plan ex's seeds of cfg; with parent_id, only runs under that parent count (a Ray task's retry).
-    A corrupt checkpoint fails here, before any run is touched."""
-    runs = tracker.seed_runs(cfg.config_hash())
-    if parent_id is not None:
-        runs = [r for r in runs if r.parent_id == parent_id]
+    A corrupt or unsafe checkpoint fails here, before any run is touched. Resuming skips finished seeds
+    too: a resume continues the configuration, it never trains a finished seed again."""
+    every = tracker.seed_runs(cfg.config_hash())
+    runs = every if parent_id is None else [r for r in every if r.parent_id == parent_id]
+    known: dict[int, frozenset[str]] = {}
+    for r in every:
+        known[r.seed] = known.get(r.seed, frozenset()) | {r.run_id}
     by_seed: dict[int, list[SeedRun]] = {}
     for r in runs:
         by_seed.setdefault(r.seed, []).append(r)
-    skipped, members = [], []
+    skipped, busy, members = [], [], []
     for seed in ex.seed_values():
         previous = by_seed.get(seed, [])
-        if ex.skip_finished and any(r.status == "FINISHED" for r in previous):
+        resumable = [r for r in previous if r.resumable] if ex.resume else []
+        if (ex.skip_finished or ex.resume) and any(r.status == "FINISHED" for r in previous):
             skipped.append(seed)
+        elif resumable and (owner := lease.holder(ex.checkpoints, resumable[0].run_id)):
+            log.warning("seed %d: run %s is being trained by %s; skipped", seed, resumable[0].run_id, owner)
+            busy.append(seed)
         else:
-            members.append(_member(seed, [r for r in previous if r.resumable] if ex.resume else [], ex))
+            members.append(_member(seed, resumable, ex, known.get(seed, frozenset())))
     if parent_id is None and ex.resume:
-        parent_id = next((r.parent_id for r in runs if r.resumable and r.parent_id), None)
-    return Plan(cfg.config_hash(), tuple(skipped), tuple(members), parent_id)
+        continued = {m.run_id for m in members if m.run_id}
+        parent_id = next((r.parent_id for r in runs if r.run_id in continued and r.parent_id), None)
+    return Plan(cfg.config_hash(), tuple(skipped), tuple(members), parent_id, tuple(busy))
 
 
-def _member(seed: int, resumable: list[SeedRun], ex: ExecConfig) -> Member:
+def _member(seed: int, resumable: list[SeedRun], ex: ExecConfig, known: frozenset[str]) -> Member:
     if not resumable:
-        return Member(seed)
+        return Member(seed, known=known)
     run_id = resumable[0].run_id  # the newest
     path = checkpoint.path_for(ex.checkpoints, run_id)
     if path.is_file():
-        return Member(seed, run_id, int(checkpoint.load(path)["step"]), True)
-    return Member(seed, run_id)  # it died before its first checkpoint: step 0, in the same run
+        return Member(seed, run_id, int(checkpoint.load(path)["step"]), True, known)
+    return Member(seed, run_id, known=known)  # it died before its first checkpoint: step 0, in the same run
 
 
 def groups(members: tuple[Member, ...] | list[Member], parallel: bool) -> list[list[Member]]:

@@ -58,7 +58,7 @@ def kill_parents(tracker: Tracker, parent_ids: list[str]) -> None:
 
 
 def summary(cfg: RunConfig, plan: Plan, parent_id: str | None, trained: list[SeedResult]) -> RunSummary:
-    results = [SeedResult(s, None, "skipped") for s in plan.skipped] + trained
+    results = [SeedResult(s, None, "skipped") for s in (*plan.skipped, *plan.busy)] + trained
     return RunSummary(cfg.config_hash(), parent_id, sorted(results, key=lambda r: r.seed))
 
 

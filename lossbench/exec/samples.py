@@ -20,6 +20,9 @@ def save_samples(
     if modes is not None:
         pts = generate(G, SCATTER_SAMPLES, z_dim, generator)
         return save_scatter(pts, modes, folder / f"scatter_{step:07d}.png", f"step {step}")
+    if sample_dims(G, z_dim) == 1:  # samples on a line (the Dirac-GAN): where they lie
+        pts = generate(G, SCATTER_SAMPLES, z_dim, generator)
+        return save_histogram(pts[:, 0], folder / f"histogram_{step:07d}.png", f"step {step}")
     return save_grid(generate(G, GRID_SAMPLES, z_dim, generator), folder / f"samples_{step:07d}.png")
 
 
@@ -50,6 +53,31 @@ def save_scatter(points: Tensor, modes: Tensor | None, path: Path, title: str = 
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sample_dims(G: nn.Module, z_dim: int) -> int:
+    """How many numbers one sample of G has (1 for the Dirac-GAN)."""
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        return int(G(torch.zeros(1, z_dim, device=device))[0].numel())
+
+
+def save_histogram(values: Tensor, path: Path, title: str = "") -> Path:
+    """Generated 1-D samples as a histogram, the data's point mass at 0 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.hist(values.detach().cpu().numpy(), bins=50, color="tab:blue")
+    ax.axvline(0.0, color="tab:red", label="data")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM during training: finish the step, checkpoint, end the runs KILLED."""
+"""SIGINT/SIGTERM/SIGHUP during training: finish the step, checkpoint, end the runs KILLED."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[list[bool]]:
-    """SIGINT/SIGTERM set a flag the loop reads between steps; a second SIGINT interrupts at once."""
+    """SIGINT/SIGTERM/SIGHUP (a closed terminal) set a flag the loop reads between steps; a second
+    SIGINT interrupts at once. A signal this process was told to ignore (nohup's SIGHUP) stays ignored."""
     flag = [False]
 
     def handler(signum: int, frame: Any) -> None:
@@ -26,7 +27,8 @@ def stop_on_signals() -> Iterator[list[bool]]:
     if threading.current_thread() is not threading.main_thread():  # e.g. some Ray workers: no handlers there
         yield flag
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in wanted if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield flag
     finally:

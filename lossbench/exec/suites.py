@@ -9,9 +9,17 @@
     [[settings]]                 # optional list of hyperparameter settings, crossed with the grid
     lr_g = 1e-4
     lr_d = 1e-4
+    reseeds = 50                 # optional: second stage, the best setting per (loss, data set) re-run
+    best_by = "fid"              #   with this many seeds; best by this final metric (default fid)
+    [search]                     # optional: random search, `draws` settings crossed with the grid
+    draws = 100
+    seed = 0
+    [search.keys]                # per key a distribution: log-uniform, uniform, int-range, choice
+    lr_d = {log-uniform = [1e-5, 1e-2]}
 
-Every configuration is resolved (and so validated) when the suite is read, before any training:
-a malformed suite fails with the file, the key and what was expected.
+The [search] table, its distributions, its determinism and the second stage are described in
+lossbench/exec/search.py. Every configuration is resolved (and so validated) when the suite is read,
+before any training: a malformed suite fails with the file, the key and what was expected.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from typing import Any
 from lossbench import cards
 from lossbench.config import RunConfig, resolve
 from lossbench.errors import ConfigError
+from lossbench.exec.search import Search, check_best_by
+from lossbench.exec.search import parse as parse_search
 from lossbench.registry import unknown_name_message
 
-TOP_KEYS = ("description", "seeds", "base", "grid", "settings")
+TOP_KEYS = ("description", "seeds", "base", "grid", "settings", "search", "reseeds", "best_by")
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,9 @@ class Suite:
     description: str
     seeds: int
     configs: tuple[RunConfig, ...]
+    reseeds: int = 0  # seeds of the second stage (0: the suite has none)
+    best_by: str = "fid"  # the final metric that picks the second stage's setting
+    search: Search | None = None
 
 
 def load(name_or_path: str) -> Suite:
@@ -55,20 +68,32 @@ def load(name_or_path: str) -> Suite:
     settings = raw.get("settings", [{}])
     if not isinstance(settings, list) or not all(isinstance(s, dict) for s in settings):
         raise ConfigError(f"{path}: 'settings' must be an array of tables ([[settings]])")
+    reseeds = raw.get("reseeds", 0)
+    if isinstance(reseeds, bool) or not isinstance(reseeds, int) or reseeds < 0:
+        raise ConfigError(f"{path}: 'reseeds' must be an integer >= 1 (or left out), got {reseeds!r}")
+    fixed = set(grid) | {k for s in settings for k in s}
+    search = parse_search(raw["search"], str(path), fixed) if "search" in raw else None
+    draws = search.settings() if search else [{}]
 
-    configs: list[RunConfig] = []
+    configs: dict[RunConfig, None] = {}  # ordered, and a set: thousands of drawn configurations
     for combo in itertools.product(*grid.values()):
         for i, setting in enumerate(settings):
-            values = base | dict(zip(grid, combo)) | setting
-            where = f"{path} ({', '.join(f'{k}={v}' for k, v in zip(grid, combo))}; settings[{i}])"
-            try:
-                cfg = resolve((where, values))
-            except ConfigError as exc:
-                msg = str(exc)
-                raise ConfigError(msg if msg.startswith(str(path)) else f"{where}: {msg}") from None
-            if cfg not in configs:
-                configs.append(cfg)
-    return Suite(path.stem, path, str(raw.get("description", "")), seeds, tuple(configs))
+            for j, draw in enumerate(draws):
+                values = base | dict(zip(grid, combo)) | setting | draw
+                where = (f"{path} ({', '.join(f'{k}={v}' for k, v in zip(grid, combo))}; settings[{i}]"
+                         + (f"; draw {j}: {', '.join(f'{k}={v!r}' for k, v in draw.items())})" if search else ")"))
+                try:
+                    cfg = resolve((where, values))
+                except ConfigError as exc:
+                    msg = str(exc)
+                    raise ConfigError(msg if msg.startswith(str(path)) else f"{where}: {msg}") from None
+                configs.setdefault(cfg)
+    if not configs:
+        raise ConfigError(f"{path}: its grid and settings multiply to zero configurations")
+    if "best_by" in raw and not reseeds:
+        raise ConfigError(f"{path}: 'best_by' picks the setting the second stage re-runs; it needs 'reseeds'")
+    best_by = check_best_by(raw.get("best_by", "fid"), tuple(configs), str(path)) if reseeds else "fid"
+    return Suite(path.stem, path, str(raw.get("description", "")), seeds, tuple(configs), reseeds, best_by, search)
 
 
 def _table(raw: dict[str, Any], key: str, path: Path) -> dict[str, Any]:

@@ -1,25 +1,33 @@
 """Run a suite: every (configuration, seed) through the same runner as `lossbench run`, skipping
 what already finished in the store (same configuration hash and seed) and resuming what was
-interrupted, so a re-run after a crash does only what is missing."""
+interrupted, so a re-run after a crash does only what is missing.
+
+Two stages: `plan` plans the suite's configurations (its grid, settings and random-search draws)
+over its `seeds`; `plan_reseeds` plans the second stage, each (loss, data set)'s best first-stage
+setting (exec.search.choose) over the suite's `reseeds` seeds."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from lossbench.config import ExecConfig, RunConfig
+from lossbench.config import ExecConfig, RunConfig, SpeedConfig
+from lossbench.errors import ConfigError
 from lossbench.exec import executors
+from lossbench.exec.estimate import Estimate, estimate
+from lossbench.exec.evaluation import needs_images, open_extractor
 from lossbench.exec.executors import ExecutorOptions
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
+from lossbench.exec.search import Choice, choose
 from lossbench.exec.suites import Suite
 from lossbench.gan import data
+from lossbench.metrics.features import real_cache_path
 from lossbench.tracking import Tracker
-from lossbench.train.loop import train
-from lossbench.train.state import setup
 
 
 @dataclass(frozen=True)
@@ -27,36 +35,104 @@ class Planned:
     cfg: RunConfig
     seeds: tuple[int, ...]  # seeds still to run
     done: int  # seeds already finished in the store
+    stage: str = "search"  # search: the suite's configurations; seeds: a best setting with the reseeds
 
 
 def plan(
     suite: Suite, tracker: Tracker, losses: tuple[str, ...] = (), datasets: tuple[str, ...] = (), max_runs: int = 0
 ) -> list[Planned]:
+    """The first stage: every configuration of the suite over its seeds."""
+    cfgs = [c for c in suite.configs if (not losses or c.loss.loss in losses)
+            and (not datasets or c.data.dataset in datasets)]  # fmt: skip
+    return _plan(cfgs, suite.seeds, "search", tracker, max_runs)
+
+
+def choices(
+    suite: Suite, tracker: Tracker, losses: tuple[str, ...] = (), datasets: tuple[str, ...] = ()
+) -> list[Choice]:
+    """Per (loss, data set), the best first-stage setting so far (exec.search.choose)."""
+    if not suite.reseeds:
+        raise ConfigError(f"suite {suite.name} has no second stage: add 'reseeds = N' to {suite.path}")
+    return choose(suite.configs, suite.seeds, suite.best_by, tracker, losses, datasets)
+
+
+def plan_reseeds(suite: Suite, tracker: Tracker, chosen: list[Choice], max_runs: int = 0) -> list[Planned]:
+    """The second stage: each chosen setting over seeds 0 .. reseeds-1 (the ones it finished in the first
+    stage are skipped, and count). Before any finished first-stage run, one line."""
+    best = [c.best for c in chosen if c.best is not None]
+    if not best:
+        raise ConfigError(f"suite {suite.name}: the seeds stage needs finished first-stage runs, and none of its "
+                          f"{sum(c.configs for c in chosen)} configurations has one with '{suite.best_by}' in this "
+                          f"experiment; run `lossbench sweep {suite.name}` first")  # fmt: skip
+    return _plan(best, suite.reseeds, "seeds", tracker, max_runs)
+
+
+def _plan(cfgs: list[RunConfig], seeds: int, stage: str, tracker: Tracker, max_runs: int) -> list[Planned]:
     out: list[Planned] = []
     budget = max_runs or None
-    every_seed = ExecConfig(seed_list=tuple(range(suite.seeds)), skip_finished=True)
-    for cfg in suite.configs:
-        if (losses and cfg.loss.loss not in losses) or (datasets and cfg.data.dataset not in datasets):
-            continue
+    every_seed = ExecConfig(seed_list=tuple(range(seeds)), skip_finished=True)
+    for cfg in cfgs:
         p = plan_seeds(tracker, cfg, every_seed)
         todo = tuple(m.seed for m in p.members)
         if budget is not None:
             todo = todo[:budget]
             budget -= len(todo)
-        out.append(Planned(cfg, todo, len(p.skipped)))
+        out.append(Planned(cfg, todo, len(p.skipped), stage))
     return out
 
 
-def probe_steps_per_s(cfg: RunConfig, device: torch.device, data_dir: str | None, steps: int = 10) -> float:
-    """Generator steps/s of this configuration, measured on a few real steps."""
-    ds = data.load(cfg.data.dataset, data_dir, "train")
-    probe = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps + 2, log_every=steps + 2))
-    state = setup(probe, 0, ds.sample_shape, device)
-    x = ds.x.to(device)
-    train(dataclasses.replace(probe, train=dataclasses.replace(probe.train, steps=2)), state, x)  # warm-up
-    start = time.perf_counter()
-    train(probe, state, x)
-    return steps / (time.perf_counter() - start)
+def json_lines(planned: list[Planned]) -> list[str]:
+    """One JSON object per planned (configuration, seed): stage, loss, dataset, every config key, its
+    hash and the seed."""
+    out = []
+    for p in planned:
+        flat = p.cfg.flat()
+        head = {"stage": p.stage, "loss": flat.pop("loss"), "dataset": flat.pop("dataset")}
+        out += [json.dumps(head | flat | {"config_hash": p.cfg.config_hash(), "seed": s}) for s in p.seeds]
+    return out
+
+
+def estimates(
+    planned: list[Planned], device: torch.device, data_dir: str | None, cache_dir: Path | None = None,
+    speed: SpeedConfig | None = None,
+) -> list[Estimate | None]:  # fmt: skip
+    """Per planned configuration with seeds to run, its measured estimate (None: nothing to run). Each
+    data set is loaded once, the Inception rate measured once, and configurations that differ only in
+    values that do not change the cost of a step (the draws of a random search) are timed once."""
+    sets: dict[str, data.Dataset] = {}
+    extractor, rate = None, None
+    timed: dict[RunConfig, Estimate] = {}
+    out: list[Estimate | None] = []
+    for p in planned:
+        if not p.seeds:
+            out.append(None)
+            continue
+        if (same := timed.get(_cost_key(p.cfg))) is not None:
+            out.append(dataclasses.replace(same, seeds=len(p.seeds)))
+            continue
+        ds = sets.setdefault(p.cfg.data.dataset, data.load(p.cfg.data.dataset, data_dir, "train"))
+        ext = None
+        if needs_images(p.cfg, ds):
+            extractor = extractor or open_extractor(p.cfg, device, ds)
+            ext = extractor
+        cached = ext is None or real_cache_path(p.cfg.data.dataset, p.cfg.metrics.reference_split,
+                                                p.cfg.metrics.fid_samples, ext.name, cache_dir).is_file()  # fmt: skip
+        e = estimate(p.cfg, ds, device, len(p.seeds), 1, ext, cached, speed, rate)
+        rate = e.images_per_s or rate
+        timed[_cost_key(p.cfg)] = e
+        out.append(e)
+    return out
+
+
+def _cost_key(cfg: RunConfig) -> RunConfig:
+    """cfg with learning rates, betas and weights made equal: they change results, not the cost of a step
+    (only whether clipping or a penalty runs at all does)."""
+    t, loss = cfg.train, cfg.loss
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(t, lr_g=1.0, lr_d=1.0, beta1=0.0, beta2=0.0, weight_clip=float(t.weight_clip > 0)),
+        loss=dataclasses.replace(loss, penalty_weight=float(loss.penalty_weight > 0)),
+    )  # fmt: skip
 
 
 def run(

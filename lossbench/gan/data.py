@@ -52,6 +52,8 @@ class DataSource:
     default_arch: str
     sample_shape: tuple[int, ...]
     needs_files: bool
+    archs: tuple[str, ...] = ()  # the only architectures that fit it; () = any
+    default_metrics: tuple[str, ...] = ()  # () = the defaults for its kind (images / 2-D points)
 
 
 DATASETS: Registry[DataSource] = Registry("dataset")
@@ -137,3 +139,14 @@ DATASETS.add(
 
 def names() -> list[str]:
     return DATASETS.names()
+
+
+# --- the Dirac-GAN's data: a point mass at 0 on the line (Mescheder et al. 2018, §2) -----------
+
+
+def _dirac(split: str) -> Dataset:
+    return Dataset(name="dirac", split=split, x=torch.zeros(1024, 1))
+
+
+DATASETS.add("dirac", DataSource(lambda root, split: _dirac(split), "dirac", (1,), False, archs=("dirac",),
+                                 default_metrics=("none",)))  # fmt: skip

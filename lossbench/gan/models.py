@@ -18,7 +18,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from lossbench.errors import ConfigError
 from lossbench.registry import Registry
 
-Builder = Callable[[tuple[int, ...], int], tuple[nn.Module, nn.Module]]
+Builder = Callable[..., tuple[nn.Module, nn.Module]]  # (shape, z_dim, **options) -> (G, D)
 
 ARCHS: Registry[Builder] = Registry("arch")
 D_NORMS: Registry[Callable[[nn.Module], nn.Module]] = Registry("d-norm")
@@ -45,7 +45,7 @@ class Critic(nn.Module):
 
 
 @ARCHS.register("mlp")
-def mlp(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
+def mlp(shape: tuple[int, ...], z_dim: int, **_: float) -> tuple[nn.Module, nn.Module]:
     """G: z -> 256 -> LeakyReLU(0.2) -> prod(shape) -> tanh; D: prod(shape) -> 256 -> LeakyReLU(0.2) -> 1."""
     if len(shape) != 3:
         raise ConfigError(f"arch 'mlp' is for images; this data set has samples of shape {shape} (use mlp2d)")
@@ -56,7 +56,7 @@ def mlp(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
 
 
 @ARCHS.register("mlp2d")
-def mlp2d(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
+def mlp2d(shape: tuple[int, ...], z_dim: int, **_: float) -> tuple[nn.Module, nn.Module]:
     """2-D mixtures (Metz et al. 2017 style): 3 hidden layers of 128 with ReLU each side, linear output."""
     if shape != (2,):
         raise ConfigError(f"arch 'mlp2d' is for 2-D points; this data set has samples of shape {shape}")
@@ -71,7 +71,7 @@ def mlp2d(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
 
 
 @ARCHS.register("dcgan")
-def dcgan(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
+def dcgan(shape: tuple[int, ...], z_dim: int, **_: float) -> tuple[nn.Module, nn.Module]:
     """DCGAN (Radford et al. 2016) for 28x28 (start 7x7, 2 upsamplings) or 32x32 (start 4x4, 3).
 
     G: z -> linear -> C x s x s -> [ConvT 4/2/1, BN, ReLU] ... -> ConvT -> tanh.
@@ -102,6 +102,54 @@ def dcgan(shape: tuple[int, ...], z_dim: int) -> tuple[nn.Module, nn.Module]:
     return nn.Sequential(*g_layers), Critic(nn.Sequential(*d_layers))
 
 
+class DiracGenerator(nn.Module):
+    """G(z) = theta for every z: one parameter (Mescheder et al. 2018, §2)."""
+
+    def __init__(self, theta: float) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor([float(theta)]))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.theta.expand(z.shape[0], 1)
+
+    def readout(self) -> dict[str, float]:
+        return {"theta": float(self.theta.detach()[0])}
+
+
+class DiracDiscriminator(nn.Module):
+    """D(x) = psi * x: one parameter, no bias (Mescheder et al. 2018, §2)."""
+
+    def __init__(self, psi: float) -> None:
+        super().__init__()
+        self.psi = nn.Parameter(torch.tensor([float(psi)]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, 0] * self.psi
+
+    def readout(self) -> dict[str, float]:
+        return {"psi": float(self.psi.detach()[0])}
+
+
+@ARCHS.register("dirac")
+def dirac(shape: tuple[int, ...], z_dim: int, dirac_theta: float = 1.0, dirac_psi: float = 1.0,
+          **_: float) -> tuple[nn.Module, nn.Module]:  # fmt: skip
+    """The Dirac-GAN: data a point mass at 0 on the line, G a point theta, D linear in x."""
+    if tuple(shape) != (1,):
+        raise ConfigError(f"arch 'dirac' needs 1-D samples (--dataset dirac), not samples of shape {tuple(shape)}")
+    return DiracGenerator(dirac_theta), DiracDiscriminator(dirac_psi)
+
+
+def readouts(*modules: nn.Module) -> dict[str, float]:
+    """Named scalars an architecture exposes for logging (e.g. the Dirac-GAN's theta and psi):
+    any module of G or D with a `readout()` method contributes; others nothing."""
+    out: dict[str, float] = {}
+    for module in modules:
+        for m in module.modules():
+            if callable(getattr(m, "readout", None)):
+                out |= m.readout()
+    return out
+
+
 @D_NORMS.register("none")
 def no_norm(d: nn.Module) -> nn.Module:
     return d
@@ -116,9 +164,12 @@ def spectral(d: nn.Module) -> nn.Module:
     return d
 
 
-def build(arch: str, shape: tuple[int, ...], z_dim: int, d_norm: str = "none") -> tuple[nn.Module, nn.Module]:
-    """(G, D) for samples of `shape`, initialised from the global RNG: fork it around this call."""
-    g, d = ARCHS.get(arch)(shape, z_dim)
+def build(
+    arch: str, shape: tuple[int, ...], z_dim: int, d_norm: str = "none", **options: float
+) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for samples of `shape`, initialised from the global RNG: fork it around this call.
+    `options` are architecture settings (dirac_theta, dirac_psi); an architecture ignores the others."""
+    g, d = ARCHS.get(arch)(shape, z_dim, **options)
     return g, D_NORMS.get(d_norm)(d)
 
 

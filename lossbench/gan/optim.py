@@ -22,6 +22,15 @@ def adam(
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
 
 
+@OPTIMIZERS.register("sgd")
+def sgd(
+    params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], fused: bool = False
+) -> torch.optim.Optimizer:
+    """Plain gradient descent, no momentum: the update theta <- theta - lr * grad that the convergence
+    analyses assume (Mescheder et al. 2018); betas are unused."""
+    return torch.optim.SGD(params, lr=lr, momentum=0.0)
+
+
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(
     params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], fused: bool = False

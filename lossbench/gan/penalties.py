@@ -91,16 +91,17 @@ def gradient_penalty_fn(critic: Critic, real: Tensor, fake: Tensor, u: Tensor | 
 @PENALTIES.register("r1")
 @penalty()
 def r1_penalty(critic: Critic, real: Tensor, fake: Tensor, u: Tensor | None) -> Tensor:
-    """R1 (Mescheder et al. 2018): E[||grad D(x)||^2] on real data. The paper writes gamma/2 * R1:
-    set the weight to gamma/2 to match it. Linear critic: ||w||^2."""
-    return _input_gradient(critic, real).pow(2).sum(dim=1).mean()
+    """R1 (Mescheder et al. 2018): 1/2 E[||grad D(x)||^2] on real data, so that the weight is the
+    paper's gamma (its regulariser is gamma/2 * E||grad D||^2, as in StyleGAN). Linear critic: ||w||^2 / 2."""
+    return 0.5 * _input_gradient(critic, real).pow(2).sum(dim=1).mean()
 
 
 @PENALTIES.register("r2")
 @penalty()
 def r2_penalty(critic: Critic, real: Tensor, fake: Tensor, u: Tensor | None) -> Tensor:
-    """R2 (Mescheder et al. 2018): E[||grad D(G(z))||^2] on generated data. Linear critic: ||w||^2."""
-    return _input_gradient(critic, fake).pow(2).sum(dim=1).mean()
+    """R2 (Mescheder et al. 2018): 1/2 E[||grad D(G(z))||^2] on generated data; the weight is gamma.
+    Linear critic: ||w||^2 / 2."""
+    return 0.5 * _input_gradient(critic, fake).pow(2).sum(dim=1).mean()
 
 
 @PENALTIES.register("dragan")

@@ -13,14 +13,22 @@ from lossbench.registry import Registry
 class MetricSpec:
     keys: tuple[str, ...]  # the MLflow metric keys it logs
     higher_is_better: bool
-    points: bool  # for 2-D point data (True) or images (False)
+    points: bool | None  # for 2-D point data (True), images (False), or any (None)
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
 METRICS.add("fid", MetricSpec(("fid",), higher_is_better=False, points=False))
 METRICS.add("is", MetricSpec(("is_mean", "is_std"), higher_is_better=True, points=False))
 METRICS.add("kid", MetricSpec(("kid_mean", "kid_std"), higher_is_better=False, points=False))
+METRICS.add("pr", MetricSpec(("precision", "recall"), higher_is_better=True, points=False))
+METRICS.add("dc", MetricSpec(("density", "coverage"), higher_is_better=True, points=False))
 METRICS.add("modes", MetricSpec(("modes", "high_quality", "mode_kl"), higher_is_better=True, points=True))
+METRICS.add("none", MetricSpec((), higher_is_better=False, points=None))  # no evaluation: losses only
+
+
+def evaluates(names: tuple[str, ...]) -> bool:
+    """Whether these metrics need generated samples scored at all ('none' does not)."""
+    return any(METRICS.get(n).keys for n in names)
 
 
 def defaults_for(points: bool) -> tuple[str, ...]:
@@ -28,10 +36,12 @@ def defaults_for(points: bool) -> tuple[str, ...]:
 
 
 def check(names: tuple[str, ...], points: bool) -> None:
+    if "none" in names and len(names) > 1:
+        raise ConfigError(f"metric 'none' (no evaluation) cannot be combined with others: {', '.join(names)}")
     for name in names:
-        if METRICS.get(name).points != points:
+        if METRICS.get(name).points not in (points, None):
             kind = "2-D point" if points else "image"
-            valid = [n for n in METRICS.names() if METRICS.get(n).points == points]
+            valid = [n for n in METRICS.names() if METRICS.get(n).points in (points, None)]
             raise ConfigError(f"metric '{name}' does not apply to {kind} data; valid: {', '.join(valid)}")
 
 

@@ -3,7 +3,8 @@
 The store, read through MLflow's client, is the source of truth. Outputs: runs.csv (one row per
 seed run), summary.csv (one row per configuration), report.md (the tables and test statements) and
 a self-contained index.html (inline CSS, figures embedded), with each configuration linked to its
-MLflow run ids.
+MLflow run ids. With `against` (a paper in registry/papers/), a table of the published values beside
+ours (report/against.py) in both, and against-<paper>.csv.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +20,8 @@ import pandas as pd
 from lossbench import cards
 from lossbench.errors import LossbenchError
 from lossbench.metrics.registry import higher_is_better
+from lossbench.progress import phase
+from lossbench.report import against as report_against
 from lossbench.report import figures as report_figures
 from lossbench.report import stats as report_stats
 from lossbench.tracking import Tracker
@@ -27,9 +31,26 @@ log = logging.getLogger(__name__)
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "interrupted", "RUNNING": "running"}
 
 
-def _label(loss: str, penalty: str) -> str:
-    card_penalty = cards.loss_card(loss).get("defaults", {}).get("penalty", "none") if ":" not in loss else "none"
-    return loss if penalty == card_penalty else f"{loss}+{penalty}"
+def _label(params: dict[str, str]) -> str:
+    """The loss; then its penalty and weight and its n_critic, unless they are the card's; then instance noise."""
+    loss, penalty = params.get("loss", ""), params.get("penalty", "none")
+    weight = float(params.get("penalty_weight", 0) or 0)
+    card = cards.loss_card(loss).get("defaults", {}) if ":" not in loss else {}
+    label = loss
+    if (penalty, weight) != (card.get("penalty", "none"), float(card.get("penalty_weight", 0.0))):
+        label += f"+{penalty}" + (f"({weight:g})" if penalty != "none" else "")
+    n_critic = int(params.get("n_critic", 1) or 1)
+    if n_critic != int(card.get("n_critic", 1)):
+        label += f" n_critic {n_critic}"
+    noise = float(params.get("instance_noise", 0) or 0)
+    return label + (f" noise {noise:g}" if noise else "")
+
+
+def _equilibrium_distance(metrics: dict[str, float]) -> dict[str, float]:
+    """The Dirac-GAN's final distance ||(theta, psi)|| to its equilibrium (0, 0), where logged."""
+    if "theta" in metrics and "psi" in metrics:
+        return {"equilibrium_distance": math.hypot(metrics["theta"], metrics["psi"])}
+    return {}
 
 
 def collect(tracker: Tracker, datasets: tuple[str, ...] = (), losses: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -54,23 +75,26 @@ def collect(tracker: Tracker, datasets: tuple[str, ...] = (), losses: tuple[str,
                 "status": r.status,
                 "outcome": outcome,
                 "wall_time_s": (end - r.start_time) / 1000.0,
+                "label": _label(p),
                 **{k: m[k] for k in report_stats.SCORES if k in m},
+                **_equilibrium_distance(m),
             }
         )
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame["label"] = [_label(a, b) for a, b in zip(frame["loss"], frame["penalty"])]
         frame = frame.sort_values(["dataset", "label", "seed"]).reset_index(drop=True)
     return frame
 
 
 def histories(tracker: Tracker, runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
-    rows = [
-        {"run_id": run_id, "key": key, "step": m.step, "value": m.value}
-        for run_id in runs.loc[runs["outcome"] == "finished", "run_id"]
-        for key in keys
-        for m in tracker.metric_history(run_id, key)
-    ]
+    """Every finished run's history of `keys`: the slow part of a report (one query per run and key)."""
+    finished = runs.loc[runs["outcome"] == "finished", "run_id"]
+    rows = []
+    with phase(f"report: metric histories of {len(finished)} runs", len(finished), unit="run") as advance:
+        for run_id in finished:
+            rows += [{"run_id": run_id, "key": key, "step": m.step, "value": m.value}
+                     for key in keys for m in tracker.metric_history(run_id, key)]  # fmt: skip
+            advance(1)
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
 
 
@@ -109,7 +133,9 @@ def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
     out["finished / diverged / failed"] = [
         f"{a} / {b} / {c}" for a, b, c in zip(summary["finished"], summary["diverged"], summary["failed"])
     ]
-    for s in (score, f"best_{score}" if score == "fid" else None, "kid_mean", "is_mean", "high_quality", "mode_kl"):
+    extra = ("kid_mean", "is_mean", "precision", "recall", "density", "coverage", "high_quality", "mode_kl",
+             "equilibrium_distance")  # fmt: skip
+    for s in dict.fromkeys((score, f"best_{score}" if score == "fid" else None, *extra)):
         if s and f"{s}_mean" in summary:
             out[f"{s} mean ± std"] = [
                 "" if pd.isna(m) else f"{m:.4g} ± {sd:.2g}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])
@@ -118,6 +144,8 @@ def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
                 "" if pd.isna(md) else f"{md:.4g} [{lo:.4g}, {hi:.4g}]"
                 for md, lo, hi in zip(summary[f"{s}_median"], summary[f"{s}_min"], summary[f"{s}_max"])
             ]
+    if "g_signal_early" in summary and summary["g_signal_early"].notna().any():
+        out["G's signal, first 10% (median)"] = [_fmt(v) for v in summary["g_signal_early"]]
     out["train time (s)"] = summary["wall_time_s_mean"].round(1)
     out["MLflow runs"] = summary["run_ids"]
     return out
@@ -129,7 +157,9 @@ def build(
     out: Path | None = None,
     datasets: tuple[str, ...] = (),
     losses: tuple[str, ...] = (),
+    against: str | None = None,
 ) -> Path:
+    paper = cards.paper(against) if against else None  # an unknown paper fails before anything is read or written
     tracker = Tracker(tracking_uri, experiment, create=False)
     runs = collect(tracker, datasets, losses)
     if runs.empty:
@@ -138,19 +168,24 @@ def build(
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
 
-    score = "fid" if "fid" in runs and runs["fid"].notna().any() else "modes"
+    present = [s for s in ("fid", "modes", "equilibrium_distance") if s in runs and runs[s].notna().any()]
+    score = present[0] if present else "fid"
     lower = not higher_is_better(score)
     summary = report_stats.summarise(runs)
-    summary.insert(1, "label", [_label(a, b) for a, b in zip(summary["loss"], summary["penalty"])])
     summary = summary.sort_values(["dataset", "label"]).reset_index(drop=True)
     tests = report_stats.compare_losses(runs, score, lower_is_better=lower)
-    hist = histories(tracker, runs, ("fid", "d_loss", "g_loss"))
+    hist = histories(tracker, runs, ("fid", "d_loss", "g_loss", "g_signal", "theta", "psi"))
+    summary = summary.merge(report_stats.early_signal(hist, runs), on="config_hash", how="left")
 
     figures = {
         f"Final {score} across seeds": report_figures.score_distribution(runs, score, figs / "distribution.png"),
         "FID over training": report_figures.curves(hist, runs, "fid", figs / "fid_curve.png"),
         "Discriminator loss": report_figures.curves(hist, runs, "d_loss", figs / "d_loss.png"),
         "Generator loss": report_figures.curves(hist, runs, "g_loss", figs / "g_loss.png"),
+        "G's learning signal over training": report_figures.curves(hist, runs, "g_signal", figs / "g_signal.png",
+                                                                   log=True),
+        "Dirac-GAN trajectories in the (θ, ψ) plane": report_figures.trajectories(hist, runs,
+                                                                                  figs / "trajectories.png"),
         f"Expected best {score} vs budget": report_figures.budget(runs, score, figs / "budget.png", lower),
     }
     hist_fid = hist[hist["key"] == "fid"]
@@ -165,8 +200,16 @@ def build(
     md = [f"# lossbench report: {experiment}", "", f"Store: `{tracker.uri}`; {len(runs)} seed runs.", ""]
     md += ["## Summary", "", _md_table(display), "", f"## Tests on final {score}", ""]
     md += [f"- {t.statement}" for t in tests] or ["- no pairs to compare"]
+    beside = ""
+    if paper is not None:
+        records = [r for r in tracker.runs("seed") if (not datasets or r.params.get("dataset") in datasets)
+                   and (not losses or r.params.get("loss") in losses)]  # fmt: skip
+        comparison = report_against.compare(paper, records)
+        comparison.frame().to_csv(out / f"against-{paper.name}.csv", index=False)
+        md += ["", comparison.markdown()]
+        beside = comparison.html()
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "index.html").write_text(_html(experiment, tracker.uri, display, tests, figures, grids))
+    (out / "index.html").write_text(_html(experiment, tracker.uri, display, tests, figures, grids, beside))
     return out
 
 
@@ -186,7 +229,9 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
 
 
-def _html(experiment: str, uri: str, display: pd.DataFrame, tests: list, figures: dict, grids: dict) -> str:
+def _html(
+    experiment: str, uri: str, display: pd.DataFrame, tests: list, figures: dict, grids: dict, beside: str = ""
+) -> str:
     table = display.to_html(index=False, escape=True, classes="summary", table_id="summary", na_rep="")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: {html.escape(experiment)}</title>",
@@ -196,7 +241,9 @@ def _html(experiment: str, uri: str, display: pd.DataFrame, tests: list, figures
         table,
         "<h2>Pairwise tests (two-sided Mann-Whitney U, Holm-corrected per data set)</h2><ul>",
         *[f"<li>{html.escape(t.statement)}</li>" for t in tests],
-        "</ul><h2>Figures</h2>",
+        "</ul>",
+        beside,
+        "<h2>Figures</h2>",
         *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in figures.items()],
         "<h2>Samples (median seed)</h2>",
         *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in grids.items()],

@@ -46,8 +46,9 @@ def score_distribution(runs: pd.DataFrame, score: str, path: Path) -> Path | Non
     return _save(fig, path)
 
 
-def curves(history: pd.DataFrame, runs: pd.DataFrame, key: str, path: Path) -> Path | None:
-    """Median and interquartile band across seeds of one metric over steps, per configuration label."""
+def curves(history: pd.DataFrame, runs: pd.DataFrame, key: str, path: Path, log: bool = False) -> Path | None:
+    """Median and interquartile band across seeds of one metric over steps, per configuration label
+    (on a log scale with `log`)."""
     h = history[history["key"] == key].merge(runs[["run_id", "label", "dataset"]], on="run_id")
     if h.empty:
         return None
@@ -59,7 +60,36 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, key: str, path: Path) -> P
             ax.fill_between(q.index, q[0.25], q[0.75], alpha=0.2)
         ax.set_title(f"{dataset}: {key} (median, IQR over seeds)", fontsize=9)
         ax.set_xlabel("generator step")
+        if log:
+            ax.set_yscale("log")
         ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def trajectories(history: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path | None:
+    """Dirac-GAN paths in the (theta, psi) plane, one panel per configuration, every seed overlaid,
+    the equilibrium (0, 0) marked."""
+    h = history[history["key"].isin(["theta", "psi"])]
+    if h.empty:
+        return None
+    wide = h.pivot_table(index=["run_id", "step"], columns="key", values="value").reset_index()
+    wide = wide.merge(runs[["run_id", "label", "seed"]], on="run_id").dropna(subset=["theta", "psi"])
+    labels = sorted(wide["label"].unique())
+    cols = min(4, len(labels))
+    rows = -(-len(labels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(labels):]:
+        ax.axis("off")
+    for ax, label in zip(axes.flat, labels):
+        for _, run in wide[wide["label"] == label].groupby("run_id"):
+            run = run.sort_values("step")
+            ax.plot(run["theta"], run["psi"], lw=0.8, alpha=0.7)
+            ax.plot(run["theta"].iloc[0], run["psi"].iloc[0], "o", ms=3, color="gray")
+        ax.plot(0, 0, marker="*", ms=11, color="tab:red", label="equilibrium (0, 0)")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("θ (generator)", fontsize=8)
+        ax.set_ylabel("ψ (discriminator)", fontsize=8)
+        ax.legend(fontsize=6, loc="upper right")
     return _save(fig, path)
 
 

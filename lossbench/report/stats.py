@@ -11,8 +11,9 @@ import pandas as pd
 from scipy import stats
 
 MIN_SEEDS_FOR_TEST = 3
-GROUP = ["config_hash", "loss", "penalty", "dataset", "arch"]
-SCORES = ["fid", "best_fid", "is_mean", "kid_mean", "modes", "high_quality", "mode_kl"]
+GROUP = ["config_hash", "label", "loss", "penalty", "dataset", "arch"]
+SCORES = ["fid", "best_fid", "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "modes",
+          "high_quality", "mode_kl", "equilibrium_distance"]  # fmt: skip
 
 
 def finished_with(runs: pd.DataFrame, score: str) -> pd.DataFrame:
@@ -114,3 +115,14 @@ def expected_best(values: np.ndarray, lower_is_better: bool = True, draws: int =
         best = picks.min(axis=1) if lower_is_better else picks.max(axis=1)
         out[k - 1] = best.mean()
     return out
+
+
+def early_signal(history: pd.DataFrame, runs: pd.DataFrame, fraction: float = 0.1) -> pd.DataFrame:
+    """Per configuration, the median across seeds of each seed's median g_signal over the first
+    `fraction` of its steps: how much gradient G's loss passed while D was winning early."""
+    h = history[history["key"] == "g_signal"].merge(runs[["run_id", "config_hash", "steps"]], on="run_id")
+    h = h[h["step"] <= fraction * h["steps"]]
+    if h.empty:
+        return pd.DataFrame(columns=["config_hash", "g_signal_early"])
+    per_seed = h.groupby(["config_hash", "run_id"])["value"].median()
+    return per_seed.groupby("config_hash").median().rename("g_signal_early").reset_index()

@@ -1,10 +1,17 @@
 """Checkpoint files: written atomically (temporary file, fsync, rename), so a crash mid-write
-never leaves a corrupt latest checkpoint; read back with one clear error when unreadable."""
+never leaves a corrupt latest checkpoint; read back with one clear error when unreadable.
+
+A checkpoint holds tensors, plain containers and numbers only, and is read with torch's
+`weights_only` unpickler: a file that would need anything more (any other class or function, which
+unpickling could call) is refused in one line, never unpickled, so whoever can write into a
+checkpoint folder cannot run code in the processes that resume from it."""
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +44,19 @@ def save(state: dict[str, Any], path: Path) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise CheckpointError(
+                f"checkpoint {path} needs {unsafe.group(1)} to load, which could run code; refused (not "
+                f"unpickled). Start the seed again without --resume, or delete that file"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (UnpicklingError)") from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a lossbench checkpoint (no step)")
+    return state

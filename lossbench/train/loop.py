@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from lossbench.config import RunConfig, TrainConfig
-from lossbench.train.players import Players
-from lossbench.train.state import D_KEYS, G_KEYS, TrainState
+from lossbench.train.players import Players, learning_signal
+from lossbench.train.state import D_KEYS, G_KEYS, LOSS_KEYS, TrainState
 
 
 def _noop(*args: object) -> None:
@@ -53,7 +53,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     """Run generator steps from state.step up to cfg.train.steps; `data` lives on the training device.
     One outcome per seed: a seed that diverges stops reporting, its siblings go on."""
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
-    draws = Draws(data, state.streams, t.batch_size, cfg.model.z_dim)
+    draws = Draws(data, state.streams, t.batch_size, cfg.model.z_dim, cfg.loss.instance_noise)
     seeds = _Seeds(P.size)
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
@@ -67,26 +67,33 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
 
 def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> None:
     """One discriminator step on L_D + weight * penalty, for every seed at once."""
-    real = draws.real()
-    fake = P.fake(draws.noise())
+    real = draws.with_instance_noise(draws.real())
+    fake = draws.with_instance_noise(P.fake(draws.noise()))
     total, stats = P.d_objective(real, fake, draws.penalty_noise(P, real))
     P.opt_d.zero_grad(set_to_none=True)
     total.sum().backward()  # the sum over seeds: each seed's parameters get their own gradient
+    grad_norm = P.grad_norms(P.d_parameters())  # before any clipping: what the loss asked of D
     P.opt_d.step()
     if weight_clip > 0:  # WGAN: D's weights into [-c, c]
         with torch.no_grad():
             for p in P.d_parameters():
                 p.clamp_(-weight_clip, weight_clip)
-    state.acc_d += stats
+    state.acc_d += torch.cat([stats, grad_norm[:, None]], dim=1)
 
 
 def g_step(P: Players, draws: Draws, state: TrainState) -> None:
-    """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses)."""
-    g_loss = P.g_objective(draws.noise(), draws.real() if P.needs_real else None)
+    """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
+    its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
+    z = draws.noise()
+    real = draws.with_instance_noise(draws.real()) if P.needs_real else None
+    g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
+    d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
     P.opt_g.zero_grad(set_to_none=True)
     g_loss.sum().backward()
+    signal = learning_signal(d_fake.grad).reshape(P.size)
+    grad_norm = P.grad_norms(P.g_parameters())
     P.opt_g.step()
-    state.acc_g += g_loss.detach()[:, None]
+    state.acc_g += torch.stack([g_loss.detach(), signal, grad_norm], dim=1)
     state.step += 1
     state.window += 1
 
@@ -99,6 +106,7 @@ class Draws:
     streams: list[dict[str, torch.Generator]]
     batch_size: int
     z_dim: int
+    sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
 
     def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
         n, bs = self.data.shape[0], self.batch_size
@@ -108,6 +116,18 @@ class Draws:
     def noise(self) -> Tensor:  # (S, B, z_dim)
         return torch.stack([torch.randn(self.batch_size, self.z_dim, generator=s["noise"], device=self.data.device)
                             for s in self.streams])  # fmt: skip
+
+    def instance_noise(self, like: Tensor) -> Tensor | None:
+        """sigma * N(0, 1) noise shaped like a batch of samples (S, B, *sample), or None when off."""
+        if self.sigma == 0:
+            return None
+        shape = (self.batch_size, *self.data.shape[1:])
+        return self.sigma * torch.stack([torch.randn(shape, generator=s["instance"], device=self.data.device)
+                                         for s in self.streams])  # fmt: skip
+
+    def with_instance_noise(self, x: Tensor) -> Tensor:
+        e = self.instance_noise(x)
+        return x if e is None else x + e
 
     def penalty_noise(self, P: Players, real: Tensor) -> Tensor | None:
         u = [P.penalty.draw(real[k], s["penalty"]) for k, s in enumerate(self.streams)]
@@ -159,7 +179,7 @@ def _log_window(t: TrainConfig, state: TrainState, hooks: Hooks, seeds: _Seeds) 
     finite_params = state.players.finite()
     for k in seeds.alive:
         values[k] |= {"images_per_s": advanced * t.batch_size * t.n_critic / elapsed, "steps_per_s": advanced / elapsed}
-        finite = all(math.isfinite(values[k][key]) for key in D_KEYS + G_KEYS)
+        finite = all(math.isfinite(values[k][key]) for key in LOSS_KEYS)
         if finite and finite_params[k]:
             hooks.log(k, step, values[k])
         else:

@@ -47,13 +47,38 @@ def d_objective(
     return d_loss + weight * pen, stats
 
 
-def g_objective(critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: Tensor | None) -> Tensor:
-    """One seed's generator objective L_G(D(G(z))), with D(x) on a real batch for relativistic losses."""
+def g_objective(
+    critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: Tensor | None, e: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """One seed's generator objective L_G(D(G(z) + e)) (e: instance noise, or None), with D(x) on a
+    real batch for relativistic losses; and the fakes' logits d_f, whose gradient the backward pass
+    leaves for `learning_signal`."""
     d_real = None
     if real is not None:
         with torch.no_grad():
             d_real = critic(real)
-    return loss.generator_loss(critic(generator(z)), d_real)
+    x = generator(z)
+    d_fake = critic(x if e is None else x + e)
+    return loss.generator_loss(d_fake, d_real), d_fake
+
+
+def learning_signal(d_fake_grad: Tensor) -> Tensor:
+    """G's learning signal per seed from dL_G/d d_f of shape (..., B):
+
+        g_signal = B * mean_i |dL_G / d d_f,i|
+
+    how much gradient each fake's logit passes back to G (minimax: sigma(d_f), which vanishes when D
+    rejects the fakes; non-saturating: 1 - sigma(d_f)). Read off the G step's own backward pass."""
+    return d_fake_grad.abs().mean(-1) * d_fake_grad.shape[-1]
+
+
+def grad_norms(params: list[Tensor], stacked: bool) -> Tensor:
+    """Per-seed ||grad||_2 over all `params` (S,): stacked parameters carry the seed on dim 0. One
+    seed's is one fused foreach kernel over its gradients."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not stacked:
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))[None]
+    return torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads]).norm(dim=0)
 
 
 class Players(Protocol):
@@ -70,8 +95,13 @@ class Players(Protocol):
 
     def fake(self, z: Tensor) -> Tensor: ...
     def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]: ...
-    def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor: ...
+    def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Per-seed L_G (S,) and the fakes' logits as the loss saw them ((S, B), or (B,) for one seed)."""
+        ...
+
     def d_parameters(self) -> list[Tensor]: ...
+    def g_parameters(self) -> list[Tensor]: ...
+    def grad_norms(self, params: list[Tensor]) -> Tensor: ...
     def finite(self) -> list[bool]: ...
     def generator(self, k: int) -> nn.Module: ...
     def discriminator(self, k: int) -> nn.Module: ...
@@ -87,6 +117,7 @@ class Single:
     def __init__(
         self, G: nn.Module, D: nn.Module, make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
         penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
+        instance_noise: float = 0.0,
     ) -> None:  # fmt: skip
         self.G, self.D = G, D
         self.opt_g, self.opt_d = make_opt_g(list(G.parameters())), make_opt_d(list(D.parameters()))
@@ -107,13 +138,21 @@ class Single:
                                    None if u is None else u[0])  # fmt: skip
         return total[None], stats[None]
 
-    def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor:
+    def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         self.compiler.begin_step()
         self.D.requires_grad_(False)  # no gradient into D's weights on G's step
-        return g_objective(self._d, self._g, self.loss, z[0], None if real is None else real[0])[None]
+        g_loss, d_fake = g_objective(self._d, self._g, self.loss, z[0], None if real is None else real[0],
+                                     None if e is None else e[0])  # fmt: skip
+        return g_loss[None], d_fake  # d_fake (B,): in the graph as the loss saw it, for its gradient
 
     def d_parameters(self) -> list[Tensor]:
         return list(self.D.parameters())
+
+    def g_parameters(self) -> list[Tensor]:
+        return list(self.G.parameters())
+
+    def grad_norms(self, params: list[Tensor]) -> Tensor:
+        return grad_norms(params, stacked=False)
 
     def finite(self) -> list[bool]:
         return [
@@ -144,6 +183,7 @@ class Stacked:
     def __init__(
         self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
         penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
+        instance_noise: float = 0.0,
     ) -> None:  # fmt: skip
         if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
             raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
@@ -166,15 +206,18 @@ class Stacked:
         self._fake = self.compiler(vmap(self._g_one))
         self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, u_dim)),
                                           allowed=not penalty.input_gradient)  # fmt: skip
-        self._g_objective = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim)))
+        e_dim = 0 if instance_noise > 0 else None
+        self._g_objective = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
 
     def _d_seed(self, p: dict, b: dict, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(p, b, x)  # noqa: E731
         return d_objective(critic, self.loss, self.penalty, self.weight, real, fake, u)
 
-    def _g_seed(self, gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None) -> Tensor:
+    def _g_seed(
+        self, gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None, e: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
-        return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real)
+        return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real, e)
 
     def fake(self, z: Tensor) -> Tensor:
         self.compiler.begin_step()
@@ -184,13 +227,19 @@ class Stacked:
     def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
         return self._d_objective(self.d_params, self.d_buffers, real, fake, u)
 
-    def g_objective(self, z: Tensor, real: Tensor | None) -> Tensor:
+    def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         self.compiler.begin_step()
         d_params = {k: v.detach() for k, v in self.d_params.items()}  # no gradient into D's weights
-        return self._g_objective(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real)
+        return self._g_objective(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real, e)
 
     def d_parameters(self) -> list[Tensor]:
         return list(self.d_params.values())
+
+    def g_parameters(self) -> list[Tensor]:
+        return list(self.g_params.values())
+
+    def grad_norms(self, params: list[Tensor]) -> Tensor:
+        return grad_norms(params, stacked=True)
 
     def finite(self) -> list[bool]:
         tensors = [*self.g_params.values(), *self.d_params.values()]

@@ -14,14 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from lossbench import rng
-from lossbench.config import RunConfig, SpeedConfig
+from lossbench.config import RunConfig, SpeedConfig, arch_options
 from lossbench.errors import CheckpointError
 from lossbench.gan import losses, models, optim, penalties
 from lossbench.train.players import D_STATS, Players, Single, Stacked
 from lossbench.train.speed import Precision
 
-D_KEYS = D_STATS
-G_KEYS = ("g_loss",)
+D_KEYS = (*D_STATS, "d_grad_norm")  # the D-step accumulator's columns: means over a log window
+G_KEYS = ("g_loss", "g_signal", "g_grad_norm")  # the G-step accumulator's columns
+LOSS_KEYS = (*D_STATS, "g_loss")  # a non-finite one of these means the seed diverged
 
 
 @dataclass
@@ -63,9 +64,12 @@ class TrainState:
         self.step, self.window = step, window
         self.players.load_state_dict(k, state)
         for name, g in self.streams[k].items():
-            g.set_state(state["streams"][name])
-        self.acc_d[k].copy_(state["acc_d"])
-        self.acc_g[k].copy_(state["acc_g"].reshape(self.acc_g[k].shape))
+            if name in state["streams"]:  # a stream added since the checkpoint was written keeps its start
+                g.set_state(state["streams"][name])
+        for acc, saved in ((self.acc_d[k], state["acc_d"]), (self.acc_g[k], state["acc_g"])):
+            saved = saved.reshape(-1)  # checkpoints before the learning signals hold fewer columns
+            acc.zero_()
+            acc[: saved.numel()].copy_(saved)
 
 
 def setup(
@@ -83,7 +87,7 @@ def setup(
     for seed in seed_list:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(rng.derive(seed, "init"))
-            G, D = models.build(cfg.model.arch, sample_shape, cfg.model.z_dim, cfg.model.d_norm)
+            G, D = models.build(cfg.model.arch, sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
         pairs.append((G.to(device), D.to(device)))
     t = cfg.train
     factory = optim.OPTIMIZERS.get(t.optimizer)
@@ -98,6 +102,7 @@ def setup(
         make_opt_g=make_opt_g, make_opt_d=make_opt_d, loss=losses.get(cfg.loss.loss),
         penalty=penalties.get(cfg.loss.penalty), weight=cfg.loss.penalty_weight,
         precision=Precision(speed.precision, device), compile_mode=speed.compile_mode,
+        instance_noise=cfg.loss.instance_noise,
     )  # fmt: skip
     players: Players
     if len(pairs) == 1:

@@ -1,0 +1,125 @@
+"""The preflight estimate: before any long compute, one line with the plan (configurations x seeds x
+steps, evaluations x samples) and its expected wall time, from a short measurement on this device:
+a few training steps after a warm-up, and a few Inception images."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from lossbench.config import RunConfig, SpeedConfig
+from lossbench.gan import data
+from lossbench.metrics import features as metrics
+from lossbench.metrics import registry as metrics_registry
+from lossbench.progress import duration
+from lossbench.train import setup, train
+
+WARMUP_STEPS = 5  # first steps pay for allocator growth and kernel selection
+PROBE_SECONDS = 1.0  # time at least this long, and at least MIN_PROBE_STEPS steps
+MIN_PROBE_STEPS = 5
+EVAL_WARNING_S = 600.0  # evaluation alone beyond this: the line names --fid-samples
+
+
+def steps_per_s(
+    cfg: RunConfig, train_set: data.Dataset, device: torch.device, speed: SpeedConfig | None = None
+) -> float:
+    """Generator steps/s of cfg on this device, one seed: steps timed after a warm-up, on a throwaway
+    state (no sample grids, checkpoints or evaluations in the measured steps)."""
+    quiet = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, log_every=10**9, sample_every=10**9,
+                                                               checkpoint_every=10**9),
+                                metrics=dataclasses.replace(cfg.metrics, eval_every=0))  # fmt: skip
+    speed = dataclasses.replace(speed or SpeedConfig(), parallel_seeds=False)
+    state = setup(quiet, 0, train_set.sample_shape, device, speed)
+    x = train_set.x.to(device)
+
+    def run(steps: int) -> float:
+        target = state.step + steps
+        start = time.perf_counter()
+        train(dataclasses.replace(quiet, train=dataclasses.replace(quiet.train, steps=target)), state, x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    run(WARMUP_STEPS)
+    steps, elapsed = MIN_PROBE_STEPS, run(MIN_PROBE_STEPS)
+    while elapsed < PROBE_SECONDS:  # grow the sample until it is long enough to time
+        more = max(MIN_PROBE_STEPS, int(steps * (PROBE_SECONDS - elapsed) / max(elapsed, 1e-6)) + 1)
+        elapsed += run(more)
+        steps += more
+    return steps / elapsed
+
+
+def images_per_s(extractor: metrics.Extractor, shape: tuple[int, ...]) -> float:
+    """Inception feature extraction rate on this device: one warm-up batch, then one timed batch."""
+    images = metrics.to_uint8(torch.rand(extractor.batch_size, *shape) * 2 - 1)
+    metrics.extract(extractor, iter([images[:2]]))
+    start = time.perf_counter()
+    metrics.extract(extractor, iter([images]))
+    return len(images) / (time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    configs: int
+    seeds: int
+    steps: int  # per seed
+    steps_per_s: float
+    evaluations: int  # per seed, the final one included
+    samples: int  # generated images per evaluation
+    real_images: int  # real images still to extract (0 when cached)
+    images_per_s: float | None  # None: nothing to extract
+    device: str
+
+    @property
+    def train_s(self) -> float:
+        return self.configs * self.seeds * self.steps / self.steps_per_s
+
+    @property
+    def eval_s(self) -> float:
+        if not self.images_per_s:
+            return 0.0
+        return (self.configs * self.seeds * self.evaluations * self.samples + self.real_images) / self.images_per_s
+
+    def line(self) -> str:
+        s = "s" * (self.configs != 1)
+        plan = f"plan: {self.configs} configuration{s} x {self.seeds} seeds x {self.steps:,} steps"
+        if self.images_per_s:
+            e = "s" * (self.evaluations != 1)
+            plan += f", {self.evaluations} evaluation{e} per seed x {self.samples:,} generated images"
+            plan += f" + {self.real_images:,} real images" if self.real_images else " (real features cached)"
+        out = (f"{plan}; expected {duration(self.train_s + self.eval_s)} on {self.device} (training "
+               f"{duration(self.train_s)} at {self.steps_per_s:.1f} steps/s")  # fmt: skip
+        if self.images_per_s:
+            out += f", Inception {duration(self.eval_s)} at {self.images_per_s:.1f} images/s"
+        out += ")"
+        if self.eval_s > EVAL_WARNING_S:
+            out += (f"; the evaluation alone takes {duration(self.eval_s)}: --fid-samples trades accuracy for "
+                    f"time (FID is biased upward at small counts; compare only equal counts)")  # fmt: skip
+        return out
+
+
+def evaluations_per_seed(cfg: RunConfig) -> int:
+    """Evaluations in a run: every eval_every steps (not at the last step) and the final one."""
+    every = cfg.metrics.eval_every
+    return 1 + ((cfg.train.steps - 1) // every if every else 0)
+
+
+def estimate(
+    cfg: RunConfig, train_set: data.Dataset, device: torch.device, seeds: int, configs: int = 1,
+    extractor: metrics.Extractor | None = None, real_cached: bool = True, speed: SpeedConfig | None = None,
+    images_rate: float | None = None,
+) -> Estimate:  # fmt: skip
+    """The plan's expected wall time on this device, measured now (seconds of probing); `images_rate`
+    reuses an Inception rate measured before."""
+    images = extractor is not None and metrics_registry.evaluates(cfg.metrics.metrics)
+    return Estimate(
+        configs=configs, seeds=seeds, steps=cfg.train.steps,
+        steps_per_s=steps_per_s(cfg, train_set, device, speed),
+        evaluations=evaluations_per_seed(cfg) if images else 0, samples=cfg.metrics.fid_samples if images else 0,
+        real_images=0 if real_cached or not images else cfg.metrics.fid_samples,
+        images_per_s=(images_rate or images_per_s(extractor, train_set.sample_shape)) if images else None,
+        device=str(device),
+    )  # fmt: skip

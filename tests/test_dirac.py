@@ -1,0 +1,153 @@
+"""The Dirac-GAN of Mescheder, Geiger & Nowozin, "Which Training Methods for GANs do actually
+Converge?" (ICML 2018, §2-4): data a point mass at 0, G(z) = theta, D(x) = psi * x, trained by the
+one trainer with plain gradient descent (--optimizer sgd) and alternating updates. Each claim of
+the paper for small step sizes, checked on the real loop in a few seconds, plus what the
+non-saturating generator (outside the paper's analysis) does."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lossbench
+from lossbench import config, train
+from lossbench.gan import data, models
+
+H = 0.1  # the step size of both players
+
+
+def trajectory(flags: dict, steps: int = 2000) -> np.ndarray:
+    """(theta, psi) after every generator step, read through the architecture's readouts."""
+    flags = {"dataset": "dirac", "optimizer": "sgd", "lr_g": H, "lr_d": H, "steps": steps, "log_every": 1,
+             "sample_every": 10**9, "checkpoint_every": 10**9, **flags}  # fmt: skip
+    cfg = config.resolve(("test", flags))
+    ds = data.load("dirac")
+    state = train.setup(cfg, 0, ds.sample_shape, torch.device("cpu"))
+    out: list[tuple[float, float]] = []
+    hooks = train.Hooks(log=lambda k, step, v: out.append(tuple(models.readouts(state.G, state.D).values())))
+    (outcome,) = train.train(cfg, state, ds.x, hooks)
+    assert outcome.status == "finished"
+    return np.array(out)
+
+
+def norms(traj: np.ndarray) -> np.ndarray:
+    return np.hypot(traj[:, 0], traj[:, 1])
+
+
+def test_the_paper_objective_circles_at_constant_distance() -> None:
+    """lossbench's minimax is the paper's f(t) = -log(1 + exp(-t)) for both players: alternating
+    gradient descent keeps ||(theta, psi)|| (conserved by the continuous dynamics) and goes round."""
+    traj = trajectory({"loss": "minimax"})
+    n = norms(traj)
+    assert n[-500:].min() > 0.95 * math.sqrt(2) and n.max() < 1.05 * math.sqrt(2)
+    assert np.sum(np.diff(np.sign(traj[:, 0])) != 0) >= 20  # theta keeps changing sign: it circles
+
+
+@pytest.mark.parametrize("loss", ["minimax", "non-saturating"])
+@pytest.mark.parametrize("penalty", ["r1", "r2"])
+def test_zero_centred_penalties_converge(loss: str, penalty: str) -> None:
+    n = norms(trajectory({"loss": loss, "penalty": penalty, "penalty_weight": 1.0}, steps=800))
+    assert n[-1] < 1e-6 * n[0]
+
+
+def test_wgan_with_clipping_does_not_converge() -> None:
+    """psi clipped to +-0.01: the iterates keep oscillating at a distance of the order of the clip."""
+    traj = trajectory({"loss": "wgan"})
+    n = norms(traj)
+    assert n[-500:].min() > 1e-3
+    assert np.sum(np.diff(np.sign(traj[-500:, 0])) != 0) >= 5
+
+
+def test_wgan_gp_does_not_converge() -> None:
+    """Measured: with lambda 10 the critic's optimum is psi = 1 - theta / (2 lambda) > 0, so G walks
+    away from the equilibrium towards theta = 2 lambda instead of towards 0."""
+    n = norms(trajectory({"loss": "wgan-gp"}))
+    assert n[-1] > 5.0
+
+
+def test_non_saturating_creeps_inwards_like_one_over_sqrt_t() -> None:
+    """Outside the paper's analysis: the distance shrinks, slowly: ||x_t|| sqrt(t) stays nearly
+    constant between t = 500 and t = 2000 (a linear rate would shrink it by orders of magnitude)."""
+    n = norms(trajectory({"loss": "non-saturating"}))
+    ratio = (n[1999] * math.sqrt(2000)) / (n[499] * math.sqrt(500))
+    assert n[1999] < 0.6 * n[499] and 0.8 < ratio < 1.25
+
+
+def test_instance_noise_converges_to_a_neighbourhood() -> None:
+    """Gaussian noise on D's inputs regularises it (the paper's §4.1): the iterates contract from 1.4
+    to within a few hundredths of the equilibrium, where the noise keeps them moving."""
+    n = norms(trajectory({"loss": "minimax", "instance_noise": 0.5}))
+    assert n[-500:].mean() < 0.1 and n[0] > 1.3
+
+
+def test_r1_contraction_equals_the_linearised_alternating_update() -> None:
+    """Near (0, 0), with D(x) = psi x on data at 0 (d_r = 0, d_f = psi theta) and sigma(0) = 1/2:
+
+    D step on L_D + gamma/2 psi^2 (R1 with weight gamma; minimax and non-saturating share L_D):
+        dL_D/dpsi = sigma(psi theta) theta + gamma psi  ~  theta/2 + gamma psi
+        psi' = (1 - h gamma) psi - (h/2) theta
+    G step, alternating (it sees psi'): non-saturating L_G = softplus(-psi theta),
+        dL_G/dtheta = -sigma(-psi' theta) psi'  ~  -psi'/2  (minimax: -sigma(psi' theta) psi', the same)
+        theta' = theta + (h/2) psi' = (1 - h^2/4) theta + (h/2)(1 - h gamma) psi
+    so (theta', psi') = A (theta, psi) with
+        A = [[1 - h^2/4, (h/2)(1 - h gamma)],
+             [-h/2,       1 - h gamma      ]],
+    det A = 1 - h gamma and, for complex eigenvalues, spectral radius rho = sqrt(1 - h gamma). This is
+    the paper's gradient vector field v(theta, psi) = (-f'(theta psi) psi, f'(theta psi) theta - gamma psi)
+    with f'(0) = 1/2, taken in alternating steps. The measured per-step contraction of ||(theta, psi)||
+    over the last half of the run (a least-squares slope of log ||x_t||, which averages out the
+    rotation's ellipticity) must equal rho: |log rho_measured / log rho - 1| < 1%.
+    """
+    gamma, steps = 0.1, 3000
+    A = np.array([[1 - H**2 / 4, H / 2 * (1 - H * gamma)], [-H / 2, 1 - H * gamma]])
+    rho = max(abs(np.linalg.eigvals(A)))
+    assert rho == pytest.approx(math.sqrt(1 - H * gamma), rel=1e-12)
+    for loss in ("non-saturating", "minimax"):
+        n = norms(trajectory({"loss": loss, "penalty": "r1", "penalty_weight": gamma}, steps=steps))
+        t = np.arange(steps // 2, steps)
+        measured = math.exp(np.polyfit(t, np.log(n[steps // 2 :]), 1)[0])
+        assert abs(math.log(measured) / math.log(rho) - 1) < 0.01, (loss, measured, rho)
+
+
+def test_the_trainer_never_names_the_dirac_data_set() -> None:
+    """Every loss and penalty applies unchanged: no code in train/ or exec/ mentions dirac."""
+    root = Path(lossbench.__file__).parent
+    found = []
+    for path in [*root.glob("train/*.py"), *root.glob("exec/*.py")]:
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr)}  # fmt: skip
+        for node in ast.walk(tree):
+            text = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else (
+                node.value if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and id(node) not in docstrings else "")  # fmt: skip
+            if "dirac" in text.lower():
+                found.append(f"{path.name}: {text}")
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arch", "dirac"], "arch 'dirac' needs 1-D samples (--dataset dirac)"),
+        (["--dataset", "dirac", "--arch", "mlp2d"], "data set 'dirac' takes arch dirac, not 'mlp2d'"),
+        (["--dataset", "dirac", "--dirac-init", "1.0"], "'dirac_init' must be 2 finite numbers"),
+        (["--dataset", "dirac", "--dirac-init", "a,b"], "'dirac_init' must be 2 finite numbers"),
+        (["--dataset", "dirac", "--instance-noise", "-1"], "'instance_noise' must be >= 0"),
+        (["--dataset", "dirac", "--metrics", "none,fid"], "metric 'none' (no evaluation) cannot be combined"),
+    ],
+)
+def test_bad_dirac_input_is_one_line_and_writes_nothing(args: list[str], message: str, store: str) -> None:
+    from test_cli import lossbench
+
+    proc = lossbench("run", "--no-progress", "--steps", "2", "--tracking-uri", store, *args, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert not Path(store.removeprefix("sqlite:///")).exists()
