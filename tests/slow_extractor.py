@@ -1,7 +1,8 @@
 """Test-only: importing this replaces the Inception extractor with a small fake one that takes
-$LOSSBENCH_TEST_BATCH_SECONDS per batch and appends each batch's size to the file
-$LOSSBENCH_TEST_BATCHES, so a test can signal a `lossbench` process at a known point of a feature
-extraction. Start lossbench as: python -c "import slow_extractor; from lossbench.cli import main; main()" ..."""
+$LOSSBENCH_TEST_BATCH_SECONDS per batch and appends each batch's size and pixel sum to the file
+$LOSSBENCH_TEST_BATCHES, so a test can tell which images were extracted and signal a `lossbench`
+process at a known point of an extraction. Start lossbench as:
+python -c "import slow_extractor; from lossbench.cli import main; main()" run ..."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def slow_fake(device: torch.device) -> features.Extractor:
         time.sleep(seconds)
         pool = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4).flatten(1)  # N x 48
         with log.open("a") as fh:
-            fh.write(f"{len(images)}\n")
+            fh.write(f"{len(images)} {int(images.long().sum())}\n")
         return pool, pool[:, :10] * 10
 
     return features.Extractor("slow-fake", fn, batch_size=16)

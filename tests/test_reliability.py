@@ -286,10 +286,10 @@ def test_checkpoint_that_would_run_code_is_refused(store: str, tmp_path: Path) -
 
 def test_two_resumes_train_each_seed_exactly_once(store: str, tmp_path: Path) -> None:
     ckpts, gate = tmp_path / "ckpt", tmp_path / "gate"
-    env = os.environ | {"PYTHONPATH": str(TESTS)}
+    env = os.environ | {"PYTHONPATH": str(TESTS), "LOSSBENCH_CHECKPOINT_DIR": str(ckpts)}
     args = ["--loss", "gated_loss:Gated", "--dataset", "ring8", "--seeds", "2", "--steps", "200", "--log-every", "20",
             "--checkpoint-every", "20", "--sample-every", "200", "--fid-samples", "200", "--no-progress",
-            "--tracking-uri", store, "--checkpoint-dir", str(ckpts)]  # fmt: skip
+            "--tracking-uri", store]  # fmt: skip
     first = start(*args, env=env)
     wait_for_checkpoint(first, ckpts)
     first.send_signal(signal.SIGTERM)
