@@ -151,3 +151,20 @@ def test_bad_dirac_input_is_one_line_and_writes_nothing(args: list[str], message
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_a_dirac_run_carries_theta_psi_and_its_own_trajectory(store: str) -> None:
+    """Through the CLI: theta and psi logged from step 0, and the run's own (theta, psi) figure."""
+    from mlflow import MlflowClient
+    from test_cli import lossbench, runs_by_role
+
+    lossbench("run", "--dataset", "dirac", "--loss", "non-saturating", "--penalty", "r1", "--penalty-weight", "1",
+              "--optimizer", "sgd", "--lr-g", "0.1", "--lr-d", "0.1", "--steps", "100", "--log-every", "10",
+              "--dirac-init", "1.0,0.5", "--no-progress", "--tracking-uri", store)  # fmt: skip
+    (run,) = runs_by_role(store)["seed"]
+    client = MlflowClient(tracking_uri=store)
+    theta = sorted(client.get_metric_history(run.info.run_id, "theta"), key=lambda m: m.step)
+    psi = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "psi")}
+    assert [m.step for m in theta][:2] == [0, 10] and psi[0] == 0.5 and theta[0].value == 1.0
+    assert abs(theta[-1].value) < 0.1 * abs(theta[0].value)  # R1 converges
+    assert "samples/trajectory.png" in [a.path for a in client.list_artifacts(run.info.run_id, "samples")]

@@ -239,6 +239,16 @@ class _Group:
             return {}
         return models.readouts(self.state.players.generator(k), self.state.players.discriminator(k))
 
+    def _log_path(self, k: int) -> None:
+        """The run's own figure of its readouts' path over training (two scalars: a plane)."""
+        keys = list(self._readouts(k))
+        if len(keys) != 2:
+            return
+        xs, ys = ([m.value for m in sorted(self.ctx.tracker.metric_history(self.run_ids[k], key), key=lambda m: m.step)]
+                  for key in keys)  # fmt: skip
+        path = samples.save_path(xs, ys, keys, self._folder(k) / "trajectory.png", f"seed {self.seeds[k]}")
+        self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
+
     def _folder(self, k: int) -> Path:
         folder = self.workdir / str(self.seeds[k])
         folder.mkdir(exist_ok=True)
@@ -277,6 +287,8 @@ class _Group:
         for name, module in (("generator.pt", G), ("discriminator.pt", self.state.players.discriminator(k))):
             torch.save(module.state_dict(), self._folder(k) / name)
             tracker.log_artifact(run_id, self._folder(k) / name, "weights")
+        if self.has_readouts:  # the path of the architecture's scalars (the Dirac-GAN's theta, psi)
+            self._log_path(k)
         tracker.flush()
         tracker.end_run(run_id, "FINISHED", {TAG_OUTCOME: "finished"})
         return SeedResult(seed, run_id, "finished", outcome.step, final)

@@ -82,3 +82,25 @@ def save_histogram(values: Tensor, path: Path, title: str = "") -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save_path(xs: list[float], ys: list[float], names: list[str], path: Path, title: str = "") -> Path:
+    """A path in the plane of two scalars (start dot, equilibrium (0, 0) as a red star)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    ax.plot(xs, ys, lw=0.8, color="tab:blue")
+    if xs:
+        ax.plot(xs[0], ys[0], "o", ms=4, color="gray", label="start")
+    ax.plot(0, 0, marker="*", ms=12, color="tab:red", label="equilibrium (0, 0)")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
