@@ -39,8 +39,14 @@ def _real_features(
         real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir)
         log.info("real features of %s/%s (%d): from the cache", name, split, n)
         return real
-    with phase(f"real features: {name} {split}, {n:,} images (cached for next time)", n, bar=show):
-        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir)
+    with phase(f"real features: {name} {split}, {n:,} images (cached for next time)", n, bar=show) as advance:
+        shown = [0]
+
+        def done(images: int) -> None:  # real_features reports the running total; the bar takes steps
+            advance(images - shown[0])
+            shown[0] = images
+
+        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir, progress=done)
     return real
 
 
