@@ -53,10 +53,7 @@ def save_scatter(points: Tensor, modes: Tensor | None, path: Path, title: str = 
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def sample_dims(G: nn.Module, z_dim: int) -> int:
@@ -78,10 +75,7 @@ def save_histogram(values: Tensor, path: Path, title: str = "") -> Path:
     ax.axvline(0.0, color="tab:red", label="data")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_path(xs: list[float], ys: list[float], names: list[str], path: Path, title: str = "") -> Path:
@@ -100,7 +94,13 @@ def save_path(xs: list[float], ys: list[float], names: list[str], path: Path, ti
     ax.set_ylabel(names[1])
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return _save(fig, path)
+
+
+def _save(fig: object, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(path)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
     return path

@@ -15,7 +15,6 @@ import hashlib
 import io
 import logging
 import math
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from torch import Tensor
 
 from lossbench import paths
 from lossbench.errors import MetricError
+from lossbench.files import write_atomically
 from lossbench.metrics import prdc
 from lossbench.registry import Registry
 
@@ -233,20 +233,12 @@ def _write_cache(path: Path, features: Features) -> bool:
     blob = io.BytesIO()
     torch.save({"pool": features.pool, "logits": features.logits, "n": len(features.pool),
                 "sha256": _checksum(features)}, blob)  # fmt: skip
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(blob.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        write_atomically(path, blob.getbuffer())  # a reader never sees half a file
         return True
     except OSError as exc:
         log.warning("cannot write the real-feature cache %s (%s); going on without it", path, exc.strerror or exc)
         return False
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_cache(path: Path, n: int, warn: bool = True) -> Features | None:

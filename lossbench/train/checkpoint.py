@@ -9,7 +9,6 @@ checkpoint folder cannot run code in the processes that resume from it."""
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from lossbench.errors import CheckpointError
+from lossbench.files import write_atomically
 
 FILENAME = "latest.pt"
 
@@ -27,18 +27,11 @@ def path_for(root: Path, run_id: str) -> Path:
 
 
 def save(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     blob = io.BytesIO()
     torch.save(state, blob)  # serialised in memory: a full disk then fails as a plain OSError on write
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(blob.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, blob.getbuffer())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 
 
