@@ -109,7 +109,16 @@ class Players(Protocol):
     def load_state_dict(self, k: int, state: dict[str, Any]) -> None: ...
 
 
-class Single:
+class _Norms:
+    """Per-seed gradient norms for either kind of players."""
+
+    stacked = False  # parameters carry a leading seed dimension
+
+    def grad_norms(self, params: list[Tensor]) -> Tensor:
+        return grad_norms(params, self.stacked)
+
+
+class Single(_Norms):
     """One seed's plain G and D modules."""
 
     size = 1
@@ -151,8 +160,6 @@ class Single:
     def g_parameters(self) -> list[Tensor]:
         return list(self.G.parameters())
 
-    def grad_norms(self, params: list[Tensor]) -> Tensor:
-        return grad_norms(params, stacked=False)
 
     def finite(self) -> list[bool]:
         return [
@@ -176,9 +183,11 @@ class Single:
         self.opt_d.load_state_dict(state["opt_d"])
 
 
-class Stacked:
+class Stacked(_Norms):
     """S seeds' G and D, parameters stacked on dim 0 and every forward vmapped over the seeds; with a
     compile mode, the vmapped functions are compiled whole (D's objective only without double backward)."""
+
+    stacked = True
 
     def __init__(
         self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
@@ -238,8 +247,6 @@ class Stacked:
     def g_parameters(self) -> list[Tensor]:
         return list(self.g_params.values())
 
-    def grad_norms(self, params: list[Tensor]) -> Tensor:
-        return grad_norms(params, stacked=True)
 
     def finite(self) -> list[bool]:
         tensors = [*self.g_params.values(), *self.d_params.values()]
