@@ -29,7 +29,12 @@ def members(pgid: int) -> list[int]:
         except (ProcessLookupError, PermissionError):
             return []
         return [pgid]
-    out = []
+    return [pid for pid, fields in processes() if int(fields[2]) == pgid]
+
+
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the /proc stat fields after the command name: state, ppid, pgrp, session, ...) of every
+    live process (zombies excluded). Linux only."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -38,10 +43,9 @@ def members(pgid: int) -> list[int]:
                 stat = fh.read()
         except OSError:  # it ended while we looked
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after the command name: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            out.append(int(entry.name))
-    return out
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X"):
+            yield int(entry.name), fields
 
 
 def stop_group(pgid: int, first: int = signal.SIGTERM, grace: float = GRACE) -> None:

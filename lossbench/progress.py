@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, s = divmod(round(seconds), 60)
@@ -32,7 +32,5 @@ def phase(what: str, total: int | None = None, unit: str = "img", bar: bool = Tr
     else:
         print(f"{what} ...", file=sys.stderr, flush=True)
         yield lambda n: None
-    print(f"{what}: done in {_duration(time.perf_counter() - start)}", file=sys.stderr, flush=True)
+    print(f"{what}: done in {duration(time.perf_counter() - start)}", file=sys.stderr, flush=True)
 
-
-duration = _duration

@@ -51,15 +51,7 @@ def port_is_free(port: int) -> bool:
 
 
 def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-        except (OSError, NotADirectoryError):
-            continue
-        if entry.name.isdigit() and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
+    return [child for child, fields in procs.processes() if int(fields[1]) == pid]
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
@@ -137,16 +129,7 @@ def test_lossbench_ui_leaves_no_process_behind(sig: int, tmp_path: Path) -> None
 
 def session(sid: int) -> list[int]:
     """Live processes of a session (Ray's daemons stay in their driver's session, whatever their group)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-        except (OSError, NotADirectoryError):
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
-        if entry.name.isdigit() and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            out.append(int(entry.name))
-    return out
+    return [pid for pid, fields in procs.processes() if int(fields[3]) == sid]
 
 
 @pytest.mark.slow  # a local Ray cluster starts in ~10 s on two cores

@@ -31,11 +31,18 @@ def _counted(batches: Iterator[torch.Tensor], advance: Callable[[int], None]) ->
         advance(len(batch))
 
 
+def real_cached(cfg: RunConfig, extractor: metrics.Extractor | None, cache_dir: Path | None) -> bool:
+    """Whether the real features this configuration compares against are in the cache (or not needed)."""
+    m = cfg.metrics
+    return extractor is None or metrics.real_cache_path(
+        cfg.data.dataset, m.reference_split, m.fid_samples, extractor.name, cache_dir).is_file()  # fmt: skip
+
+
 def _real_features(
     cfg: RunConfig, extractor: metrics.Extractor, reference: data.Dataset, cache_dir: Path | None, show: bool
 ) -> metrics.Features:
     n, name, split = cfg.metrics.fid_samples, cfg.data.dataset, reference.split
-    if metrics.real_cache_path(name, split, n, extractor.name, cache_dir).is_file():
+    if real_cached(cfg, extractor, cache_dir):
         real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir)
         log.info("real features of %s/%s (%d): from the cache", name, split, n)
         return real

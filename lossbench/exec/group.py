@@ -30,12 +30,11 @@ from lossbench.config import ExecConfig, RunConfig, resolve_exec
 from lossbench.errors import CheckpointError, ConfigError, LossbenchError
 from lossbench.exec import lease, samples
 from lossbench.exec.estimate import estimate
-from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, reference_set
+from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, real_cached, reference_set
 from lossbench.exec.plan import Member
 from lossbench.exec.runs import SeedResult, run_tags
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
-from lossbench.metrics import features as metrics
 from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 from lossbench.train import checkpoint
 from lossbench.train.loop import Hooks, Outcome, train
@@ -85,10 +84,9 @@ class Context:
         cache_dir = Path(ex.cache_dir) if ex.cache_dir else None
         extractor = open_extractor(cfg, device, train_set)
         if preflight:
-            reference = reference_set(cfg, ex.data_dir, train_set) if extractor else None
-            n = cfg.metrics.fid_samples
-            cached = reference is None or metrics.real_cache_path(
-                cfg.data.dataset, reference.split, n, extractor.name, cache_dir).is_file()  # fmt: skip
+            if extractor:  # a sample count larger than the reference set fails before the probe
+                reference_set(cfg, ex.data_dir, train_set)
+            cached = real_cached(cfg, extractor, cache_dir)
             plan = estimate(cfg, train_set, device, len(ex.seed_values()), 1, extractor, cached, ex.speed)
             print(plan.line(), file=sys.stderr, flush=True)
         evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, cache_dir, extractor, show=ex.progress)

@@ -19,14 +19,13 @@ from lossbench.config import ExecConfig, RunConfig, SpeedConfig
 from lossbench.errors import ConfigError
 from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate
-from lossbench.exec.evaluation import needs_images, open_extractor
+from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
 from lossbench.exec.search import Choice, choose
 from lossbench.exec.suites import Suite
 from lossbench.gan import data
-from lossbench.metrics.features import real_cache_path
 from lossbench.tracking import Tracker
 
 
@@ -110,14 +109,14 @@ def estimates(
         if (same := timed.get(_cost_key(p.cfg))) is not None:
             out.append(dataclasses.replace(same, seeds=len(p.seeds)))
             continue
-        ds = sets.setdefault(p.cfg.data.dataset, data.load(p.cfg.data.dataset, data_dir, "train"))
+        if p.cfg.data.dataset not in sets:  # each data set loaded once
+            sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train")
+        ds = sets[p.cfg.data.dataset]
         ext = None
         if needs_images(p.cfg, ds):
             extractor = extractor or open_extractor(p.cfg, device, ds)
             ext = extractor
-        cached = ext is None or real_cache_path(p.cfg.data.dataset, p.cfg.metrics.reference_split,
-                                                p.cfg.metrics.fid_samples, ext.name, cache_dir).is_file()  # fmt: skip
-        e = estimate(p.cfg, ds, device, len(p.seeds), 1, ext, cached, speed, rate)
+        e = estimate(p.cfg, ds, device, len(p.seeds), 1, ext, real_cached(p.cfg, ext, cache_dir), speed, rate)
         rate = e.images_per_s or rate
         timed[_cost_key(p.cfg)] = e
         out.append(e)
