@@ -40,6 +40,8 @@ class LossConfig:
 class ModelConfig:
     arch: str = "auto"  # "auto": the data set's default architecture
     z_dim: int = 100  # latent size
+    z_dist: str = "normal"  # latent distribution: normal (N(0, 1)) | uniform (U(-1, 1)), per coordinate
+    d_batchnorm: bool = False  # batch norm in D where the architecture has it (infogan); no input-gradient penalty
     d_norm: str = "none"  # normalisation of D's weights: none | spectral
     dirac_theta: float = 1.0  # arch dirac: initial theta of G(z) = theta
     dirac_psi: float = 1.0  # arch dirac: initial psi of D(x) = psi * x
@@ -53,8 +55,10 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000  # budget, in generator steps
+    epochs: int = 0  # alternative budget: passes of D over the training set (steps derived); 0 = use steps
     batch_size: int = 64
     n_critic: int = 1  # D steps per G step
+    pack: int = 1  # PacGAN packing: D sees `pack` samples concatenated (Lin et al. 2018); 1 = off
     optimizer: str = "adam"  # adam | rmsprop
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -72,6 +76,8 @@ class MetricConfig:
     fid_samples: int = 10000  # generated samples per evaluation (Lucic et al. 2018)
     eval_every: int = 0  # generator steps between evaluations; 0 = only at the end
     reference_split: str = "train"  # real statistics from train or test
+    mode_samples: int = 2500  # 2-D mixtures: generated points scored for modes (VEEGAN, PacGAN)
+    mode_threshold: int = 1  # 2-D mixtures: high-quality samples that capture a mode (PacGAN's code: 1)
 
 
 @dataclass(frozen=True)
@@ -101,15 +107,19 @@ class RunConfig:
 
 
 # fields added after 0.1 -> their default (left out of the configuration hash at that value)
-ADDED_FIELDS: dict[str, Any] = {"instance_noise": 0.0, "dirac_theta": 1.0, "dirac_psi": 1.0}
+ADDED_FIELDS: dict[str, Any] = {
+    "instance_noise": 0.0, "dirac_theta": 1.0, "dirac_psi": 1.0, "z_dist": "normal", "d_batchnorm": False,
+    "epochs": 0, "pack": 1, "mode_samples": 2500, "mode_threshold": 1,
+}  # fmt: skip
 
 _SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
 # flat key -> (section attribute, field type)
 KEYS: dict[str, tuple[str, Any]] = {
     f.name: (section, typing.get_type_hints(cls)[f.name]) for section, cls in _SECTIONS.items() for f in fields(cls)
 }
-_POSITIVE = {"steps", "batch_size", "n_critic", "z_dim", "log_every", "sample_every", "checkpoint_every"}
-_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise"}
+_POSITIVE = {"steps", "batch_size", "n_critic", "z_dim", "log_every", "sample_every", "checkpoint_every", "pack",
+             "mode_samples", "mode_threshold"}  # fmt: skip
+_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise", "epochs"}
 # a key that stands for several fields: dirac_init = "theta,psi" (or [theta, psi])
 ALIASES: dict[str, tuple[str, ...]] = {"dirac_init": ("dirac_theta", "dirac_psi")}
 
@@ -136,6 +146,12 @@ def _coerce(key: str, value: Any, kind: Any, where: str) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{where}: '{key}' must be {expected}, got {value!r}")
 
+    if kind is bool:
+        if not isinstance(value, bool):
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise bad("true or false")
+        return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
