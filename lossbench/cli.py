@@ -75,13 +75,17 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--penalty-weight", "penalty_weight", float,
      "Penalty weight: lambda (gp, dragan) or gamma (r1, r2 add gamma/2 E||grad D||^2)."),
     ("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, ring8, grid25, dirac."),
-    ("--arch", "arch", str, "mlp, mlp2d, dcgan, dirac (default: the data set's)."),
+    ("--arch", "arch", str, "mlp, mlp2d, dcgan, infogan, pacgan-mlp, dirac (default: the data set's)."),
     ("--dirac-init", "dirac_init", str, "arch dirac: initial THETA,PSI of G(z)=theta, D(x)=psi x (default 1,1)."),
     ("--d-norm", "d_norm", str, "Normalisation of D's weights: none or spectral."),
+    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); no gradient penalty."),
     ("--z-dim", "z_dim", int, "Latent size."),
+    ("--z-dist", "z_dist", str, "Latent distribution: normal (N(0,1)) or uniform (U(-1,1))."),
     ("--steps", "steps", int, "Budget in generator steps."),
+    ("--epochs", "epochs", int, "Budget in passes of D over the training set (instead of --steps)."),
     ("--batch-size", "batch_size", int, "Batch size."),
     ("--n-critic", "n_critic", int, "D steps per G step."),
+    ("--pack", "pack", int, "PacGAN packing: D scores this many samples at once (1 = off)."),
     ("--optimizer", "optimizer", str, "adam, rmsprop or sgd (plain gradient descent)."),
     ("--lr-g", "lr_g", float, "Generator learning rate."),
     ("--lr-d", "lr_d", float, "Discriminator learning rate."),
@@ -95,6 +99,8 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--fid-samples", "fid_samples", int, "Generated samples per evaluation (default 10000)."),
     ("--eval-every", "eval_every", int, "Steps between evaluations (0 = only at the end)."),
     ("--reference-split", "reference_split", str, "Real statistics from train or test."),
+    ("--mode-samples", "mode_samples", int, "2-D data: generated points scored for modes (default 2500)."),
+    ("--mode-threshold", "mode_threshold", int, "2-D data: high-quality samples that capture a mode (default 1)."),
 ]
 
 
@@ -261,11 +267,12 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     """One line per planned configuration with its measured estimate, then the total."""
     from lossbench.config import resolve_device
     from lossbench.exec import sweep as sweep_mod
+    from lossbench.exec.search import drawn_fields
     from lossbench.progress import duration
 
     device = resolve_device(device_name)
     found = sweep_mod.estimates(planned, device, data_dir)
-    drawn = [d.key for d in spec.search.keys] if spec.search else []
+    drawn = drawn_fields(spec.search)
     for p, e in zip(planned, found):
         c, flat = p.cfg, p.cfg.flat()
         penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}"

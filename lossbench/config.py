@@ -120,8 +120,10 @@ KEYS: dict[str, tuple[str, Any]] = {
 _POSITIVE = {"steps", "batch_size", "n_critic", "z_dim", "log_every", "sample_every", "checkpoint_every", "pack",
              "mode_samples", "mode_threshold"}  # fmt: skip
 _NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise", "epochs"}
-# a key that stands for several fields: dirac_init = "theta,psi" (or [theta, psi])
-ALIASES: dict[str, tuple[str, ...]] = {"dirac_init": ("dirac_theta", "dirac_psi")}
+# a key that stands for several fields: dirac_init = "theta,psi" (or [theta, psi]); lr = one number for
+# both players (lr_g = lr_d, as compare_gan's single learning rate), or "g,d"
+ALIASES: dict[str, tuple[str, ...]] = {"dirac_init": ("dirac_theta", "dirac_psi"), "lr": ("lr_g", "lr_d")}
+_BROADCAST = {"lr"}  # aliases whose one number sets every field
 
 
 def _expand_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -131,6 +133,8 @@ def _expand_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
             continue
         raw = values[alias]
         parts = [p.strip() for p in raw.split(",")] if isinstance(raw, str) else raw
+        if alias in _BROADCAST and (isinstance(parts, (int, float)) or len(parts) == 1) and not isinstance(parts, bool):
+            parts = [parts if isinstance(parts, (int, float)) else parts[0]] * len(targets)
         try:
             numbers = [float(p) for p in parts] if isinstance(parts, (list, tuple)) else []
         except (TypeError, ValueError):
@@ -199,10 +203,16 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     check_keys(card_defaults, card_where)
 
     merged: dict[str, tuple[Any, str]] = {}
-    for where, values in [(card_where, card_defaults), *layers]:
+    level: dict[str, int] = {}  # key -> the layer that set it (0: the card)
+    for i, (where, values) in enumerate([(card_where, card_defaults), *layers]):
         for key, value in values.items():
             if value is not None:
-                merged[key] = (value, where)
+                merged[key], level[key] = (value, where), i
+    # the budget: the higher layer's steps or epochs wins; one layer that sets both must agree (a
+    # resolved configuration's own flat form carries both)
+    both = "epochs" in level and level["epochs"] == level.get("steps") and merged["epochs"][0] != 0
+    if level.get("steps", -1) > level.get("epochs", -1):
+        merged.pop("epochs", None)
 
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     for key, (value, where) in merged.items():
@@ -218,9 +228,33 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
             points=not source.needs_files
         )
 
+    if sections["train"].get("epochs"):
+        t = sections["train"]
+        steps = epochs_to_steps(dataset, t["epochs"], *(t.get(k, getattr(TrainConfig, k))
+                                                        for k in ("batch_size", "n_critic", "pack")))  # fmt: skip
+        if both and t.get("steps") != steps:
+            raise ConfigError(f"{merged['epochs'][1]}: set either 'steps' or 'epochs', not both ({t['epochs']} "
+                              f"epochs are {steps} steps here, not {t.get('steps')})")  # fmt: skip
+        t["steps"] = steps
     cfg = RunConfig(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()})
     validate(cfg)
     return cfg
+
+
+def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int, pack: int) -> int:
+    """Generator steps of `epochs` passes of D over the N training samples, as compare_gan and PacGAN
+    count them: an epoch is floor(N / batch_size) D steps, and G steps once every n_critic D steps:
+
+        steps = max(1, floor(epochs * floor(N / batch_size) / n_critic))
+
+    With packing, each of D's batch_size inputs is `pack` samples, so an epoch reads pack * N
+    samples: PacGAN's data set holds N packed examples (its GaussianPackingMixture), one pass of
+    which is its epoch.
+    """
+    if epochs < 0 or min(batch_size, n_critic, pack) < 1:
+        return 1  # validate names the bad key
+    n = data.size(dataset, "train")
+    return max(1, epochs * (n // batch_size) // n_critic)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -241,7 +275,10 @@ def validate(cfg: RunConfig) -> None:
     for key in ("beta1", "beta2"):
         if not 0 <= flat[key] < 1:
             raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}")
-    penalties.PENALTIES.get(cfg.loss.penalty)
+    penalty = penalties.PENALTIES.get(cfg.loss.penalty)
+    if cfg.model.d_batchnorm and penalty.input_gradient:
+        raise ConfigError(f"d_batchnorm with penalty '{cfg.loss.penalty}': a gradient penalty needs each sample's "
+                          f"own grad_x D(x), which batch norm in D mixes across the batch; switch one off")  # fmt: skip
     source = data.DATASETS.get(cfg.data.dataset)
     if source.archs and cfg.model.arch not in source.archs:
         raise ConfigError(f"data set '{cfg.data.dataset}' takes arch {' or '.join(source.archs)}, "
@@ -257,9 +294,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}")
 
 
-def arch_options(cfg: RunConfig) -> dict[str, float]:
-    """The architecture settings models.build takes besides shape and latent size."""
-    return {"dirac_theta": cfg.model.dirac_theta, "dirac_psi": cfg.model.dirac_psi}
+def arch_options(cfg: RunConfig) -> dict[str, Any]:
+    """The architecture settings models.build takes besides shape, latent size and D's norm."""
+    return {"z_dist": cfg.model.z_dist, "pack": cfg.train.pack, "d_batchnorm": cfg.model.d_batchnorm,
+            "dirac_theta": cfg.model.dirac_theta, "dirac_psi": cfg.model.dirac_psi}  # fmt: skip
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -64,7 +64,12 @@ CASES = {
     "wgan (weight clipping, RMSprop)": {"loss": "wgan", "steps": 10},
     "non-saturating + r1": {"loss": "non-saturating", "penalty": "r1", "penalty_weight": 5.0, "steps": 10},
     "dcgan/mnist (batch norm in G)": {"dataset": "mnist", "arch": "dcgan", "steps": 4, "batch_size": 8, "log_every": 2},
-}
+    "infogan/mnist (batch norm in D, real and fake scored apart; uniform z)": {
+        "dataset": "mnist", "arch": "infogan", "d_batchnorm": True, "z_dim": 64, "z_dist": "uniform",
+        "loss": "minimax", "steps": 4, "batch_size": 8, "log_every": 2},
+    "pacgan-mlp, pack 2 (maxout D on packed points)": {"arch": "pacgan-mlp", "pack": 2, "z_dim": 2, "steps": 10},
+    "wgan-gp, pack 3 (penalty on packed inputs)": {"loss": "wgan-gp", "pack": 3, "steps": 10},
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("flags", CASES.values(), ids=CASES.keys())

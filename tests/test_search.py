@@ -295,7 +295,9 @@ def test_report_against_lucic2018(lucic: str, tmp_path: Path) -> None:
     assert (mm["paper_mean"], mm["paper_std"], mm["ours_seeds"]) == (9.8, 0.9, 3)  # the 3-seed configuration
     assert mm["ours_mean"] == pytest.approx(10.7) and mm["ours_std"] == pytest.approx(0.9)
     assert mm["diff_in_paper_std"] == pytest.approx(1.0) and not mm["protocol_matches"]
-    assert mm["protocol_differs"] == "reference_split (paper test, ours train); arch (paper infogan, ours dcgan)"
+    assert mm["protocol_differs"] == ("reference_split (paper test, ours train); z_dist (paper uniform, ours normal); "
+                                      "z_dim (paper 64, ours 100); arch (paper infogan, ours dcgan); "
+                                      "epochs (paper 20, ours 0)")  # fmt: skip
     ns = table.loc["non-saturating"]
     assert ns["diff_in_paper_std"] == pytest.approx(0.0)
     assert ns["protocol_differs"] == "arch (paper infogan, ours dcgan)"

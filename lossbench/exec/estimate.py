@@ -16,6 +16,7 @@ from lossbench.metrics import features as metrics
 from lossbench.metrics import registry as metrics_registry
 from lossbench.progress import duration
 from lossbench.train import setup, train
+from lossbench.train.state import training_data
 
 WARMUP_STEPS = 5  # first steps pay for allocator growth and kernel selection
 PROBE_SECONDS = 1.0  # time at least this long, and at least MIN_PROBE_STEPS steps
@@ -33,7 +34,7 @@ def steps_per_s(
                                 metrics=dataclasses.replace(cfg.metrics, eval_every=0))  # fmt: skip
     speed = dataclasses.replace(speed or SpeedConfig(), parallel_seeds=False)
     state = setup(quiet, 0, train_set.sample_shape, device, speed)
-    x = train_set.x.to(device)
+    x = training_data(cfg, train_set.x, device)
 
     def run(steps: int) -> float:
         target = state.step + steps

@@ -38,7 +38,7 @@ from lossbench.gan import data, models
 from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 from lossbench.train import checkpoint
 from lossbench.train.loop import Hooks, Outcome, train
-from lossbench.train.state import TrainState, setup
+from lossbench.train.state import TrainState, setup, training_data
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,10 @@ class Context:
         device = torch.device(ex.device)
         ex.speed.check_device(device)
         train_set = data.load(cfg.data.dataset, ex.data_dir, "train")
-        if cfg.train.batch_size > len(train_set.x):  # the size is known once the data is (validate cannot load it)
-            raise ConfigError(f"'batch_size' {cfg.train.batch_size} is larger than the {cfg.data.dataset} training set "
+        per_step = cfg.train.batch_size * cfg.train.pack  # samples one D step reads
+        if per_step > len(train_set.x):  # the size is known once the data is (validate cannot load it)
+            what = "'batch_size'" + (f" x 'pack' ({cfg.train.batch_size} x {cfg.train.pack})" if cfg.train.pack > 1 else "")
+            raise ConfigError(f"{what} {per_step} is larger than the {cfg.data.dataset} training set "
                               f"({len(train_set.x)} samples)")  # fmt: skip
         tracker = Tracker(ex.tracking_uri, ex.experiment)
         cache_dir = Path(ex.cache_dir) if ex.cache_dir else None
@@ -90,7 +92,7 @@ class Context:
             plan = estimate(cfg, train_set, device, len(ex.seed_values()), 1, extractor, cached, ex.speed)
             print(plan.line(), file=sys.stderr, flush=True)
         evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, cache_dir, extractor, show=ex.progress)
-        return cls(cfg, ex, device, train_set, train_set.x.to(device), tracker, evaluate)
+        return cls(cfg, ex, device, train_set, training_data(cfg, train_set.x, device), tracker, evaluate)
 
     def params(self) -> dict[str, Any]:
         """What every seed run logs as parameters, besides its seed."""

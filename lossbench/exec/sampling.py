@@ -34,7 +34,7 @@ def load_generator(
         flat.pop("seed", None)
         cfg = config.resolve((f"run {run_id}", flat))
         shape = data.DATASETS.get(cfg.data.dataset).sample_shape
-        G, _ = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm)
+        G, _ = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm, **config.arch_options(cfg))
         G.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return G.to(device), cfg
 

@@ -14,13 +14,18 @@ the suite is read, with its own hash:
     beta1 = {uniform = [0.0, 1.0]}        # U[lo, hi), lo < hi
     n_critic = {int-range = [1, 5]}       # an integer in lo..hi, both included, lo <= hi
     optimizer = {choice = ["adam", "rmsprop"]}   # one of the values, equally likely
+    lr = {log-uniform = [1e-5, 1e-2]}     # an alias sets several fields at once (lr: lr_g = lr_d)
+    [search.by-loss.wgan]             # drawn only for the configurations of one loss
+    weight_clip = {log-uniform = [1e-3, 1.0]}
 
 Determinism: each key draws from its own stream, Python's `random.Random` seeded with the string
 "<seed>:<key>" (whose `random()` sequence Python keeps stable across versions), never from global
 state. So the same seed gives the same draws, another seed other draws; adding, removing or
 reordering a key leaves the other keys' draws as they were; raising `draws` keeps the first ones.
-Every grid point gets the same draws (the settings are paired across losses and data sets). A key
-may not be both searched and in [grid] or [[settings]]; a key in [base] is overridden.
+Every grid point gets the same draws (the settings are paired across losses and data sets; a key
+drawn for several losses under [search.by-loss] draws the same values for each). A key may not be
+both searched and in [grid] or [[settings]], nor both in [search.keys] and [search.by-loss]; a key
+in [base] is overridden.
 
 Second stage (`choose`), for any suite with `reseeds` (a plain grid too): per (loss, data set), among
 the suite's configurations (the first stage), the one whose finished seeds have the best median
@@ -40,14 +45,15 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from lossbench.config import KEYS, RunConfig
+from lossbench.config import ALIASES, KEYS, RunConfig
+from lossbench.gan import losses
 from lossbench.errors import ConfigError
 from lossbench.metrics.registry import METRICS, higher_is_better
 from lossbench.registry import unknown_name_message
 from lossbench.tracking import Tracker
 
 DISTRIBUTIONS = ("choice", "int-range", "log-uniform", "uniform")
-SEARCH_KEYS = ("draws", "seed", "keys")
+SEARCH_KEYS = ("draws", "seed", "keys", "by-loss")
 
 
 @dataclass(frozen=True)
@@ -73,11 +79,12 @@ class Search:
     draws: int
     seed: int
     keys: tuple[Distribution, ...]
+    by_loss: tuple[tuple[str, tuple[Distribution, ...]], ...] = ()  # (loss, its own keys)
 
-    def settings(self) -> list[dict[str, Any]]:
-        """The draws, in order: one {key: value} per draw."""
+    def settings(self, loss: str | None = None) -> list[dict[str, Any]]:
+        """The draws, in order: one {key: value} per draw (with `loss`'s own keys, if it has any)."""
         columns = {}
-        for d in self.keys:
+        for d in (*self.keys, *dict(self.by_loss).get(loss or "", ())):
             rng = random.Random(f"{self.seed}:{d.key}")
             columns[d.key] = [d.value(rng.random()) for _ in range(self.draws)]
         return [{key: values[i] for key, values in columns.items()} for i in range(self.draws)]
@@ -148,12 +155,36 @@ def parse(raw: Any, where: str, fixed: set[str]) -> Search:
     keys = raw.get("keys", {})
     if not isinstance(keys, dict) or not keys:
         raise ConfigError(f"{where}: [search.keys] must name at least one key and its distribution")
-    for key in keys:
-        if key not in KEYS:
-            raise ConfigError(f"{where}: {unknown_name_message('key in [search.keys]', key, list(KEYS))}")
-        if key in fixed:
+    _check_keys(keys, "search.keys", where, fixed)
+    by_loss = raw.get("by-loss", {})
+    if not isinstance(by_loss, dict):
+        raise ConfigError(f"{where}: 'search.by-loss' must be a table of tables ([search.by-loss.LOSS])")
+    per_loss = []
+    for loss, table in by_loss.items():
+        losses.get(loss)  # an unknown loss: one line with the closest name
+        if not isinstance(table, dict) or not table:
+            raise ConfigError(f"{where}: [search.by-loss.{loss}] must name at least one key and its distribution")
+        _check_keys(table, f"search.by-loss.{loss}", where, fixed)
+        if both := sorted(set(table) & set(keys)):
+            raise ConfigError(f"{where}: '{both[0]}' is in both [search.keys] and [search.by-loss.{loss}]; keep one")
+        per_loss.append((loss, tuple(_distribution(k, v, where) for k, v in table.items())))
+    return Search(draws, seed, tuple(_distribution(k, v, where) for k, v in keys.items()), tuple(per_loss))
+
+
+def _check_keys(table: dict[str, Any], name: str, where: str, fixed: set[str]) -> None:
+    for key in table:
+        if key not in KEYS and key not in ALIASES:
+            raise ConfigError(f"{where}: {unknown_name_message(f'key in [{name}]', key, [*KEYS, *ALIASES])}")
+        if {key, *ALIASES.get(key, ())} & fixed:
             raise ConfigError(f"{where}: '{key}' is both searched and set by [grid] or [[settings]]; keep one")
-    return Search(draws, seed, tuple(_distribution(k, v, where) for k, v in keys.items()))
+
+
+def drawn_fields(search: Search | None) -> list[str]:
+    """The configuration fields the search draws (aliases as their fields), in the table's order."""
+    if search is None:
+        return []
+    keys = [d.key for d in search.keys] + [d.key for _, ds in search.by_loss for d in ds]
+    return list(dict.fromkeys(f for k in keys for f in ALIASES.get(k, (k,))))
 
 
 # --- second stage ------------------------------------------------------------------------------

@@ -9,6 +9,8 @@
     [[settings]]                 # optional list of hyperparameter settings, crossed with the grid
     lr_g = 1e-4
     lr_d = 1e-4
+    [by-dataset.cifar10]         # optional: keys set for one data set's configurations (over base,
+    epochs = 100                 #   grid and settings; e.g. a paper's per-data-set budget)
     reseeds = 50                 # optional: second stage, the best setting per (loss, data set) re-run
     best_by = "fid"              #   with this many seeds; best by this final metric (default fid)
     [search]                     # optional: random search, `draws` settings crossed with the grid
@@ -16,6 +18,8 @@
     seed = 0
     [search.keys]                # per key a distribution: log-uniform, uniform, int-range, choice
     lr_d = {log-uniform = [1e-5, 1e-2]}
+    [search.by-loss.wgan]        # keys drawn only for one loss's configurations
+    weight_clip = {log-uniform = [1e-3, 1.0]}
 
 The [search] table, its distributions, its determinism and the second stage are described in
 lossbench/exec/search.py. Every configuration is resolved (and so validated) when the suite is read,
@@ -30,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import cards
-from lossbench.config import RunConfig, resolve
+from lossbench.config import DataConfig, LossConfig, RunConfig, resolve
 from lossbench.errors import ConfigError
 from lossbench.exec.search import Search, check_best_by
 from lossbench.exec.search import parse as parse_search
 from lossbench.registry import unknown_name_message
 
-TOP_KEYS = ("description", "seeds", "base", "grid", "settings", "search", "reseeds", "best_by")
+TOP_KEYS = ("description", "seeds", "base", "grid", "settings", "by-dataset", "search", "reseeds", "best_by")
 
 
 @dataclass(frozen=True)
@@ -71,15 +75,29 @@ def load(name_or_path: str) -> Suite:
     reseeds = raw.get("reseeds", 0)
     if isinstance(reseeds, bool) or not isinstance(reseeds, int) or reseeds < 0:
         raise ConfigError(f"{path}: 'reseeds' must be an integer >= 1 (or left out), got {reseeds!r}")
-    fixed = set(grid) | {k for s in settings for k in s}
+    by_dataset = _table(raw, "by-dataset", path)
+    for name, table in by_dataset.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: 'by-dataset.{name}' must be a table ([by-dataset.{name}])")
+    fixed = set(grid) | {k for s in settings for k in s} | {k for t in by_dataset.values() for k in t}
     search = parse_search(raw["search"], str(path), fixed) if "search" in raw else None
-    draws = search.settings() if search else [{}]
+    if search:
+        suite_losses = {(base | dict(zip(grid, combo)) | s).get("loss", LossConfig.loss)
+                        for combo in itertools.product(*grid.values()) for s in settings}  # fmt: skip
+        for loss, _ in search.by_loss:
+            if loss not in suite_losses:
+                raise ConfigError(f"{path}: [search.by-loss.{loss}]: no configuration of this suite has loss "
+                                  f"'{loss}' (its losses: {', '.join(sorted(map(str, suite_losses)))})")  # fmt: skip
 
     configs: dict[RunConfig, None] = {}  # ordered, and a set: thousands of drawn configurations
     for combo in itertools.product(*grid.values()):
         for i, setting in enumerate(settings):
+            point = base | dict(zip(grid, combo)) | setting
+            point |= by_dataset.get(point.get("dataset", DataConfig.dataset), {})
+            loss = point.get("loss", LossConfig.loss)
+            draws = search.settings(loss if isinstance(loss, str) else None) if search else [{}]
             for j, draw in enumerate(draws):
-                values = base | dict(zip(grid, combo)) | setting | draw
+                values = point | draw
                 where = (f"{path} ({', '.join(f'{k}={v}' for k, v in zip(grid, combo))}; settings[{i}]"
                          + (f"; draw {j}: {', '.join(f'{k}={v!r}' for k, v in draw.items())})" if search else ")"))
                 try:
@@ -90,6 +108,10 @@ def load(name_or_path: str) -> Suite:
                 configs.setdefault(cfg)
     if not configs:
         raise ConfigError(f"{path}: its grid and settings multiply to zero configurations")
+    datasets = {c.data.dataset for c in configs}
+    if stray := sorted(set(by_dataset) - datasets):
+        raise ConfigError(f"{path}: [by-dataset.{stray[0]}]: no configuration of this suite uses data set "
+                          f"'{stray[0]}' (its data sets: {', '.join(sorted(datasets))})")  # fmt: skip
     if "best_by" in raw and not reseeds:
         raise ConfigError(f"{path}: 'best_by' picks the setting the second stage re-runs; it needs 'reseeds'")
     best_by = check_best_by(raw.get("best_by", "fid"), tuple(configs), str(path)) if reseeds else "fid"

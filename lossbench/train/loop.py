@@ -23,7 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from lossbench.config import RunConfig, TrainConfig
-from lossbench.train.players import Players, learning_signal
+from lossbench.gan import latent
+from lossbench.gan.penalties import Noises
+from lossbench.train.players import Players, learning_signal, pack
 from lossbench.train.state import D_KEYS, G_KEYS, LOSS_KEYS, TrainState
 
 
@@ -53,7 +55,8 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     """Run generator steps from state.step up to cfg.train.steps; `data` lives on the training device.
     One outcome per seed: a seed that diverges stops reporting, its siblings go on."""
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
-    draws = Draws(data, state.streams, t.batch_size, cfg.model.z_dim, cfg.loss.instance_noise)
+    draws = Draws(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, cfg.loss.instance_noise,
+                  cfg.model.z_dist)  # fmt: skip
     seeds = _Seeds(P.size)
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
@@ -66,9 +69,9 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
 
 
 def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> None:
-    """One discriminator step on L_D + weight * penalty, for every seed at once."""
-    real = draws.with_instance_noise(draws.real())
-    fake = draws.with_instance_noise(P.fake(draws.noise()))
+    """One discriminator step on L_D + weight * penalty, for every seed at once (D's inputs packed)."""
+    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
+    fake = pack(draws.with_instance_noise(P.fake(draws.noise())), P.pack, batch_dim=1)
     total, stats = P.d_objective(real, fake, draws.penalty_noise(P, real))
     P.opt_d.zero_grad(set_to_none=True)
     total.sum().backward()  # the sum over seeds: each seed's parameters get their own gradient
@@ -85,7 +88,7 @@ def g_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
     its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
     z = draws.noise()
-    real = draws.with_instance_noise(draws.real()) if P.needs_real else None
+    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
     g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
     d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
     P.opt_g.zero_grad(set_to_none=True)
@@ -100,13 +103,15 @@ def g_step(P: Players, draws: Draws, state: TrainState) -> None:
 
 @dataclass
 class Draws:
-    """Each seed's random inputs, from its own streams: batch indices, latent noise, penalty noise."""
+    """Each seed's random inputs, from its own streams: batch indices, latent noise, penalty noise.
+    batch_size counts samples (with packing, D's batch times the pack)."""
 
     data: Tensor
     streams: list[dict[str, torch.Generator]]
     batch_size: int
     z_dim: int
     sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
+    z_dist: str = "normal"  # lossbench.gan.latent
 
     def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
         n, bs = self.data.shape[0], self.batch_size
@@ -114,7 +119,7 @@ class Draws:
         return self.data.index_select(0, idx).view(len(self.streams), bs, *self.data.shape[1:])
 
     def noise(self) -> Tensor:  # (S, B, z_dim)
-        return torch.stack([torch.randn(self.batch_size, self.z_dim, generator=s["noise"], device=self.data.device)
+        return torch.stack([latent.sample(self.z_dist, (self.batch_size, self.z_dim), s["noise"], self.data.device)
                             for s in self.streams])  # fmt: skip
 
     def instance_noise(self, like: Tensor) -> Tensor | None:
@@ -129,9 +134,10 @@ class Draws:
         e = self.instance_noise(x)
         return x if e is None else x + e
 
-    def penalty_noise(self, P: Players, real: Tensor) -> Tensor | None:
+    def penalty_noise(self, P: Players, real: Tensor) -> Noises:
+        """Each seed's penalty noise for its (packed) real batch, stacked over seeds per tensor."""
         u = [P.penalty.draw(real[k], s["penalty"]) for k, s in enumerate(self.streams)]
-        return None if u[0] is None else torch.stack(u)
+        return None if u[0] is None else tuple(torch.stack(parts) for parts in zip(*u))
 
 
 @dataclass

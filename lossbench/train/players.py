@@ -26,21 +26,36 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from lossbench.errors import ConfigError
 from lossbench.gan.losses import Loss, needs_real
-from lossbench.gan.penalties import Critic, Penalty
+from lossbench.gan.models import has_batch_statistics
+from lossbench.gan.penalties import Critic, Noises, Penalty
 from lossbench.train.speed import Compiler, Precision
 
 D_STATS = ("d_loss", "d_real", "d_fake", "penalty")  # what d_objective reports, in this order
 OptFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
 
 
+def pack(x: Tensor, m: int, batch_dim: int = 0) -> Tensor:
+    """PacGAN's packing (Lin et al. 2018): groups of m consecutive samples along `batch_dim` become
+    one input of D, concatenated along the first sample axis: (..., m * B, C, ...) -> (..., B, m * C, ...)."""
+    if m == 1:
+        return x
+    s = x.shape
+    return x.reshape(*s[:batch_dim], s[batch_dim] // m, m * s[batch_dim + 1], *s[batch_dim + 2 :])
+
+
 def d_objective(
-    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Tensor | None
-) -> tuple[Tensor, Tensor]:
+    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Noises,
+    joint: bool = True,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """One seed's discriminator objective L_D + weight * penalty, and its statistics (D_STATS).
-    Real and fake go through D as one batch (one set of larger kernels instead of two): every critic
-    here scores each sample on its own (no batch statistics, lossbench.models), so the scores are
-    those of two calls; with spectral norm, one power iteration serves both."""
-    d_real, d_fake = critic(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
+    With `joint`, real and fake go through D as one batch (one set of larger kernels instead of two):
+    a critic without batch statistics scores each sample on its own, so the scores are those of two
+    calls; with spectral norm, one power iteration serves both. A D with batch norm is called on
+    real and fake separately (joint False), as compare_gan does."""
+    if joint:
+        d_real, d_fake = critic(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
+    else:
+        d_real, d_fake = critic(real), critic(fake)
     d_loss = loss.discriminator_loss(d_real, d_fake)
     pen = penalty.fn(critic, real, fake, u)
     stats = torch.stack([d_loss, d_real.mean(), d_fake.mean(), pen]).detach()
@@ -48,17 +63,17 @@ def d_objective(
 
 
 def g_objective(
-    critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: Tensor | None, e: Tensor | None
+    critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: Tensor | None, e: Tensor | None, m: int = 1
 ) -> tuple[Tensor, Tensor]:
-    """One seed's generator objective L_G(D(G(z) + e)) (e: instance noise, or None), with D(x) on a
-    real batch for relativistic losses; and the fakes' logits d_f, whose gradient the backward pass
-    leaves for `learning_signal`."""
+    """One seed's generator objective L_G(D(pack(G(z) + e))) (e: instance noise, or None; pack by m,
+    1 = none), with D(x) on a (packed) real batch for relativistic losses; and the fakes' logits d_f,
+    whose gradient the backward pass leaves for `learning_signal`."""
     d_real = None
     if real is not None:
         with torch.no_grad():
             d_real = critic(real)
     x = generator(z)
-    d_fake = critic(x if e is None else x + e)
+    d_fake = critic(pack(x if e is None else x + e, m))
     return loss.generator_loss(d_fake, d_real), d_fake
 
 
@@ -89,12 +104,13 @@ class Players(Protocol):
     loss: Loss
     penalty: Penalty
     needs_real: bool  # G's objective takes D(x) on a real batch (relativistic losses)
+    pack: int  # samples per D input (PacGAN); real and fake batches reach d_objective packed
     compiler: Compiler
     opt_d: torch.optim.Optimizer
     opt_g: torch.optim.Optimizer
 
     def fake(self, z: Tensor) -> Tensor: ...
-    def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]: ...
+    def d_objective(self, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]: ...
     def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         """Per-seed L_G (S,) and the fakes' logits as the loss saw them ((S, B), or (B,) for one seed)."""
         ...
@@ -126,12 +142,13 @@ class Single(_Norms):
     def __init__(
         self, G: nn.Module, D: nn.Module, make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
         penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
-        instance_noise: float = 0.0,
+        instance_noise: float = 0.0, pack: int = 1,
     ) -> None:  # fmt: skip
         self.G, self.D = G, D
         self.opt_g, self.opt_d = make_opt_g(list(G.parameters())), make_opt_d(list(D.parameters()))
-        self.loss, self.penalty, self.weight = loss, penalty, weight
+        self.loss, self.penalty, self.weight, self.pack = loss, penalty, weight, pack
         self.needs_real = needs_real(loss)
+        self.joint = not has_batch_statistics(D)
         self.compiler = Compiler(compile_mode)
         self._g = precision.wrap(self.compiler(G))
         self._d = precision.wrap(self.compiler(D, allowed=not penalty.input_gradient))
@@ -141,17 +158,17 @@ class Single(_Norms):
         with torch.no_grad():
             return self._g(z[0])[None]
 
-    def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+    def d_objective(self, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
         self.D.requires_grad_(True)
         total, stats = d_objective(self._d, self.loss, self.penalty, self.weight, real[0], fake[0],
-                                   None if u is None else u[0])  # fmt: skip
+                                   None if u is None else tuple(t[0] for t in u), self.joint)  # fmt: skip
         return total[None], stats[None]
 
     def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         self.compiler.begin_step()
         self.D.requires_grad_(False)  # no gradient into D's weights on G's step
         g_loss, d_fake = g_objective(self._d, self._g, self.loss, z[0], None if real is None else real[0],
-                                     None if e is None else e[0])  # fmt: skip
+                                     None if e is None else e[0], self.pack)  # fmt: skip
         return g_loss[None], d_fake  # d_fake (B,): in the graph as the loss saw it, for its gradient
 
     def d_parameters(self) -> list[Tensor]:
@@ -192,7 +209,7 @@ class Stacked(_Norms):
     def __init__(
         self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
         penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
-        instance_noise: float = 0.0,
+        instance_noise: float = 0.0, pack: int = 1,
     ) -> None:  # fmt: skip
         if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
             raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
@@ -204,12 +221,13 @@ class Stacked(_Norms):
         g_base, d_base = copy.deepcopy(Gs[0]).to("meta"), copy.deepcopy(Ds[0]).to("meta")
         self.opt_g = make_opt_g(list(self.g_params.values()))
         self.opt_d = make_opt_d(list(self.d_params.values()))
-        self.loss, self.penalty, self.weight = loss, penalty, weight
+        self.loss, self.penalty, self.weight, self.pack = loss, penalty, weight, pack
         self.needs_real = needs_real(loss)
+        self.joint = not has_batch_statistics(Ds[0])
         self._g_one = precision.wrap(lambda p, b, z: functional_call(g_base, (p, b), (z,)))
         self._d_one = precision.wrap(lambda p, b, x: functional_call(d_base, (p, b), (x,)))
         # penalty noise and G's real batch are either always given or always None: fixed in_dims
-        u_dim = None if penalty.noise == "none" else 0
+        u_dim = 0 if penalty.noise else None
         real_dim = 0 if self.needs_real else None
         self.compiler = Compiler(compile_mode)
         self._fake = self.compiler(vmap(self._g_one))
@@ -218,22 +236,22 @@ class Stacked(_Norms):
         e_dim = 0 if instance_noise > 0 else None
         self._g_objective = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
 
-    def _d_seed(self, p: dict, b: dict, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _d_seed(self, p: dict, b: dict, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(p, b, x)  # noqa: E731
-        return d_objective(critic, self.loss, self.penalty, self.weight, real, fake, u)
+        return d_objective(critic, self.loss, self.penalty, self.weight, real, fake, u, self.joint)
 
     def _g_seed(
         self, gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None, e: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
-        return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real, e)
+        return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real, e, self.pack)
 
     def fake(self, z: Tensor) -> Tensor:
         self.compiler.begin_step()
         with torch.no_grad():
             return self._fake(self.g_params, self.g_buffers, z)
 
-    def d_objective(self, real: Tensor, fake: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+    def d_objective(self, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
         return self._d_objective(self.d_params, self.d_buffers, real, fake, u)
 
     def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:

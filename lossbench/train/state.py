@@ -72,6 +72,12 @@ class TrainState:
             acc[: saved.numel()].copy_(saved)
 
 
+def training_data(cfg: RunConfig, x: Tensor, device: torch.device) -> Tensor:
+    """The training set as the trainer reads it: on the device, in the range of the architecture's
+    G output (data sets are stored in [-1, 1]; infogan's sigmoid G and its D work in [0, 1])."""
+    return models.rescale(x.to(device), models.STANDARD_RANGE, models.data_range(cfg.model.arch))
+
+
 def setup(
     cfg: RunConfig, seeds: int | list[int], sample_shape: tuple[int, ...], device: torch.device,
     speed: SpeedConfig | None = None,
@@ -102,7 +108,7 @@ def setup(
         make_opt_g=make_opt_g, make_opt_d=make_opt_d, loss=losses.get(cfg.loss.loss),
         penalty=penalties.get(cfg.loss.penalty), weight=cfg.loss.penalty_weight,
         precision=Precision(speed.precision, device), compile_mode=speed.compile_mode,
-        instance_noise=cfg.loss.instance_noise,
+        instance_noise=cfg.loss.instance_noise, pack=cfg.train.pack,
     )  # fmt: skip
     players: Players
     if len(pairs) == 1:
