@@ -100,8 +100,12 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """Stable across processes and machines: identical configurations share it. Fields added
-        since 0.1 enter it only when they differ from their default, so earlier stores stay valid."""
+        since 0.1 enter it only when they differ from their default, so earlier stores stay valid; a
+        data set's revision (lossbench.gan.data) enters it once the data set has changed, so runs on
+        its earlier data are never taken for runs on the current one."""
         flat = {k: v for k, v in self.flat().items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+        if revision := data.DATASETS.get(self.data.dataset).revision:  # the data changed since revision 0
+            flat["data_revision"] = revision
         blob = json.dumps(flat, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

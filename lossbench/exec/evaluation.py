@@ -94,12 +94,14 @@ def make_evaluator(
         # its own stream per evaluation, so evaluating never shifts the training streams
         return rng.generator(seed, f"eval/{step}", device)
 
-    if train_set.modes is not None:
+    if train_set.modes is not None:  # VEEGAN's and PacGAN's protocol: mode_samples points, not fid_samples
         modes_, std = train_set.modes, train_set.mode_std or 0.0
+        n_points, threshold = m.mode_samples, m.mode_threshold
 
         def evaluate_points(G: nn.Module, seed: int, step: int) -> dict[str, float]:
-            samples = generate(G, n, z_dim, stream(seed, step))
-            return modes.mode_metrics(samples, modes_, std)
+            samples = generate(G, n_points, z_dim, stream(seed, step))
+            # reverse_kl is NaN when no point is high quality: not logged (modes and high_quality are 0)
+            return metrics.drop_missing(modes.mode_metrics(samples, modes_, std, threshold=threshold))
 
         return evaluate_points
 

@@ -12,8 +12,13 @@ from lossbench.registry import Registry
 @dataclass(frozen=True)
 class MetricSpec:
     keys: tuple[str, ...]  # the MLflow metric keys it logs
-    higher_is_better: bool
+    higher_is_better: bool  # the direction of its keys (and of best_NAME) ...
     points: bool | None  # for 2-D point data (True), images (False), or any (None)
+    lower_is_better: tuple[str, ...] = ()  # ... except these keys, where lower is better (modes: reverse_kl)
+
+    def __post_init__(self) -> None:
+        if stray := set(self.lower_is_better) - set(self.keys):
+            raise ValueError(f"lower_is_better names keys the metric does not log: {', '.join(sorted(stray))}")
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
@@ -22,7 +27,8 @@ METRICS.add("is", MetricSpec(("is_mean", "is_std"), higher_is_better=True, point
 METRICS.add("kid", MetricSpec(("kid_mean", "kid_std"), higher_is_better=False, points=False))
 METRICS.add("pr", MetricSpec(("precision", "recall"), higher_is_better=True, points=False))
 METRICS.add("dc", MetricSpec(("density", "coverage"), higher_is_better=True, points=False))
-METRICS.add("modes", MetricSpec(("modes", "high_quality", "mode_kl"), higher_is_better=True, points=True))
+METRICS.add("modes", MetricSpec(("modes", "high_quality", "reverse_kl"), higher_is_better=True, points=True,
+                                lower_is_better=("reverse_kl",)))  # fmt: skip
 METRICS.add("none", MetricSpec((), higher_is_better=False, points=None))  # no evaluation: losses only
 
 
@@ -46,9 +52,12 @@ def check(names: tuple[str, ...], points: bool) -> None:
 
 
 def higher_is_better(key: str) -> bool:
-    """By logged key: kid_mean -> False, is_mean -> True; fid and best_fid -> False."""
+    """By logged key: kid_mean -> False, is_mean -> True; fid and best_fid -> False; modes and
+    high_quality -> True, reverse_kl -> False."""
     for name in METRICS.names():
         spec = METRICS.get(name)
+        if key in spec.lower_is_better:
+            return False
         if key in spec.keys or key == f"best_{name}":
             return spec.higher_is_better
     return False

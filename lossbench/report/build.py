@@ -4,15 +4,29 @@ The store, read through MLflow's client, is the source of truth. Outputs: runs.c
 seed run), summary.csv (one row per configuration), report.md (the tables and test statements) and
 a self-contained index.html (inline CSS, figures embedded), with each configuration linked to its
 MLflow run ids. With `against` (a paper in registry/papers/), a table of the published values beside
-ours (report/against.py) in both, and against-<paper>.csv.
+ours (report/against.py) in both, and against-<paper>.csv. All or nothing: built in a staging folder
+and moved into place once complete, so an error or Ctrl-C leaves the previous report as it was
+(see `build`).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
+import errno
 import html
 import logging
 import math
+import os
+import secrets
+import shutil
+import signal
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pandas as pd
@@ -159,12 +173,51 @@ def build(
     losses: tuple[str, ...] = (),
     against: str | None = None,
 ) -> Path:
+    """Write the report of `experiment` to `out` (default reports/<experiment>) and return `out`.
+
+    All or nothing. The report is written into a hidden staging folder beside `out`
+    (`.<name>.lossbench-<random>.tmp`, same parent, so same file system) and moved into place only
+    once every file is written. Any exception, Ctrl-C (SIGINT), SIGTERM or SIGHUP before that removes
+    the staging folder and leaves `out` exactly as it was (SIGTERM and SIGHUP raise
+    KeyboardInterrupt while the report is built, so the clean-up runs; a signal the process ignores
+    stays ignored). The move itself is not cut short by those signals: one that arrives during it is
+    honoured, as KeyboardInterrupt, just after. Only SIGKILL or a crash can leave a staging folder
+    behind (hidden, in the parent; safe to delete).
+
+    Replacing. A new report replaces the previous one completely: a figure, sample grid or
+    against-<paper>.csv of the old report that the new one lacks is gone. Where `out` does not exist
+    yet, or holds nothing but a previous report (its own files: `OWN`), the folder is replaced as a
+    whole: on Linux (renameat2 RENAME_EXCHANGE) in one step, so `out` holds the old report or the new
+    one at every instant; elsewhere by renaming the old folder aside and the new one in, with a window
+    of microseconds in which `out` does not exist (the old report is then in `<staging>.old`).
+    The folder's permissions are kept.
+
+    A folder of yours. As before, `out` may be an existing folder holding other files (say
+    `--out paper/`, beside paper/figures/my_plot.png): the report writes into it and never touches a
+    file that is not its own. Each of its files is then replaced one by one (each rename atomic, the
+    old report's own files that the new one lacks removed, index.html last): still nothing changes
+    until the whole report is written, but a SIGKILL or an I/O error during those renames can leave
+    some files old and some new. The same holds where `out` is the current directory or holds it, is
+    a mount point, or sits in a folder this process cannot write (then the staging folder is made
+    inside `out`). A file of the report that would land where the folder has a folder of the same
+    name (or below a file) fails, in one line, before anything moves.
+    """
     paper = cards.paper(against) if against else None  # an unknown paper fails before anything is read or written
     tracker = Tracker(tracking_uri, experiment, create=False)
     runs = collect(tracker, datasets, losses)
     if runs.empty:
         raise LossbenchError(f"no matching runs in experiment '{experiment}' of {tracker.uri}; nothing to report")
     out = out or Path("reports") / experiment
+    with _signals_interrupt(), _replacing(out) as staging:
+        _write(staging, tracker, experiment, runs, paper, datasets, losses)
+    return out
+
+
+def _write(
+    out: Path, tracker: Tracker, experiment: str, runs: pd.DataFrame, paper: cards.Paper | None,
+    datasets: tuple[str, ...], losses: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Every file of the report into `out` (a fresh staging folder)."""
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
 
@@ -210,7 +263,188 @@ def build(
         beside = comparison.html()
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "index.html").write_text(_html(experiment, tracker.uri, display, tests, figures, grids, beside))
-    return out
+
+
+# --- writing the report all or nothing ------------------------------------------------------------
+
+# The report's own files, relative to its folder (`*` within one name): all that `build` writes and
+# all that it may replace or remove there. Keep in step with `_write` (tests/test_report_interrupt.py
+# checks that a report holds nothing else).
+FIGURES = ("distribution", "fid_curve", "d_loss", "g_loss", "g_signal", "trajectories", "budget")
+OWN = ("index.html", "report.md", "runs.csv", "summary.csv", "against-*.csv", *(f"figures/{f}.png" for f in FIGURES))
+SAMPLES = "figures/samples/"  # one folder per run of MLflow artifacts: all of it the report's
+
+
+def _own(rel: str) -> bool:
+    parts = rel.split("/")
+    patterns = (o.split("/") for o in OWN)
+    return rel.startswith(SAMPLES) or any(
+        len(parts) == len(pp) and all(fnmatchcase(a, b) for a, b in zip(parts, pp)) for pp in patterns
+    )
+
+
+def _own_dir(rel: str) -> bool:
+    return rel in ("figures", SAMPLES.rstrip("/")) or rel.startswith(SAMPLES)
+
+
+def _entries(root: Path, skip: Path | None = None) -> Iterator[tuple[str, bool]]:
+    """(relative POSIX path, is a folder) of everything under `root` but `skip`; a link is not a folder."""
+    for here, dirs, files in os.walk(root):
+        rel = Path(here).relative_to(root)
+        if skip is not None and Path(here) == root:
+            dirs[:] = [d for d in dirs if root / d != skip]
+        for d in dirs:
+            yield (rel / d).as_posix(), not os.path.islink(os.path.join(here, d))
+        for f in files:
+            yield (rel / f).as_posix(), False
+
+
+def _foreign(out: Path, skip: Path | None = None) -> list[str]:
+    """What in `out` is not the report's own."""
+    return [rel for rel, is_dir in _entries(out, skip) if not (_own_dir(rel) if is_dir else _own(rel))]
+
+
+@contextlib.contextmanager
+def _signals_interrupt(pending: list[int] | None = None) -> Iterator[None]:
+    """While the block runs, SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, or, given `pending`,
+    are only appended to it (for a step that must not be cut in two). A signal the process ignores
+    stays ignored; outside the main thread (where Python sets no handlers) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if pending is None:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    wanted = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {s: signal.signal(s, handler) for s in wanted if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where the C library,
+    kernel or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without it (glibc < 2.28, musl)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _cwd_inside(folder: Path) -> bool:
+    try:
+        return Path.cwd().resolve().is_relative_to(folder)
+    except OSError:  # a current directory that was deleted
+        return False
+
+
+def _make_staging(out: Path) -> Path:
+    """An empty folder beside `out`, or inside it where `out` is a mount point or its parent is not
+    writable; made with the umask's permissions (not mkdtemp's 0700), as `out` would have been."""
+    inside = out.is_dir() and (os.path.ismount(out) or not os.access(out.parent, os.W_OK | os.X_OK))
+    base = out if inside else out.parent
+    base.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        path = base / f".{out.name}.lossbench-{secrets.token_hex(4)}.tmp"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free name for a staging folder", str(base))
+
+
+def _commit(staging: Path, out: Path) -> None:
+    """Move the report written in `staging` into `out` (see `build`); `staging` is removed after."""
+    if staging.parent == out.parent and not _cwd_inside(out):
+        if not os.path.lexists(out):
+            try:
+                os.rename(staging, out)
+                return
+            except OSError:  # made meanwhile: into it, as into any existing folder
+                pass
+        elif not _foreign(out):
+            os.chmod(staging, stat.S_IMODE(out.stat().st_mode))
+            if _exchange(staging, out):
+                return  # staging now holds the old report
+            aside = staging.with_name(staging.name + ".old")
+            os.rename(out, aside)  # from here to the next rename, no `out` (the old report is in `aside`)
+            try:
+                os.rename(staging, out)
+            except BaseException:
+                os.rename(aside, out)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+            return
+    _commit_files(staging, out)
+
+
+def _commit_files(staging: Path, out: Path) -> None:
+    """Into a folder that holds other files too: each of the report's files replaced in one rename,
+    the old report's own files that the new one lacks removed, index.html last."""
+    new = sorted((rel for rel, is_dir in _entries(staging) if not is_dir), key=lambda rel: (rel == "index.html", rel))
+    fresh = set(new)
+    stale = [rel for rel, is_dir in _entries(out, skip=staging) if not is_dir and _own(rel) and rel not in fresh]
+    for rel in new:  # nothing moves unless everything can
+        above = [out / p for p in Path(rel).parents if p != Path(".")]
+        blocked = [p for p in above if os.path.lexists(p) and not p.is_dir()]
+        blocked += [out / rel] if (out / rel).is_dir() and not (out / rel).is_symlink() else []
+        if blocked:
+            raise LossbenchError(f"cannot write the report into {out}: {blocked[0]} is in the way of its {rel}")
+    for rel in new[:-1]:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, out / rel)
+    for rel in stale:
+        (out / rel).unlink(missing_ok=True)
+        for parent in Path(rel).parents:  # the folders it leaves empty (figures/samples/<run>)
+            if parent == Path(".") or not _own_dir(parent.as_posix()):
+                break
+            with contextlib.suppress(OSError):
+                (out / parent).rmdir()
+    for rel in new[-1:]:
+        os.replace(staging / rel, out / rel)
+
+
+@contextlib.contextmanager
+def _replacing(out: Path) -> Iterator[Path]:
+    """Yields an empty staging folder; when the block ends, the report written there replaces the
+    one in `out`; when it raises (KeyboardInterrupt included), `out` is left as it was."""
+    target = out.resolve()  # a link to a folder: the folder it points to, the link kept
+    if os.path.lexists(target) and not target.is_dir():
+        raise LossbenchError(f"the report's folder {out} is a file")
+    pending: list[int] = []  # signals held back while a step must not be cut in two
+    staging: Path | None = None
+    try:
+        with _signals_interrupt(pending):
+            staging = _make_staging(target)
+        if pending:
+            raise KeyboardInterrupt
+        yield staging
+        with _signals_interrupt(pending):
+            _commit(staging, target)
+    finally:
+        if staging is not None:
+            with _signals_interrupt(pending):  # a second Ctrl-C does not cut the clean-up short
+                shutil.rmtree(staging, ignore_errors=True)
+            if os.path.lexists(staging):
+                log.warning("could not remove the staging folder %s", staging)
+    if pending:
+        raise KeyboardInterrupt
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
