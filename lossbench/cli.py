@@ -275,7 +275,7 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     drawn = drawn_fields(spec.search)
     for p, e in zip(planned, found):
         c, flat = p.cfg, p.cfg.flat()
-        penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}"
+        penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}" + (f" pack {c.train.pack}" if c.train.pack > 1 else "")
         timing = f"{e.steps_per_s:8.1f} steps/s  ~{duration(e.train_s + e.eval_s)}" if e else ""
         setting = " ".join(f"{k}={flat[k]:.3g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in drawn)
         click.echo(f"  {c.loss.loss:15s} {penalty:10s} {c.data.dataset:13s} {c.model.arch:6s} "

@@ -22,9 +22,10 @@ def test_shipped_suites_resolve() -> None:
     mnist = suites.load("mnist-losses")
     assert [c.loss.loss for c in mnist.configs] == ["minimax", "non-saturating", "least-squares", "wgan-gp", "hinge"]
     assert all(c.model.arch == "dcgan" for c in mnist.configs) and mnist.seeds == 5
-    lucic = suites.load("lucic2018")
-    assert len(lucic.configs) == 6 * 3 * 4
-    assert {c.data.dataset for c in lucic.configs} == {"mnist", "fashion-mnist", "cifar10"}
+    # lucic2018's protocol fields are checked against the paper in tests/test_protocols.py; every other
+    # shipped suite (the paper suites included) resolves
+    for name in cards.suite_names():
+        assert suites.load(name).configs, name
 
 
 @pytest.mark.parametrize(
@@ -83,7 +84,7 @@ def test_sweep_smoke_end_to_end_then_skips_everything(store: str) -> None:
     assert len(finished) + len(diverged) == 27
     assert {r.data.params["loss"] for r in runs["seed"]} == set(losses.names())
     for r in finished:
-        assert {"modes", "high_quality", "mode_kl", "d_loss"} <= set(r.data.metrics)
+        assert {"modes", "high_quality", "d_loss"} <= set(r.data.metrics)
 
     again = lossbench("sweep", "smoke", "--tracking-uri", store, "--no-progress")
     assert f"{len(finished)} finished, {27 - len(finished)} to run" in again.stdout

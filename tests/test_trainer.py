@@ -11,7 +11,6 @@ from lossbench import config, rng
 from lossbench import train as trainer
 from lossbench.gan import data, losses
 from lossbench.gan.models import generate
-from lossbench.metrics import modes
 
 
 def ring8() -> data.Dataset:
@@ -86,16 +85,19 @@ def test_ring8_learns() -> None:
         samples = generate(G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
         return float(torch.cdist(samples, ds.modes).min(1).values.mean())
 
-    before = distance_to_ring(state.G)  # about 1.9: the untrained G sits near the ring's centre
+    before = distance_to_ring(state.G)  # about 0.9: the untrained G sits near the ring's centre (radius 1)
     _, logged, state, _ = run(flags, state=state)
     d_losses = [v["d_loss"] for _, v in logged]
     assert max(d_losses) - min(d_losses) > 0.05  # the discriminator's loss moves
-    # G moved its mass onto the ring (seeds 0-5 end 4.7-14x closer), spread over the modes rather
-    # than collapsed on one (mode_kl log 8 = 2.08 for a single mode; seeds 0-5 end at 0.01-0.69).
+    # G moved its mass onto the ring, spread over the modes rather than collapsed on one: the KL of
+    # the nearest-mode histogram of all samples to the uniform one is log 8 = 2.08 for a single mode.
     # How many modes reach the 3-sigma "high quality" disc at 2,000 steps varies by seed: not asserted.
     samples = generate(state.G, 2500, cfg.model.z_dim, rng.generator(0, "eval", "cpu"))
     assert distance_to_ring(state.G) < before / 3
-    assert modes.mode_metrics(samples, ds.modes, ds.mode_std)["mode_kl"] < 1.0
+    p = torch.bincount(torch.cdist(samples, ds.modes).argmin(1), minlength=8).double() / len(samples)
+    spread = float((p[p > 0] * (p[p > 0] * 8).log()).sum())
+    print(f"distance {before:.3f} -> {distance_to_ring(state.G):.3f}, nearest-mode KL {spread:.3f}")
+    assert spread < 1.0
 
 
 def test_divergence_is_an_outcome_not_a_crash() -> None:

@@ -79,7 +79,8 @@ class Context:
         train_set = data.load(cfg.data.dataset, ex.data_dir, "train")
         per_step = cfg.train.batch_size * cfg.train.pack  # samples one D step reads
         if per_step > len(train_set.x):  # the size is known once the data is (validate cannot load it)
-            what = "'batch_size'" + (f" x 'pack' ({cfg.train.batch_size} x {cfg.train.pack})" if cfg.train.pack > 1 else "")
+            packed = f" x 'pack' ({cfg.train.batch_size} x {cfg.train.pack})" if cfg.train.pack > 1 else ""
+            what = "'batch_size'" + packed
             raise ConfigError(f"{what} {per_step} is larger than the {cfg.data.dataset} training set "
                               f"({len(train_set.x)} samples)")  # fmt: skip
         tracker = Tracker(ex.tracking_uri, ex.experiment)

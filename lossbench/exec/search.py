@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossbench.config import ALIASES, KEYS, RunConfig
-from lossbench.gan import losses
 from lossbench.errors import ConfigError
+from lossbench.gan import losses
 from lossbench.metrics.registry import METRICS, higher_is_better
 from lossbench.registry import unknown_name_message
 from lossbench.tracking import Tracker

@@ -46,7 +46,8 @@ OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "interrupted",
 
 
 def _label(params: dict[str, str]) -> str:
-    """The loss; then its penalty and weight and its n_critic, unless they are the card's; then instance noise."""
+    """The loss; then its penalty and weight and its n_critic, unless they are the card's; then instance
+    noise and packing, when on."""
     loss, penalty = params.get("loss", ""), params.get("penalty", "none")
     weight = float(params.get("penalty_weight", 0) or 0)
     card = cards.loss_card(loss).get("defaults", {}) if ":" not in loss else {}
@@ -57,7 +58,8 @@ def _label(params: dict[str, str]) -> str:
     if n_critic != int(card.get("n_critic", 1)):
         label += f" n_critic {n_critic}"
     noise = float(params.get("instance_noise", 0) or 0)
-    return label + (f" noise {noise:g}" if noise else "")
+    pack = int(params.get("pack", 1) or 1)  # PacGAN's packing: "pack 2" is the paper's PacGAN2
+    return label + (f" noise {noise:g}" if noise else "") + (f" pack {pack}" if pack > 1 else "")
 
 
 def _equilibrium_distance(metrics: dict[str, float]) -> dict[str, float]:
@@ -147,7 +149,7 @@ def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
     out["finished / diverged / failed"] = [
         f"{a} / {b} / {c}" for a, b, c in zip(summary["finished"], summary["diverged"], summary["failed"])
     ]
-    extra = ("kid_mean", "is_mean", "precision", "recall", "density", "coverage", "high_quality", "mode_kl",
+    extra = ("kid_mean", "is_mean", "precision", "recall", "density", "coverage", "high_quality", "reverse_kl",
              "equilibrium_distance")  # fmt: skip
     for s in dict.fromkeys((score, f"best_{score}" if score == "fid" else None, *extra)):
         if s and f"{s}_mean" in summary:

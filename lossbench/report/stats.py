@@ -13,7 +13,7 @@ from scipy import stats
 MIN_SEEDS_FOR_TEST = 3
 GROUP = ["config_hash", "label", "loss", "penalty", "dataset", "arch"]
 SCORES = ["fid", "best_fid", "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "modes",
-          "high_quality", "mode_kl", "equilibrium_distance"]  # fmt: skip
+          "high_quality", "reverse_kl", "equilibrium_distance"]  # fmt: skip
 
 
 def finished_with(runs: pd.DataFrame, score: str) -> pd.DataFrame:
