@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_report import make_store
 
+from lossbench import folders
 from lossbench.errors import LossbenchError
 from lossbench.report import build as report_build
 from lossbench.report import figures as report_figures
@@ -82,11 +83,11 @@ def test_build_replaces_the_old_report_completely(
     paper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
     if not exchange:  # where renameat2(RENAME_EXCHANGE) is missing: old folder aside, new one in
-        monkeypatch.setattr(report_build, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(folders, "_exchange", lambda a, b: False)
     out, fresh = tmp_path / "report", tmp_path / "fresh"
     report_build.build(paper, "paper", out, against="lucic2018")
     assert len(samples(out)) == 3 and (out / "against-lucic2018.csv").is_file()
-    assert report_build._foreign(out) == []  # the report writes only files it knows as its own (OWN)
+    assert folders._foreign(out, report_build.OWNED) == []  # the report writes only files it knows as its own (OWN)
     old = snapshot(out)
     report_build.build(paper, "paper", out, losses=TWO)
     report_build.build(paper, "paper", fresh, losses=TWO)
@@ -109,7 +110,7 @@ def test_a_folder_of_yours_keeps_your_files(paper: str, tmp_path: Path, monkeypa
     assert {k: v for k, v in snapshot(out).items() if k in yours} == yours
     report_build.build(paper, "paper", out, losses=TWO)  # replaces the report, and only the report
     assert len(samples(out)) == 2 and {k: v for k, v in snapshot(out).items() if k in yours} == yours
-    assert set(report_build._foreign(out)) == {"notes.txt", "figures/my_plot.png", "data", "data/x.csv"}
+    assert set(folders._foreign(out, report_build.OWNED)) == {"notes.txt", "figures/my_plot.png", "data", "data/x.csv"}
     before = snapshot(out)
     break_curves(monkeypatch, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
@@ -124,7 +125,7 @@ def test_a_file_in_the_way_fails_before_anything_moves(paper: str, tmp_path: Pat
     (out / "notes.txt").write_text("mine")
     (out / "figures").write_text("a file where the report puts its figures folder")
     before = snapshot(out)
-    with pytest.raises(LossbenchError, match=r"paper/figures is in the way of its figures/"):
+    with pytest.raises(LossbenchError, match=r"paper/figures is in the way of figures/"):
         report_build.build(paper, "paper", out)
     assert snapshot(out) == before
     assert sorted(os.listdir(tmp_path)) == ["paper"]

@@ -12,26 +12,15 @@ and moved into place once complete, so an error or Ctrl-C leaves the previous re
 from __future__ import annotations
 
 import base64
-import contextlib
-import ctypes
-import errno
 import html
 import logging
 import math
-import os
-import secrets
-import shutil
-import signal
-import stat
-import sys
-import threading
-from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pandas as pd
 
-from lossbench import cards
+from lossbench import cards, folders
 from lossbench.errors import LossbenchError
 from lossbench.metrics.registry import higher_is_better
 from lossbench.progress import phase
@@ -210,7 +199,7 @@ def build(
     if runs.empty:
         raise LossbenchError(f"no matching runs in experiment '{experiment}' of {tracker.uri}; nothing to report")
     out = out or Path("reports") / experiment
-    with _signals_interrupt(), _replacing(out) as staging:
+    with folders.signals_interrupt(), folders.replacing(out, OWNED) as staging:
         _write(staging, tracker, experiment, runs, paper, datasets, losses)
     return out
 
@@ -267,7 +256,7 @@ def _write(
     (out / "index.html").write_text(_html(experiment, tracker.uri, display, tests, figures, grids, beside))
 
 
-# --- writing the report all or nothing ------------------------------------------------------------
+# --- the report's own files (what a rebuild may replace or remove in its folder) ------------------
 
 # The report's own files, relative to its folder (`*` within one name): all that `build` writes and
 # all that it may replace or remove there. Keep in step with `_write` (tests/test_report_interrupt.py
@@ -289,164 +278,8 @@ def _own_dir(rel: str) -> bool:
     return rel in ("figures", SAMPLES.rstrip("/")) or rel.startswith(SAMPLES)
 
 
-def _entries(root: Path, skip: Path | None = None) -> Iterator[tuple[str, bool]]:
-    """(relative POSIX path, is a folder) of everything under `root` but `skip`; a link is not a folder."""
-    for here, dirs, files in os.walk(root):
-        rel = Path(here).relative_to(root)
-        if skip is not None and Path(here) == root:
-            dirs[:] = [d for d in dirs if root / d != skip]
-        for d in dirs:
-            yield (rel / d).as_posix(), not os.path.islink(os.path.join(here, d))
-        for f in files:
-            yield (rel / f).as_posix(), False
 
-
-def _foreign(out: Path, skip: Path | None = None) -> list[str]:
-    """What in `out` is not the report's own."""
-    return [rel for rel, is_dir in _entries(out, skip) if not (_own_dir(rel) if is_dir else _own(rel))]
-
-
-@contextlib.contextmanager
-def _signals_interrupt(pending: list[int] | None = None) -> Iterator[None]:
-    """While the block runs, SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, or, given `pending`,
-    are only appended to it (for a step that must not be cut in two). A signal the process ignores
-    stays ignored; outside the main thread (where Python sets no handlers) nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if pending is None:
-            raise KeyboardInterrupt
-        pending.append(signum)
-
-    wanted = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    previous = {s: signal.signal(s, handler) for s in wanted if signal.getsignal(s) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where the C library,
-    kernel or file system cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # a C library without it (glibc < 2.28, musl)
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(a), None, str(b))
-
-
-def _cwd_inside(folder: Path) -> bool:
-    try:
-        return Path.cwd().resolve().is_relative_to(folder)
-    except OSError:  # a current directory that was deleted
-        return False
-
-
-def _make_staging(out: Path) -> Path:
-    """An empty folder beside `out`, or inside it where `out` is a mount point or its parent is not
-    writable; made with the umask's permissions (not mkdtemp's 0700), as `out` would have been."""
-    inside = out.is_dir() and (os.path.ismount(out) or not os.access(out.parent, os.W_OK | os.X_OK))
-    base = out if inside else out.parent
-    base.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        path = base / f".{out.name}.lossbench-{secrets.token_hex(4)}.tmp"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free name for a staging folder", str(base))
-
-
-def _commit(staging: Path, out: Path) -> None:
-    """Move the report written in `staging` into `out` (see `build`); `staging` is removed after."""
-    if staging.parent == out.parent and not _cwd_inside(out):
-        if not os.path.lexists(out):
-            try:
-                os.rename(staging, out)
-                return
-            except OSError:  # made meanwhile: into it, as into any existing folder
-                pass
-        elif not _foreign(out):
-            os.chmod(staging, stat.S_IMODE(out.stat().st_mode))
-            if _exchange(staging, out):
-                return  # staging now holds the old report
-            aside = staging.with_name(staging.name + ".old")
-            os.rename(out, aside)  # from here to the next rename, no `out` (the old report is in `aside`)
-            try:
-                os.rename(staging, out)
-            except BaseException:
-                os.rename(aside, out)
-                raise
-            shutil.rmtree(aside, ignore_errors=True)
-            return
-    _commit_files(staging, out)
-
-
-def _commit_files(staging: Path, out: Path) -> None:
-    """Into a folder that holds other files too: each of the report's files replaced in one rename,
-    the old report's own files that the new one lacks removed, index.html last."""
-    new = sorted((rel for rel, is_dir in _entries(staging) if not is_dir), key=lambda rel: (rel == "index.html", rel))
-    fresh = set(new)
-    stale = [rel for rel, is_dir in _entries(out, skip=staging) if not is_dir and _own(rel) and rel not in fresh]
-    for rel in new:  # nothing moves unless everything can
-        above = [out / p for p in Path(rel).parents if p != Path(".")]
-        blocked = [p for p in above if os.path.lexists(p) and not p.is_dir()]
-        blocked += [out / rel] if (out / rel).is_dir() and not (out / rel).is_symlink() else []
-        if blocked:
-            raise LossbenchError(f"cannot write the report into {out}: {blocked[0]} is in the way of its {rel}")
-    for rel in new[:-1]:
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / rel, out / rel)
-    for rel in stale:
-        (out / rel).unlink(missing_ok=True)
-        for parent in Path(rel).parents:  # the folders it leaves empty (figures/samples/<run>)
-            if parent == Path(".") or not _own_dir(parent.as_posix()):
-                break
-            with contextlib.suppress(OSError):
-                (out / parent).rmdir()
-    for rel in new[-1:]:
-        os.replace(staging / rel, out / rel)
-
-
-@contextlib.contextmanager
-def _replacing(out: Path) -> Iterator[Path]:
-    """Yields an empty staging folder; when the block ends, the report written there replaces the
-    one in `out`; when it raises (KeyboardInterrupt included), `out` is left as it was."""
-    target = out.resolve()  # a link to a folder: the folder it points to, the link kept
-    if os.path.lexists(target) and not target.is_dir():
-        raise LossbenchError(f"the report's folder {out} is a file")
-    pending: list[int] = []  # signals held back while a step must not be cut in two
-    staging: Path | None = None
-    try:
-        with _signals_interrupt(pending):
-            staging = _make_staging(target)
-        if pending:
-            raise KeyboardInterrupt
-        yield staging
-        with _signals_interrupt(pending):
-            _commit(staging, target)
-    finally:
-        if staging is not None:
-            with _signals_interrupt(pending):  # a second Ctrl-C does not cut the clean-up short
-                shutil.rmtree(staging, ignore_errors=True)
-            if os.path.lexists(staging):
-                log.warning("could not remove the staging folder %s", staging)
-    if pending:
-        raise KeyboardInterrupt
+OWNED = folders.Owned(file=_own, folder=_own_dir)
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
