@@ -347,3 +347,21 @@ def test_report_labels_name_the_packing() -> None:
 
     assert _label({"loss": "non-saturating", "pack": "2"}) == "non-saturating pack 2"
     assert _label({"loss": "non-saturating", "pack": "1"}) == "non-saturating"
+
+
+def test_sweep_estimates_time_a_step_once_per_cost_and_scale_by_each_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configurations that differ in learning rate and budget (a random search over epochs and n_critic
+    changes the steps) share one timing; each estimate keeps its own steps."""
+    from lossbench.exec import estimate as estimate_mod
+    from lossbench.exec import sweep as sweep_mod
+
+    timed: list[RunConfig] = []
+    monkeypatch.setattr(estimate_mod, "steps_per_s", lambda cfg, *a, **k: timed.append(cfg) or 100.0)
+    base = {"dataset": "ring8", "metrics": "none"}
+    cfgs = [resolve(("t", base | {"lr": 1e-4, "steps": 100})), resolve(("t", base | {"lr": 1e-3, "epochs": 2})),
+            resolve(("t", base | {"lr": 1e-3, "steps": 50, "n_critic": 2}))]  # fmt: skip
+    planned = [sweep_mod.Planned(c, (0, 1), 0) for c in cfgs]
+    found = sweep_mod.estimates(planned, torch.device("cpu"), None)
+    assert len(timed) == 2  # n_critic changes the cost of a step; lr and budget do not
+    assert [e.steps for e in found] == [100, 2 * (100_000 // 64), 50]
+    assert found[1].train_s == pytest.approx(2 * 2 * (100_000 // 64) / 100.0)

@@ -18,7 +18,7 @@ import torch
 from lossbench.config import ExecConfig, RunConfig, SpeedConfig
 from lossbench.errors import ConfigError
 from lossbench.exec import executors
-from lossbench.exec.estimate import Estimate, estimate
+from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
 from lossbench.exec.plan import plan as plan_seeds
@@ -106,8 +106,9 @@ def estimates(
         if not p.seeds:
             out.append(None)
             continue
-        if (same := timed.get(_cost_key(p.cfg))) is not None:
-            out.append(dataclasses.replace(same, seeds=len(p.seeds)))
+        if (same := timed.get(_cost_key(p.cfg))) is not None:  # the same step, perhaps a different budget
+            evaluations = evaluations_per_seed(p.cfg) if same.images_per_s else 0
+            out.append(dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps, evaluations=evaluations))
             continue
         if p.cfg.data.dataset not in sets:  # each data set loaded once
             sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train")
@@ -124,13 +125,15 @@ def estimates(
 
 
 def _cost_key(cfg: RunConfig) -> RunConfig:
-    """cfg with learning rates, betas and weights made equal: they change results, not the cost of a step
-    (only whether clipping or a penalty runs at all does)."""
+    """cfg with learning rates, betas, weights and the budget made equal: they change results and the
+    number of steps, not the cost of a step (only whether clipping or a penalty runs at all does)."""
     t, loss = cfg.train, cfg.loss
     return dataclasses.replace(
         cfg,
-        train=dataclasses.replace(t, lr_g=1.0, lr_d=1.0, beta1=0.0, beta2=0.0, weight_clip=float(t.weight_clip > 0)),
+        train=dataclasses.replace(t, lr_g=1.0, lr_d=1.0, beta1=0.0, beta2=0.0, weight_clip=float(t.weight_clip > 0),
+                                  steps=1, epochs=0),
         loss=dataclasses.replace(loss, penalty_weight=float(loss.penalty_weight > 0)),
+        metrics=dataclasses.replace(cfg.metrics, eval_every=0),
     )  # fmt: skip
 
 
