@@ -62,18 +62,25 @@ def d_objective(
     return d_loss + weight * pen, stats
 
 
-def g_objective(
-    critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: Tensor | None, e: Tensor | None, m: int = 1
-) -> tuple[Tensor, Tensor]:
-    """One seed's generator objective L_G(D(pack(G(z) + e))) (e: instance noise, or None; pack by m,
-    1 = none), with D(x) on a (packed) real batch for relativistic losses; and the fakes' logits d_f,
-    whose gradient the backward pass leaves for `learning_signal`."""
+def g_logits(
+    critic: Critic, generator: Critic, z: Tensor, real: Tensor | None, e: Tensor | None, m: int = 1
+) -> tuple[Tensor, Tensor | None]:
+    """One seed's logits for G's step: d_f = D(pack(G(z) + e)) (e: instance noise, or None; pack by
+    m, 1 = none), and D(x) on a (packed) real batch for relativistic losses (else None)."""
     d_real = None
     if real is not None:
         with torch.no_grad():
             d_real = critic(real)
     x = generator(z)
-    d_fake = critic(pack(x if e is None else x + e, m))
+    return critic(pack(x if e is None else x + e, m)), d_real
+
+
+def g_objective(
+    critic: Critic, generator: Critic, loss: Loss, z: Tensor, real: Tensor | None, e: Tensor | None, m: int = 1
+) -> tuple[Tensor, Tensor]:
+    """One seed's generator objective L_G(d_f, d_r) on `g_logits`, and the fakes' logits d_f, whose
+    gradient the backward pass leaves for `learning_signal`."""
+    d_fake, d_real = g_logits(critic, generator, z, real, e, m)
     return loss.generator_loss(d_fake, d_real), d_fake
 
 
@@ -234,7 +241,11 @@ class Stacked(_Norms):
         self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, u_dim)),
                                           allowed=not penalty.input_gradient)  # fmt: skip
         e_dim = 0 if instance_noise > 0 else None
-        self._g_objective = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
+        # G's logits are compiled, its loss is not: the loss's backward then passes through the
+        # logits' tensor, which leaves dL_G/dd_f for the learning signal (inside one compiled graph
+        # it would not)
+        self._g_logits = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
+        self._g_loss = vmap(loss.generator_loss, in_dims=(0, real_dim))
 
     def _d_seed(self, p: dict, b: dict, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(p, b, x)  # noqa: E731
@@ -242,9 +253,10 @@ class Stacked(_Norms):
 
     def _g_seed(
         self, gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None, e: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
-        return g_objective(critic, lambda v: self._g_one(gp, gb, v), self.loss, z, real, e, self.pack)
+        d_fake, d_real = g_logits(critic, lambda v: self._g_one(gp, gb, v), z, real, e, self.pack)
+        return d_fake if d_real is None else (d_fake, d_real)
 
     def fake(self, z: Tensor) -> Tensor:
         self.compiler.begin_step()
@@ -257,7 +269,9 @@ class Stacked(_Norms):
     def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         self.compiler.begin_step()
         d_params = {k: v.detach() for k, v in self.d_params.items()}  # no gradient into D's weights
-        return self._g_objective(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real, e)
+        logits = self._g_logits(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real, e)
+        d_fake, d_real = logits if self.needs_real else (logits, None)
+        return self._g_loss(d_fake, d_real), d_fake
 
     def d_parameters(self) -> list[Tensor]:
         return list(self.d_params.values())
