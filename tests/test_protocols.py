@@ -365,3 +365,19 @@ def test_sweep_estimates_time_a_step_once_per_cost_and_scale_by_each_budget(monk
     assert len(timed) == 2  # n_critic changes the cost of a step; lr and budget do not
     assert [e.steps for e in found] == [100, 2 * (100_000 // 64), 50]
     assert found[1].train_s == pytest.approx(2 * 2 * (100_000 // 64) / 100.0)
+
+
+def test_infogan_runs_finish_through_the_cli(tmp_path: Path) -> None:
+    """infogan's G starts with batch norm over a linear layer: the end-of-run sample grid and the
+    evaluation must run it in eval mode (one sample through training-mode batch norm fails)."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    result = cli("run", "--dataset", "mnist", "--arch", "infogan", "--z-dist", "uniform", "--z-dim", "64",
+                 "--d-batchnorm", "true", "--steps", "2", "--log-every", "1", "--fid-samples", "8", "--metrics", "kid",
+                 "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from lossbench.tracking import Tracker
+
+    cfg = resolve(("t", {"dataset": "mnist", "arch": "infogan", "z_dist": "uniform", "z_dim": 64, "d_batchnorm": True,
+                         "steps": 2, "log_every": 1, "fid_samples": 8, "metrics": "kid"}))  # fmt: skip
+    (r,) = Tracker(uri, "lossbench").seed_results({cfg.config_hash()})
+    assert r.finished and "kid_mean" in r.metrics

@@ -57,10 +57,11 @@ def save_scatter(points: Tensor, modes: Tensor | None, path: Path, title: str = 
 
 
 def sample_dims(G: nn.Module, z_dim: int) -> int:
-    """How many numbers one sample of G has (1 for the Dirac-GAN)."""
+    """How many numbers one sample of G has (1 for the Dirac-GAN): one sample through `generate`, in
+    eval mode (a batch of one through batch norm in training mode fails, and would move its running
+    statistics), from a throwaway generator (the run's streams are left as they are)."""
     device = next(G.parameters()).device
-    with torch.no_grad():
-        return int(G(torch.zeros(1, z_dim, device=device))[0].numel())
+    return int(generate(G, 1, z_dim, torch.Generator(device=device).manual_seed(0))[0].numel())
 
 
 def save_histogram(values: Tensor, path: Path, title: str = "") -> Path:
