@@ -277,14 +277,17 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
         c, flat = p.cfg, p.cfg.flat()
         penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}" + (f" pack {c.train.pack}" if c.train.pack > 1 else "")
         timing = f"{e.steps_per_s:8.1f} steps/s  ~{duration(e.train_s + e.eval_s)}" if e else ""
+        timing = timing or "not timed" * bool(p.seeds)
         setting = " ".join(f"{k}={flat[k]:.3g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in drawn)
         click.echo(f"  {c.loss.loss:15s} {penalty:10s} {c.data.dataset:13s} {c.model.arch:6s} "
                    f"steps {c.train.steps:6d}  seeds to run {list(p.seeds)}  {timing}"
                    + (f"  {c.config_hash()} {setting}" if setting else ""))  # fmt: skip
     train_s = sum(e.train_s for e in found if e)
     eval_s = sum(e.eval_s for e in found if e)
+    untimed = sum(1 for p, e in zip(planned, found) if p.seeds and e is None)
+    note = f"; {untimed} configuration{'s' * (untimed != 1)} not timed (data not here)" if untimed else ""
     click.echo(f"estimated: {duration(train_s + eval_s)} on {device} (training {duration(train_s)}, "
-               f"evaluation {duration(eval_s)}), from steps and Inception images timed now")  # fmt: skip
+               f"evaluation {duration(eval_s)}), from steps and Inception images timed now{note}")  # fmt: skip
 
 
 @main.command()

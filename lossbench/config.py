@@ -236,7 +236,7 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
         t = sections["train"]
         steps = epochs_to_steps(dataset, t["epochs"], *(t.get(k, getattr(TrainConfig, k))
                                                         for k in ("batch_size", "n_critic", "pack")))  # fmt: skip
-        if both and t.get("steps") != steps:
+        if both and t["epochs"] > 0 and t.get("steps") != steps:  # a negative count: validate names it
             raise ConfigError(f"{merged['epochs'][1]}: set either 'steps' or 'epochs', not both ({t['epochs']} "
                               f"epochs are {steps} steps here, not {t.get('steps')})")  # fmt: skip
         t["steps"] = steps

@@ -132,6 +132,7 @@ def test_cli_dry_run_shows_steps_and_epochs_and_refuses_both(tmp_path: Path) -> 
 @pytest.mark.parametrize("flags, message", [
     (["--pack", "0"], "'pack' must be >= 1"),
     (["--epochs", "-1"], "'epochs' must be >= 0"),
+    (["--epochs", "-1", "--steps", "2"], "'epochs' must be >= 0"),
     (["--z-dist", "cauchy"], "unknown z-dist 'cauchy'"),
     (["--d-batchnorm", "true", "--arch", "mlp"], "has no batch norm in D"),
     (["--d-batchnorm", "true", "--arch", "infogan", "--loss", "wgan-gp"], "d_batchnorm with penalty 'gp'"),
@@ -381,3 +382,18 @@ def test_infogan_runs_finish_through_the_cli(tmp_path: Path) -> None:
                          "steps": 2, "log_every": 1, "fid_samples": 8, "metrics": "kid"}))  # fmt: skip
     (r,) = Tracker(uri, "lossbench").seed_results({cfg.config_hash()})
     assert r.finished and "kid_mean" in r.metrics
+
+
+def test_a_dry_run_never_downloads(tmp_path: Path) -> None:
+    """A plan over a data set that is not on this machine says so and writes nothing into the data root."""
+    suite = tmp_path / "s.toml"
+    suite.write_text('seeds = 1\n[base]\nsteps = 10\nmetrics = "none"\n[grid]\n'
+                     'dataset = ["fashion-mnist", "ring8"]\n')  # fmt: skip
+    empty = tmp_path / "data"
+    empty.mkdir()
+    result = cli("sweep", str(suite), "--dry-run", "--data-dir", str(empty), "--tracking-uri",
+                 f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "fashion-mnist is not under" in result.stderr and "not timed" in result.stdout
+    assert "1 configuration not timed" in result.stdout and "steps/s" in result.stdout  # ring8 still timed
+    assert list(empty.iterdir()) == []

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lossbench.config import ExecConfig, RunConfig, SpeedConfig
-from lossbench.errors import ConfigError
+from lossbench.errors import ConfigError, DataError
 from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
@@ -98,7 +99,7 @@ def estimates(
     """Per planned configuration with seeds to run, its measured estimate (None: nothing to run). Each
     data set is loaded once, the Inception rate measured once, and configurations that differ only in
     values that do not change the cost of a step (the draws of a random search) are timed once."""
-    sets: dict[str, data.Dataset] = {}
+    sets: dict[str, data.Dataset | None] = {}  # None: not on this machine (a plan never downloads)
     extractor, rate = None, None
     timed: dict[RunConfig, Estimate] = {}
     out: list[Estimate | None] = []
@@ -111,8 +112,15 @@ def estimates(
             out.append(dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps, evaluations=evaluations))
             continue
         if p.cfg.data.dataset not in sets:  # each data set loaded once
-            sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train")
+            try:
+                sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train", download=False)
+            except DataError as exc:
+                print(f"estimate: {exc}; its configurations are not timed", file=sys.stderr, flush=True)
+                sets[p.cfg.data.dataset] = None
         ds = sets[p.cfg.data.dataset]
+        if ds is None:
+            out.append(None)
+            continue
         ext = None
         if needs_images(p.cfg, ds):
             extractor = extractor or open_extractor(p.cfg, device, ds)

@@ -74,10 +74,13 @@ def _check_split(split: str) -> None:
         raise DataError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
 
 
-def load(name: str, root: str | os.PathLike | None = None, split: str = "train") -> Dataset:
-    """Load a registered data set (on the CPU; the caller moves it to its device)."""
+def load(name: str, root: str | os.PathLike | None = None, split: str = "train", download: bool = True) -> Dataset:
+    """Load a registered data set (on the CPU; the caller moves it to its device). Without `download`,
+    a data set whose files are absent is a DataError instead of a download (plans and dry runs)."""
     _check_split(split)
     source = DATASETS.get(name)
+    if not download and source.needs_files:
+        return source.loader(paths.data_root(root), split, download=False)  # type: ignore[operator]
     return source.loader(paths.data_root(root), split)  # type: ignore[operator]
 
 
@@ -122,8 +125,9 @@ def _not_found(exc: RuntimeError) -> bool:
     return str(exc).startswith("Dataset not found")
 
 
-def _torchvision(cls_name: str, name: str, root: Path, split: str) -> Tensor:
-    """A torchvision data set's images as uint8 N x C x H x W; downloads only when files are absent."""
+def _torchvision(cls_name: str, name: str, root: Path, split: str, download: bool = True) -> Tensor:
+    """A torchvision data set's images as uint8 N x C x H x W; downloads only when files are absent
+    (and `download`)."""
     import torchvision.datasets as tvd  # deferred: importing torchvision costs a second
 
     cls = getattr(tvd, cls_name)
@@ -136,6 +140,8 @@ def _torchvision(cls_name: str, name: str, root: Path, split: str) -> Tensor:
         if not (isinstance(exc, RuntimeError) and _not_found(exc)):  # present, but unreadable
             why = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).splitlines()[0]
             raise DataError(f"{name} files under {root} could not be read ({why}); {_CORRUPT_HINT}") from None
+        if not download:
+            raise DataError(f"{name} is not under {root} (not downloaded here)") from None
         log.warning("%s not found under %s; downloading", name, root)
         try:
             ds = cls(root=str(root), download=True, **kwargs)
@@ -152,8 +158,8 @@ def _torchvision(cls_name: str, name: str, root: Path, split: str) -> Tensor:
 
 def _register_torchvision(name: str, cls_name: str, default_arch: str, shape: tuple[int, ...], train: int,
                           test: int) -> None:  # fmt: skip
-    def loader(root: Path, split: str) -> Dataset:
-        return Dataset(name=name, split=split, x=_to_unit_range(_torchvision(cls_name, name, root, split)))
+    def loader(root: Path, split: str, download: bool = True) -> Dataset:
+        return Dataset(name=name, split=split, x=_to_unit_range(_torchvision(cls_name, name, root, split, download)))
 
     DATASETS.add(name, DataSource(loader, default_arch, shape, needs_files=True, sizes={"train": train, "test": test}))
 
