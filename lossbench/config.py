@@ -235,7 +235,7 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     if sections["train"].get("epochs"):
         t = sections["train"]
         steps = epochs_to_steps(dataset, t["epochs"], *(t.get(k, getattr(TrainConfig, k))
-                                                        for k in ("batch_size", "n_critic", "pack")))  # fmt: skip
+                                                        for k in ("batch_size", "n_critic")))  # fmt: skip
         if both and t["epochs"] > 0 and t.get("steps") != steps:  # a negative count: validate names it
             raise ConfigError(f"{merged['epochs'][1]}: set either 'steps' or 'epochs', not both ({t['epochs']} "
                               f"epochs are {steps} steps here, not {t.get('steps')})")  # fmt: skip
@@ -245,17 +245,17 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     return cfg
 
 
-def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int, pack: int) -> int:
+def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int) -> int:
     """Generator steps of `epochs` passes of D over the N training samples, as compare_gan and PacGAN
     count them: an epoch is floor(N / batch_size) D steps, and G steps once every n_critic D steps:
 
         steps = max(1, floor(epochs * floor(N / batch_size) / n_critic))
 
-    With packing, each of D's batch_size inputs is `pack` samples, so an epoch reads pack * N
-    samples: PacGAN's data set holds N packed examples (its GaussianPackingMixture), one pass of
-    which is its epoch.
+    Packing does not enter it: each of D's batch_size inputs is then `pack` samples, so an epoch
+    reads pack * N samples, as PacGAN's data set holds N packed examples (its
+    GaussianPackingMixture), one pass of which is its epoch.
     """
-    if epochs < 0 or min(batch_size, n_critic, pack) < 1:
+    if epochs < 0 or min(batch_size, n_critic) < 1:
         return 1  # validate names the bad key
     n = data.size(dataset, "train")
     return max(1, epochs * (n // batch_size) // n_critic)

@@ -101,10 +101,11 @@ def test_pacgan2018_suite_is_the_authors_protocol() -> None:
 
 
 def test_epochs_convert_to_generator_steps_as_compare_gan_counts() -> None:
-    assert epochs_to_steps("mnist", 20, 64, 1, 1) == 20 * 937
-    assert epochs_to_steps("mnist", 20, 64, 5, 1) == 20 * 937 // 5
-    assert epochs_to_steps("cifar10", 100, 64, 1, 1) == 100 * 781
-    assert epochs_to_steps("ring8", 400, 100, 1, 2) == 400_000  # packed: an epoch is N packed inputs
+    assert epochs_to_steps("mnist", 20, 64, 1) == 20 * 937
+    assert epochs_to_steps("mnist", 20, 64, 5) == 20 * 937 // 5
+    assert epochs_to_steps("cifar10", 100, 64, 1) == 100 * 781
+    packed = resolve(("t", {"dataset": "ring8", "epochs": 400, "batch_size": 100, "pack": 2}))
+    assert packed.train.steps == 400_000  # packed: an epoch is N packed inputs
     cfg = resolve(("flags", {"epochs": 2, "n_critic": 2}))
     assert (cfg.train.epochs, cfg.train.steps) == (2, 937)
     assert resolve(("json", cfg.flat())) == cfg  # a resolved configuration's flat form resolves to itself
