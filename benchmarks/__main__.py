@@ -16,6 +16,8 @@ Each figure is the best of --repeat timings (the median for logging), as timeit 
             none: the overhead in % of step time
   features  Inception feature extraction (FID/KID/IS), images/s, with the FLOP count used
   signals   the cost of the learning signal (g_signal, g_grad_norm, d_grad_norm) in % of step time
+  profile   torch.profiler over the seeds trained together: host and device time per step, kernels per
+            step, the operators that take the most time (what bounds the step)
 """
 
 from __future__ import annotations
@@ -190,6 +192,11 @@ def bench_seeds(device: torch.device, args: argparse.Namespace) -> None:
         print(f"seeds     {arch}/{name}{note}, {n} seeds x {steps} steps: one after another {imgs / sequential:10.0f} "
               f"real images/s, --parallel-seeds {imgs / together:10.0f} real images/s, "
               f"speed-up {sequential / together:.2f}x")  # fmt: skip
+        if args.compile and device.type == "cuda":
+            graphs = SpeedConfig(parallel_seeds=True, cuda_graphs=True)
+            graphed = min(time_training(cfg, x, shape, device, list(range(n)), graphs) for _ in range(reps))
+            print(f"          --parallel-seeds --cuda-graphs {imgs / graphed:10.0f} real images/s, "
+                  f"speed-up {sequential / graphed:.2f}x over one after another")  # fmt: skip
 
 
 def bench_logging(device: torch.device, args: argparse.Namespace) -> None:
@@ -252,6 +259,70 @@ def bench_features(device: torch.device, args: argparse.Namespace) -> None:
     rate = n / (time.perf_counter() - start)
     print(f"features  inception-v3-compat, batch {ext.batch_size}, {n} images: {rate:8.1f} images/s, "
           f"{rate * per_image:8.1f} GFLOP/s at {per_image:.2f} GFLOP per image (counted)")  # fmt: skip
+    if device.type == "cuda":  # the device's own limits, measured: Inception's convolutions run in TF32
+        fp32, tf32 = peak_rate(device, tf32=False), peak_rate(device, tf32=True)
+        achieved = rate * per_image
+        print(f"          {100 * achieved / fp32:.0f}% of the float32 matrix-product rate ({fp32:.0f} GFLOP/s), "
+              f"{100 * achieved / tf32:.0f}% of TF32's ({tf32:.0f} GFLOP/s; cuDNN's convolutions allow TF32: "
+              f"{torch.backends.cudnn.allow_tf32})")  # fmt: skip
+
+
+def peak_rate(device: torch.device, tf32: bool, n: int = 8192) -> float:
+    """GFLOP/s of a large square matrix product, the device's practical FLOP limit for the precision."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        for _ in range(3):
+            a @ b
+        sync(device)
+        start, reps = time.perf_counter(), 10
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def bench_profile(device: torch.device, args: argparse.Namespace) -> None:
+    """Where the step time goes: torch.profiler over --steps generator steps of --seeds seeds trained
+    together (dcgan/mnist, or the --setup given), after a warm-up. Prints the host time per step, the
+    device's busy time per step (kernels), the number of kernel launches per step and the operators
+    that take the most device (or, on a CPU, host) time. A step whose host time far exceeds its
+    kernel time is bound by launches and Python, not by the device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    name, arch = setups(args)[0] if args.setup else ("mnist", "dcgan")
+    x, shape, note = dataset(name, device)
+    steps = max(args.steps // 10, 10)
+    cfg = configure(name, arch, steps)
+    seeds = list(range(args.seeds))
+    paths_ = {"--parallel-seeds": SpeedConfig(parallel_seeds=True),
+              "--parallel-seeds --cuda-graphs": SpeedConfig(parallel_seeds=True, cuda_graphs=True)}
+    for label, speed in paths_.items():
+        if speed.cuda_graphs and device.type != "cuda":
+            continue
+        state = trainer.setup(cfg, seeds, shape, device, speed)
+        warm = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=5))
+        trainer.train(warm, state, x)
+        sync(device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        start = time.perf_counter()
+        with profile(activities=activities) as prof:
+            trainer.train(cfg, state, x)
+            sync(device)
+        wall = (time.perf_counter() - start) / steps
+        events = prof.key_averages()
+        kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+        busy = sum(e.device_time for e in kernels) / 1e6 / steps if kernels else 0.0
+        on_device = (f", device busy {1e3 * busy:.2f} ms per step ({100 * busy / wall:.0f}%), "
+                     f"{len(kernels) / steps:.0f} kernels per step") if kernels else ""  # fmt: skip
+        print(f"profile   {arch}/{name}{note}, {len(seeds)} seeds, {label}, {steps} steps: "
+              f"{1e3 * wall:.2f} ms per step (profiled){on_device}")
+        key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        for line in events.table(sort_by=key, row_limit=12).splitlines():
+            print(f"          {line}")
 
 
 def bench_signals(device: torch.device, args: argparse.Namespace) -> None:
@@ -301,7 +372,7 @@ def bench_signals(device: torch.device, args: argparse.Namespace) -> None:
 
 
 BENCHES = {"matmul": bench_matmul, "train": bench_train, "seeds": bench_seeds, "logging": bench_logging,
-           "features": bench_features, "signals": bench_signals}  # fmt: skip
+           "features": bench_features, "signals": bench_signals, "profile": bench_profile}  # fmt: skip
 
 
 def main() -> None:
