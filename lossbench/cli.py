@@ -19,12 +19,34 @@ from lossbench.errors import LossbenchError
 log = logging.getLogger("lossbench")
 
 
+class _UsageLine(click.UsageError):
+    """A flag click could not parse, said in one line with where to look (click's own form is a usage
+    block of three lines)."""
+
+    def show(self, file: Any = None) -> None:
+        where = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.message}{where}", err=True)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    no_args_is_help = getattr(click.exceptions, "NoArgsIsHelpError", ())  # shows the help: left as is
+    return exc if isinstance(exc, (_UsageLine, no_args_is_help)) else _UsageLine(exc.format_message(), exc.ctx)
+
+
 class Group(click.Group):
     """Every user-caused error becomes `error: <one line>` on stderr and a non-zero exit."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a sub-command's flags
+            raise _one_line(exc) from None
         except LossbenchError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:  # Ctrl-C (or SIGTERM/SIGHUP where they are made to act like it)
@@ -104,9 +126,23 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 
 
+class _Bool(click.ParamType):
+    """true/false (also on/off, yes/no, 1/0) for the config's boolean fields."""
+
+    name = "true|false"
+    WORDS = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if (word := str(value).strip().lower()) in self.WORDS:
+            return self.WORDS[word]
+        self.fail(f"{value!r} is neither true nor false", param, ctx)
+
+
 def config_options(f: Any) -> Any:
     for flag, key, kind, help_ in reversed(CONFIG_FLAGS):
-        f = click.option(flag, key, type=kind, default=None, help=help_)(f)
+        f = click.option(flag, key, type=_Bool() if kind is bool else kind, default=None, help=help_)(f)
     return f
 
 

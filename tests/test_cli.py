@@ -190,6 +190,31 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
         assert not Path(store.removeprefix("sqlite:///")).exists() or not any(runs_by_role(store).values())
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--steps", "many"], "Error: Invalid value for '--steps': 'many' is not a valid integer. "
+                                     "(see 'lossbench run --help')"),
+        (["run", "--d-batchnorm", "maybe"], "Error: Invalid value for '--d-batchnorm': 'maybe' is neither true nor "
+                                            "false (see 'lossbench run --help')"),
+        (["run", "--stepz", "3"], "Error: No such option '--stepz'."),
+        (["rnu"], "Error: No such command 'rnu'."),
+        (["--bogus"], "Error: No such option '--bogus'."),
+    ],
+)  # fmt: skip
+def test_flags_click_cannot_parse_are_one_line(args: list[str], message: str) -> None:
+    """click's own form of these is a three-line usage block; here stderr is the one error line."""
+    proc = lossbench(*args, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(message), proc.stderr
+
+
+def test_boolean_flags_take_true_and_false_words() -> None:
+    for word, value in [("on", True), ("true", True), ("1", True), ("no", False), ("False", False)]:
+        out = json.loads(lossbench("run", "--arch", "infogan", "--d-batchnorm", word, "--dry-run").stdout)
+        assert out["d_batchnorm"] is value
+
+
 def test_parallel_seeds_each_get_their_own_run(store: str) -> None:
     args = ["run", "--dataset", "ring8", "--loss", "wgan-gp", "--seeds", "3", "--steps", "20", "--log-every", "5",
             "--sample-every", "20", "--fid-samples", "500", "--no-progress"]  # fmt: skip
