@@ -304,18 +304,20 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     from lossbench.config import resolve_device
     from lossbench.exec import sweep as sweep_mod
     from lossbench.exec.search import drawn_fields
-    from lossbench.progress import duration
+    from lossbench.progress import duration, phase
 
     device = resolve_device(device_name)
-    found = sweep_mod.estimates(planned, device, data_dir)
+    with phase(f"timing the plan: {len(planned):,} configurations on {device}", len(planned), "config") as advance:
+        found = sweep_mod.estimates(planned, device, data_dir, advance=advance)
     drawn = drawn_fields(spec.search)
     for p, e in zip(planned, found):
         c, flat = p.cfg, p.cfg.flat()
-        penalty = f"{c.loss.penalty}x{c.loss.penalty_weight:g}" + (f" pack {c.train.pack}" if c.train.pack > 1 else "")
+        penalty = "no penalty" if c.loss.penalty == "none" else f"{c.loss.penalty} {c.loss.penalty_weight:g}"
+        penalty += f" pack {c.train.pack}" if c.train.pack > 1 else ""
         timing = f"{e.steps_per_s:8.1f} steps/s  ~{duration(e.train_s + e.eval_s)}" if e else ""
         timing = timing or "not timed" * bool(p.seeds)
         setting = " ".join(f"{k}={flat[k]:.3g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in drawn)
-        click.echo(f"  {c.loss.loss:15s} {penalty:10s} {c.data.dataset:13s} {c.model.arch:6s} "
+        click.echo(f"  {c.loss.loss:15s} {penalty:17s} {c.data.dataset:13s} {c.model.arch:6s} "
                    f"steps {c.train.steps:6d}  seeds to run {list(p.seeds)}  {timing}"
                    + (f"  {c.config_hash()} {setting}" if setting else ""))  # fmt: skip
     train_s = sum(e.train_s for e in found if e)

@@ -68,7 +68,7 @@ def test_phases_write_start_and_end_lines_when_not_a_terminal(store: str, tmp_pa
     evaluation = next(i for i, line in enumerate(lines) if line.startswith("evaluation: seed 0 at step 20, 16 "
                                                                            "generated images: done in "))  # fmt: skip
     assert start < end < evaluation
-    assert lines[0].startswith("plan: 1 configuration x 1 seeds x 20 steps, 1 evaluation per seed x 16 generated")
+    assert lines[0].startswith("plan: 1 configuration x 1 seed x 20 steps, 1 evaluation per seed x 16 generated")
     # stdout: the summary table and the next commands, nothing else
     assert re.search(r"^\s+0\s+finished\s+20\s+\d+\.\d{4}", proc.stdout, re.M), proc.stdout
     assert "next: lossbench report" in proc.stdout and "lossbench ui" in proc.stdout

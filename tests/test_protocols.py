@@ -397,4 +397,6 @@ def test_a_dry_run_never_downloads(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "fashion-mnist is not under" in result.stderr and "not timed" in result.stdout
     assert "1 configuration not timed" in result.stdout and "steps/s" in result.stdout  # ring8 still timed
+    assert "timing the plan: 2 configurations on cpu: done in" in result.stderr  # a long timing shows itself
+    assert "  no penalty " in result.stdout  # the penalty column in words, not "nonex0"
     assert list(empty.iterdir()) == []

@@ -86,7 +86,8 @@ class Estimate:
 
     def line(self) -> str:
         s = "s" * (self.configs != 1)
-        plan = f"plan: {self.configs} configuration{s} x {self.seeds} seeds x {self.steps:,} steps"
+        seeds = "s" * (self.seeds != 1)
+        plan = f"plan: {self.configs} configuration{s} x {self.seeds} seed{seeds} x {self.steps:,} steps"
         if self.images_per_s:
             e = "s" * (self.evaluations != 1)
             plan += f", {self.evaluations} evaluation{e} per seed x {self.samples:,} generated images"

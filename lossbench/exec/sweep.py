@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,23 +95,23 @@ def json_lines(planned: list[Planned]) -> list[str]:
 
 def estimates(
     planned: list[Planned], device: torch.device, data_dir: str | None, cache_dir: Path | None = None,
-    speed: SpeedConfig | None = None,
+    speed: SpeedConfig | None = None, advance: Callable[[int], None] | None = None,
 ) -> list[Estimate | None]:  # fmt: skip
     """Per planned configuration with seeds to run, its measured estimate (None: nothing to run). Each
     data set is loaded once, the Inception rate measured once, and configurations that differ only in
-    values that do not change the cost of a step (the draws of a random search) are timed once."""
+    values that do not change the cost of a step (the draws of a random search) are timed once.
+    `advance(1)` follows each configuration (a progress bar's update)."""
     sets: dict[str, data.Dataset | None] = {}  # None: not on this machine (a plan never downloads)
     extractor, rate = None, None
     timed: dict[RunConfig, Estimate] = {}
-    out: list[Estimate | None] = []
-    for p in planned:
+
+    def one(p: Planned) -> Estimate | None:
+        nonlocal extractor, rate
         if not p.seeds:
-            out.append(None)
-            continue
+            return None
         if (same := timed.get(_cost_key(p.cfg))) is not None:  # the same step, perhaps a different budget
             evaluations = evaluations_per_seed(p.cfg) if same.images_per_s else 0
-            out.append(dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps, evaluations=evaluations))
-            continue
+            return dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps, evaluations=evaluations)
         if p.cfg.data.dataset not in sets:  # each data set loaded once
             try:
                 sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train", download=False)
@@ -119,8 +120,7 @@ def estimates(
                 sets[p.cfg.data.dataset] = None
         ds = sets[p.cfg.data.dataset]
         if ds is None:
-            out.append(None)
-            continue
+            return None
         ext = None
         if needs_images(p.cfg, ds):
             extractor = extractor or open_extractor(p.cfg, device, ds)
@@ -128,7 +128,13 @@ def estimates(
         e = estimate(p.cfg, ds, device, len(p.seeds), 1, ext, real_cached(p.cfg, ext, cache_dir), speed, rate)
         rate = e.images_per_s or rate
         timed[_cost_key(p.cfg)] = e
-        out.append(e)
+        return e
+
+    out: list[Estimate | None] = []
+    for p in planned:
+        out.append(one(p))
+        if advance is not None:
+            advance(1)
     return out
 
 

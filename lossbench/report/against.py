@@ -212,7 +212,10 @@ def _fields(protocol: dict[str, Any], dataset: str, params: dict[str, str]) -> t
             if dataset not in value:
                 continue
             value = value[dataset]
-        out.append(Field(key, value, params.get(key)))
+        ours = params.get(key)
+        if key == "epochs" and ours in (None, "0") and params.get("steps"):  # a budget given in steps
+            ours = f"{int(params['steps']):,} steps, not epochs"
+        out.append(Field(key, value, ours))
     return tuple(out)
 
 
