@@ -286,7 +286,7 @@ def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
     flags = flag_values(kwargs)
     executor, opts = _executor(kwargs)
     layers = [("config file " + config_file, config_mod.load_file(config_file))] if config_file else []
-    cfg = config_mod.resolve(*layers, ("command line", flags))
+    cfg = config_mod.resolve(*layers, (config_mod.COMMAND_LINE, flags))
     ex = _exec_config(kwargs)
     if dry_run:
         shown = cfg.flat() | {"config_hash": cfg.config_hash(), "seeds": ex.seed_values()}

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -146,6 +147,10 @@ def _expand_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
         if len(numbers) != len(targets) or not all(map(math.isfinite, numbers)):
             raise ConfigError(f"{where}: '{alias}' must be {len(targets)} finite numbers "
                               f"({','.join(targets)}), got {raw!r}")  # fmt: skip
+        both = [t for t in targets if values.get(t) is not None]
+        if both:  # which one was meant is not ours to guess
+            raise ConfigError(f"{where}: '{alias}' sets {' and '.join(targets)}; '{both[0]}' is set too: "
+                              "set one of them")
         out |= dict(zip(targets, numbers))
     return out
 
@@ -185,7 +190,7 @@ def _coerce(key: str, value: Any, kind: Any, where: str) -> Any:
 def check_keys(values: dict[str, Any], where: str) -> None:
     for key in values:
         if key not in KEYS and key not in ALIASES:
-            raise ConfigError(unknown_name_message(f"key in {where}", key, list(KEYS)))
+            raise ConfigError(f"{where}: {unknown_name_message('key', key, list(KEYS))}")
 
 
 def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
@@ -196,12 +201,16 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     layers = tuple((where, _expand_aliases(values, where)) for where, values in layers)
     for where, values in layers:
         check_keys(values, where)
-    loss_name = LossConfig.loss
-    for _, values in layers:
-        loss_name = values.get("loss", loss_name)
+    loss_name, loss_where = LossConfig.loss, COMMAND_LINE
+    for where, values in layers:
+        if values.get("loss") is not None:
+            loss_name, loss_where = values["loss"], where
     if not isinstance(loss_name, str):
-        raise ConfigError(f"'loss' must be a string, got {loss_name!r}")
-    losses.get(loss_name)  # unknown loss: clear error with the closest name
+        raise _named(loss_where, ConfigError(f"'loss' must be a string, got {loss_name!r}"))
+    try:
+        losses.get(loss_name)  # unknown loss: clear error with the closest name
+    except ConfigError as exc:
+        raise _named(loss_where, exc) from None
     card_defaults = cards.loss_card(loss_name).get("defaults", {})
     card_where = f"registry/losses/{loss_name}.toml"
     check_keys(card_defaults, card_where)
@@ -241,8 +250,21 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
                               f"epochs are {steps} steps here, not {t.get('steps')})")  # fmt: skip
         t["steps"] = steps
     cfg = RunConfig(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()})
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:  # name the file that set the key (a flag names itself)
+        key = next((k for k in re.findall(r"'([a-z0-9_]+)'", str(exc)) if k in merged), None)
+        raise (_named(merged[key][1], exc) if key else exc) from None
     return cfg
+
+
+COMMAND_LINE = "command line"  # the layer of flags: its errors need no prefix, the flag names itself
+
+
+def _named(where: str, exc: ConfigError) -> ConfigError:
+    """exc with the layer that set its value in front, unless that is the command line or already said."""
+    message = str(exc)
+    return exc if where == COMMAND_LINE or message.startswith(where) else ConfigError(f"{where}: {message}")
 
 
 def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int) -> int:

@@ -33,7 +33,7 @@ def test_auto_arch_and_metrics_follow_dataset() -> None:
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"stpes": 10}, "unknown key in flags 'stpes' (did you mean 'steps'?)"),
+        ({"stpes": 10}, "flags: unknown key 'stpes' (did you mean 'steps'?)"),
         ({"steps": "ten"}, "'steps' must be an integer"),
         ({"steps": 0}, "'steps' must be >= 1"),
         ({"lr_g": -1.0}, "'lr_g' must be > 0"),
@@ -52,6 +52,29 @@ def test_bad_values_are_one_clear_error(values: dict, message: str) -> None:
         config.resolve(("flags", values))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([("a.toml", {"loss": "minmax"}), ("command line", {"steps": 5})], "a.toml: unknown loss 'minmax'"),
+        ([("a.toml", {"loss": "hinge"}), ("command line", {"loss": "minmax"})], "unknown loss 'minmax'"),
+        ([("a.toml", {"steps": -3}), ("command line", {"loss": "hinge"})], "a.toml: 'steps' must be >= 1, got -3"),
+        ([("a.toml", {"steps": 3}), ("command line", {"steps": -3})], "'steps' must be >= 1, got -3"),
+        ([("a.toml", {"lr": 1e-3, "lr_g": 2e-3})], "a.toml: 'lr' sets lr_g and lr_d; 'lr_g' is set too"),
+        ([("a.toml", {"dataset": "ring8"}), ("b.toml", {"beta1": 1.0})], "b.toml: 'beta1' must be in [0, 1)"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_file_that_set_the_value(layers: list, message: str) -> None:
+    """A value from a file is named with its file; a flag names itself (no prefix)."""
+    with pytest.raises(ConfigError) as info:
+        config.resolve(*layers)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_lr_alias_sets_both_rates_in_its_own_layer() -> None:
+    cfg = config.resolve(("a.toml", {"lr": 1e-3}), ("command line", {"lr_g": 2e-3}))
+    assert (cfg.train.lr_g, cfg.train.lr_d) == (2e-3, 1e-3)  # a higher layer may refine one of them
 
 
 def test_hash_is_stable_and_ignores_execution_settings() -> None:

@@ -320,7 +320,7 @@ def test_by_loss_keys_are_drawn_only_for_their_loss(tmp_path: Path) -> None:
     ("[search.by-loss.hinge]\nlr_d = {log-uniform = [1e-5, 1e-2]}", "no configuration of this suite has loss 'hinge'"),
     ("[search.by-loss.nope]\nlr_d = {log-uniform = [1e-5, 1e-2]}", "unknown loss 'nope'"),
     ("[search.by-loss.minimax]\nlr = {log-uniform = [1e-5, 1e-2]}", "in both [search.keys] and [search.by-loss."),
-    ("[search.by-loss.minimax]\nwarp = {uniform = [0, 1]}", "unknown key in [search.by-loss.minimax] 'warp'"),
+    ("[search.by-loss.minimax]\nwarp = {uniform = [0, 1]}", "[search.by-loss.minimax]: unknown key 'warp'"),
     ("[by-dataset.cifar10]\nsteps = 5", "no configuration of this suite uses data set 'cifar10'"),
 ])  # fmt: skip
 def test_bad_conditional_search_is_one_line(extra: str, message: str, tmp_path: Path) -> None:
