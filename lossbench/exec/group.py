@@ -174,14 +174,17 @@ class _Group:
         self.seeds = [m.seed for m in members]
         self.state = setup(ctx.cfg, self.seeds, ctx.train_set.sample_shape, ctx.device, ctx.ex.speed)
         self.run_ids = [self._open_run(k, m, parent_id, params) for k, m in enumerate(members)]
-        self.ckpts = [checkpoint.path_for(ctx.ex.checkpoints, run_id) for run_id in self.run_ids]
+        self._commit: checkpoint.GroupCommit | None = None  # the checkpoint being staged, seed by seed
+        self._started = 0.0  # when that checkpoint began
         self.has_readouts = bool(models.readouts(self.state.G, self.state.D))
 
     def _open_run(self, k: int, m: Member, parent_id: str, params: dict[str, Any]) -> str:
         cfg, tracker = self.ctx.cfg, self.ctx.tracker
         if m.run_id:
-            path = checkpoint.path_for(self.ctx.ex.checkpoints, m.run_id)
-            if path.is_file():  # read now, under its lease: the latest, whatever the planner saw
+            # read now, under its lease: the latest, whatever the planner saw (a group checkpoint
+            # that a killed process made but did not finish renaming into place is finished first)
+            path = checkpoint.recover(self.ctx.ex.checkpoints, m.run_id)
+            if path is not None:
                 self.state.load_state_dict(checkpoint.load(path), k)
             tracker.reopen(m.run_id)
             log.info("seed %d: continuing run %s at step %d", m.seed, m.run_id, self.state.step)
@@ -211,7 +214,8 @@ class _Group:
             samples=self._log_samples,
             evaluate=lambda k, step, G: tracker.log_metrics(self.run_ids[k], step, self.ctx.evaluate(G, self.seeds[k],
                                                                                                 step)),
-            checkpoint=lambda k, step, st: self._save_checkpoint(st, k),
+            checkpoint=lambda k, step, st: self._stage_checkpoint(st, k),
+            checkpoint_commit=self._commit_checkpoint,
             progress=bar.update,
             should_stop=lambda: stop[0],
         )  # fmt: skip
@@ -232,6 +236,10 @@ class _Group:
             raise
         finally:
             bar.close()
+        stopped = [k for k, o in enumerate(outcomes) if o.status == "interrupted"]
+        for k in stopped:  # all at one step (where the loop stopped), committed as one before any run ends
+            self._stage_checkpoint(self.state, k)
+        self._commit_checkpoint(self.state.step)
         return [self._close(k, o) for k, o in enumerate(outcomes)]
 
     def _readouts(self, k: int) -> dict[str, float]:
@@ -261,12 +269,29 @@ class _Group:
         path = samples.save_samples(G, z_dim, grid_rng, train_set.modes, self._folder(k), step)
         self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
 
-    def _save_checkpoint(self, state: TrainState, k: int) -> None:
-        start = time.perf_counter()
-        self.ctx.tracker.flush()  # what the checkpoint claims as done is in the store first: a crash loses neither
-        checkpoint.save(state.state_dict(k), self.ckpts[k])
-        if (took := time.perf_counter() - start) > 1.0:  # a slow disk or store shows itself
-            print(f"checkpoint: seed {self.seeds[k]} at step {state.step} written in {took:.1f} s", file=sys.stderr)
+    def _stage_checkpoint(self, state: TrainState, k: int) -> None:
+        """Write seed k's checkpoint beside its run's latest one; `_commit_checkpoint` puts the group's
+        seeds in place together (train.checkpoint: all at one step or none)."""
+        if self._commit is None:
+            self._started = time.perf_counter()
+            self.ctx.tracker.flush()  # what the checkpoint claims as done is in the store first: a crash loses neither
+            self._commit = checkpoint.GroupCommit(self.ctx.ex.checkpoints)
+        try:
+            self._commit.stage(state.state_dict(k), self.run_ids[k])
+        except BaseException:
+            self._commit.abort()
+            self._commit = None
+            raise
+
+    def _commit_checkpoint(self, step: int) -> None:
+        commit, self._commit = self._commit, None
+        if commit is None:
+            return
+        staged = [self.seeds[self.run_ids.index(run_id)] for run_id, _ in commit.staged]
+        commit.commit(step)
+        if (took := time.perf_counter() - self._started) > 1.0:  # a slow disk or store shows itself
+            which = f"seed {staged[0]}" if len(staged) == 1 else f"seeds {','.join(map(str, staged))}"
+            print(f"checkpoint: {which} at step {step} written in {took:.1f} s", file=sys.stderr)
 
     def _close(self, k: int, outcome: Outcome) -> SeedResult:
         """End seed k's run by its outcome: FAILED (diverged), KILLED (interrupted, checkpointed first)
@@ -276,8 +301,7 @@ class _Group:
             log.warning("seed %d diverged at step %d (non-finite loss or weights)", seed, outcome.step)
             tracker.end_run(run_id, "FAILED", {TAG_OUTCOME: "diverged", "lossbench.diverged_step": str(outcome.step)})
             return SeedResult(seed, run_id, "diverged", outcome.step)
-        if outcome.status == "interrupted":
-            checkpoint.save(self.state.state_dict(k), self.ckpts[k])
+        if outcome.status == "interrupted":  # checkpointed by `run`, with the group's other stopped seeds
             tracker.end_run(run_id, "KILLED",
                             {TAG_OUTCOME: "interrupted", "lossbench.interrupted_step": str(outcome.step)})  # fmt: skip
             return SeedResult(seed, run_id, "interrupted", outcome.step)

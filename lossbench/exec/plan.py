@@ -75,15 +75,16 @@ def _member(seed: int, resumable: list[SeedRun], ex: ExecConfig, known: frozense
     if not resumable:
         return Member(seed, known=known)
     run_id = resumable[0].run_id  # the newest
-    path = checkpoint.path_for(ex.checkpoints, run_id)
-    if path.is_file():
+    path = checkpoint.current(ex.checkpoints, run_id)  # a group's seeds always agree on its step
+    if path is not None:
         return Member(seed, run_id, int(checkpoint.load(path)["step"]), True, known)
     return Member(seed, run_id, known=known)  # it died before its first checkpoint: step 0, in the same run
 
 
 def groups(members: tuple[Member, ...] | list[Member], parallel: bool) -> list[list[Member]]:
     """Seeds trained together: one at a time, or with --parallel-seeds every seed starting at the same
-    step (all new seeds form one group; resumed ones join those at their checkpoint's step)."""
+    step (all new seeds form one group; resumed ones join those at their checkpoint's step). Seeds
+    checkpointed together are always at one step (train.checkpoint), so they go on together."""
     if not parallel:
         return [[m] for m in members]
     by_step: dict[int, list[Member]] = {}

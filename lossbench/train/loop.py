@@ -41,6 +41,8 @@ class Hooks:
     samples: Callable[[int, int, nn.Module], None] = _noop  # (k, step, G) every sample_every steps
     evaluate: Callable[[int, int, nn.Module], None] = _noop  # (k, step, G) every eval_every steps
     checkpoint: Callable[[int, int, TrainState], None] = _noop  # (k, step, state) every checkpoint_every
+    # (step) once after that step's checkpoint calls, one per live seed: where a group commits them as one
+    checkpoint_commit: Callable[[int], None] = _noop
     progress: Callable[[int], None] = _noop  # (steps advanced since last call)
     should_stop: Callable[[], bool] = lambda: False  # a signal asked the loop to stop
 
@@ -174,6 +176,7 @@ def _run_schedules(cfg: RunConfig, state: TrainState, hooks: Hooks, seeds: _Seed
     if _due(step, t.checkpoint_every, t.steps):
         for k in seeds.alive:
             hooks.checkpoint(k, step, state)
+        hooks.checkpoint_commit(step)
 
 
 def _log_window(t: TrainConfig, state: TrainState, hooks: Hooks, seeds: _Seeds) -> None:

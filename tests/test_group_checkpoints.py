@@ -1,0 +1,159 @@
+"""A group's checkpoint is one commit: seeds trained together (--parallel-seeds) are checkpointed all
+at one step or none, whenever the process dies, so --resume continues them together, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from test_cli import runs_by_role
+from test_reliability import GP, RING, final_metrics, generator_weights
+
+from lossbench.train import checkpoint
+
+ARGS = [*RING, *GP, "--steps", "200", "--seeds", "3", "--parallel-seeds"]  # checkpoints at 50, 100, 150, 200
+KEYS = ["d_loss", "g_loss", "penalty", "d_real", "d_fake", "modes", "high_quality"]
+
+# `lossbench run` with the checkpoint writer (or the rename that puts a staged checkpoint in place)
+# wrapped to SIGKILL the process right after its n-th call: a kill at an exact point of a group's commit.
+DRIVER = """
+import os, signal, sys
+from pathlib import Path
+from lossbench.train import checkpoint
+where, n = sys.argv[1], int(sys.argv[2])
+calls = [0]
+
+def count(then):
+    calls[0] += 1
+    if calls[0] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return then
+
+if where == "write":
+    save = checkpoint.save
+    checkpoint.save = lambda state, path: count(save(state, path))
+else:
+    replace = os.replace
+    def renaming(src, dst):
+        replace(src, dst)
+        if Path(dst).name == checkpoint.FILENAME and Path(src).name.startswith("pending-"):
+            count(None)
+    os.replace = renaming
+from lossbench.cli import main
+main(prog_name="lossbench", args=sys.argv[3:])
+"""
+
+
+def run(cwd: Path, *args: str, kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    head = ["-c", DRIVER, kill[0], str(kill[1])] if kill else ["-m", "lossbench"]
+    return subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, feature_cache: Path) -> str:
+    """The same three seeds trained without interruption."""
+    folder = tmp_path_factory.mktemp("reference")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    done = run(folder, "run", *ARGS, "--tracking-uri", uri, "--checkpoint-dir", str(folder / "ckpt"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return uri
+
+
+@pytest.mark.parametrize(
+    ("kill", "step"),
+    [
+        (("write", 4), 50),  # between seed 0's and seed 1's checkpoint writes at step 100: all stay at 50
+        (("rename", 4), 100),  # after step 100's commit, with one seed's file renamed into place: all go to 100
+    ],
+    ids=["between-seed-writes", "between-renames"],
+)
+def test_sigkill_inside_a_group_checkpoint_then_resume_equals_uninterrupted(
+    store: str, tmp_path: Path, reference: str, kill: tuple[str, int], step: int
+) -> None:
+    ckpts = tmp_path / "ckpt"
+    died = run(tmp_path, "run", *ARGS, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), kill=kill)
+    assert died.returncode == -9, died.stderr[-3000:]
+    killed = {r.data.params["seed"]: r.info.run_id for r in runs_by_role(store)["seed"]}
+    assert len(killed) == 3 and all(r.info.status == "RUNNING" for r in runs_by_role(store)["seed"])
+    # every seed resumes from the same step: the one its group's last made commit holds
+    steps = {s: checkpoint.load(checkpoint.current(ckpts, run_id))["step"] for s, run_id in killed.items()}
+    assert steps == {"0": step, "1": step, "2": step}
+
+    resumed = run(tmp_path, "-v", "run", *ARGS, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    continuing = [line for line in resumed.stderr.splitlines() if "continuing run" in line]
+    assert len(continuing) == 3 and all(line.endswith(f"at step {step}") for line in continuing), continuing
+    runs = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
+    assert {s: r.info.run_id for s, r in runs.items()} == killed
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert not list(ckpts.glob("*/pending-*")) and not list(ckpts.glob(f"{checkpoint.COMMITS}/*"))
+
+    ref = {r.data.params["seed"]: r for r in runs_by_role(reference)["seed"]}
+    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=reference)
+    for seed in ("0", "1", "2"):
+        assert final_metrics(a, runs[seed].info.run_id, KEYS) == final_metrics(b, ref[seed].info.run_id, KEYS), seed
+        wa = generator_weights(a, runs[seed].info.run_id, tmp_path / "wa" / seed)
+        wb = generator_weights(b, ref[seed].info.run_id, tmp_path / "wb" / seed)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), seed
+
+
+def state(step: int) -> dict:
+    return {"step": step, "x": torch.full((2,), float(step))}
+
+
+def test_a_group_commit_is_all_or_nothing(tmp_path: Path) -> None:
+    root, runs = tmp_path / "ckpt", ["a", "b", "c"]
+    first = checkpoint.GroupCommit(root)
+    for run_id in runs:
+        first.stage(state(50), run_id)
+    first.commit(50)
+    assert [checkpoint.load(checkpoint.current(root, r))["step"] for r in runs] == [50, 50, 50]
+    assert not list(root.glob("*/pending-*")) and not list((root / checkpoint.COMMITS).iterdir())
+
+    # staged but never committed (the process died before the marker): ignored, then removed
+    dead = checkpoint.GroupCommit(root)
+    dead.stage(state(100), "a")
+    dead.stage(state(100), "b")
+    assert [checkpoint.load(checkpoint.current(root, r))["step"] for r in runs] == [50, 50, 50]
+    assert [checkpoint.load(checkpoint.recover(root, r))["step"] for r in runs] == [50, 50, 50]
+    assert not list(root.glob("*/pending-*"))
+
+    # committed, one file renamed into place, then the process died: every seed reads the new step,
+    # and recovering each run finishes the renames and forgets the commit once all are done
+    made = checkpoint.GroupCommit(root)
+    for run_id in runs:
+        made.stage(state(100), run_id)
+    replace, renamed = os.replace, []
+
+    def die_after_one(src: Path, dst: Path) -> None:  # the marker is written (renamed) first: not counted
+        staged = Path(src).name.startswith("pending-")
+        if staged and renamed:
+            raise SystemExit("killed")
+        replace(src, dst)
+        if staged:
+            renamed.append(dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(checkpoint.os, "replace", die_after_one)
+        with pytest.raises(SystemExit):
+            made.commit(100)
+    assert len(renamed) == 1 and len(list((root / checkpoint.COMMITS).iterdir())) == 1
+    assert [checkpoint.load(checkpoint.current(root, r))["step"] for r in runs] == [100, 100, 100]
+    for run_id in runs:
+        assert checkpoint.load(checkpoint.recover(root, run_id))["step"] == 100
+    assert [checkpoint.load(checkpoint.path_for(root, r))["step"] for r in runs] == [100, 100, 100]
+    assert not list(root.glob("*/pending-*")) and not list((root / checkpoint.COMMITS).iterdir())
+
+
+def test_one_seed_checkpoint_needs_no_marker(tmp_path: Path) -> None:
+    root = tmp_path / "ckpt"
+    one = checkpoint.GroupCommit(root)
+    one.stage(state(7), "solo")
+    one.commit(7)
+    assert checkpoint.load(checkpoint.path_for(root, "solo"))["step"] == 7
+    assert not (root / checkpoint.COMMITS).exists() and not list(root.glob("*/pending-*"))
