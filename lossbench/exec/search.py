@@ -174,7 +174,7 @@ def parse(raw: Any, where: str, fixed: set[str]) -> Search:
 def _check_keys(table: dict[str, Any], name: str, where: str, fixed: set[str]) -> None:
     for key in table:
         if key not in KEYS and key not in ALIASES:
-            raise ConfigError(f"{where}: {unknown_name_message(f'key in [{name}]', key, [*KEYS, *ALIASES])}")
+            raise ConfigError(f"{where}: [{name}]: {unknown_name_message('key', key, [*KEYS, *ALIASES])}")
         if {key, *ALIASES.get(key, ())} & fixed:
             raise ConfigError(f"{where}: '{key}' is both searched and set by [grid] or [[settings]]; keep one")
 
