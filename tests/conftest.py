@@ -8,6 +8,7 @@ the default sqlite store never leak between tests; the real-feature cache is sha
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("LOSSBENCH_DATA_DIR", str(SHARED / "datasets"))
 os.environ.setdefault("TORCH_HOME", str(SHARED / "models" / "torch-home"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+# Tests send SIGINT to lossbench as a terminal's Ctrl-C does to a foreground process. A test run started
+# in the background of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and so would every
+# process it starts, which then never sees the signal; a handler here resets to the default on exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Under pytest-xdist, share the cores between workers: two workers each running torch's default
 # one-thread-per-core pools oversubscribe the machine, and OpenMP's spin-waiting then slows both by
