@@ -307,7 +307,8 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     from lossbench.progress import duration, phase
 
     device = resolve_device(device_name)
-    with phase(f"timing the plan: {len(planned):,} configurations on {device}", len(planned), "config") as advance:
+    n = f"{len(planned):,} configuration{'s' * (len(planned) != 1)}"
+    with phase(f"timing the plan: {n} on {device}", len(planned), "config") as advance:
         found = sweep_mod.estimates(planned, device, data_dir, advance=advance)
     drawn = drawn_fields(spec.search)
     for p, e in zip(planned, found):

@@ -150,7 +150,7 @@ def _expand_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
         both = [t for t in targets if values.get(t) is not None]
         if both:  # which one was meant is not ours to guess
             raise ConfigError(f"{where}: '{alias}' sets {' and '.join(targets)}; '{both[0]}' is set too: "
-                              "set one of them")
+                              "set one of them (a suite's tables merge into one layer)")
         out |= dict(zip(targets, numbers))
     return out
 

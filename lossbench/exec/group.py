@@ -226,21 +226,29 @@ class _Group:
         try:
             outcomes = train(cfg, self.state, self.ctx.x, hooks)
             tracker.flush()
+            stopped = [k for k, o in enumerate(outcomes) if o.status == "interrupted"]
+            for k in stopped:  # all at one step (where the loop stopped), committed as one before any run ends
+                self._stage_checkpoint(self.state, k)
+            self._commit_checkpoint(self.state.step)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; each seed continues from its last checkpoint
+            self._abort_checkpoint()
             for run_id in self.run_ids:
                 tracker.end_run(run_id, "KILLED", {TAG_OUTCOME: "interrupted"})
             raise
         except BaseException as exc:
+            self._abort_checkpoint()
             for run_id in self.run_ids:
                 tracker.end_run(run_id, "FAILED", {TAG_OUTCOME: "failed", TAG_ERROR: str(exc)[:500]})
             raise
         finally:
             bar.close()
-        stopped = [k for k, o in enumerate(outcomes) if o.status == "interrupted"]
-        for k in stopped:  # all at one step (where the loop stopped), committed as one before any run ends
-            self._stage_checkpoint(self.state, k)
-        self._commit_checkpoint(self.state.step)
         return [self._close(k, o) for k, o in enumerate(outcomes)]
+
+    def _abort_checkpoint(self) -> None:
+        """Drop a checkpoint staged but not committed (the previous commit stays each seed's)."""
+        commit, self._commit = self._commit, None
+        if commit is not None:
+            commit.abort()
 
     def _readouts(self, k: int) -> dict[str, float]:
         """Scalars the architecture exposes (the Dirac-GAN's theta and psi), after the step."""

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from lossbench.config import ExecConfig, RunConfig
+from lossbench.errors import CheckpointError
 from lossbench.exec import lease
 from lossbench.tracking import SeedRun, Tracker
 from lossbench.train import checkpoint
@@ -77,7 +78,13 @@ def _member(seed: int, resumable: list[SeedRun], ex: ExecConfig, known: frozense
     run_id = resumable[0].run_id  # the newest
     path = checkpoint.current(ex.checkpoints, run_id)  # a group's seeds always agree on its step
     if path is not None:
-        return Member(seed, run_id, int(checkpoint.load(path)["step"]), True, known)
+        try:
+            step = int(checkpoint.load(path)["step"])
+        except CheckpointError:  # a staged file a resuming process renamed into place just now
+            if (path := checkpoint.current(ex.checkpoints, run_id)) is None:
+                raise
+            step = int(checkpoint.load(path)["step"])
+        return Member(seed, run_id, step, True, known)
     return Member(seed, run_id, known=known)  # it died before its first checkpoint: step 0, in the same run
 
 

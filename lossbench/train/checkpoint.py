@@ -79,7 +79,10 @@ def current(root: Path, run_id: str) -> Path | None:
 def recover(root: Path, run_id: str) -> Path | None:
     """Under the run's lease, before it resumes: finish a made commit that died before renaming this
     run's staged file into place, remove staged files of commits never made, and return `current`."""
-    for staged, commit_id in _staged(Path(root) / run_id):
+    run_dir = Path(root) / run_id
+    for tmp in run_dir.glob(".pending-*.tmp"):  # a staged file's write, killed before its rename
+        tmp.unlink(missing_ok=True)
+    for staged, commit_id in _staged(run_dir):
         marker = _marker(root, commit_id)
         if not marker.is_file():
             staged.unlink(missing_ok=True)
