@@ -117,6 +117,30 @@ def test_sigterm_checkpoints_and_marks_killed(store: str, tmp_path: Path) -> Non
     assert state["step"] == int(seed.data.tags["lossbench.interrupted_step"])
 
 
+def test_sigterm_to_parallel_seeds_checkpoints_every_seed_at_one_step(store: str, tmp_path: Path) -> None:
+    """The stopped group's checkpoints are one commit: every seed at the step where the loop stopped,
+    nothing staged or marked left behind; --resume then goes on with all of them together."""
+    ckpts = tmp_path / "ckpt"
+    proc = start(*RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "3",
+                 "--parallel-seeds")  # fmt: skip
+    wait_for_checkpoint(proc, ckpts)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    seeds = runs_by_role(store)["seed"]
+    assert len(seeds) == 3 and {r.info.status for r in seeds} == {"KILLED"}
+    steps = {torch.load(ckpts / r.info.run_id / "latest.pt", weights_only=True)["step"] for r in seeds}
+    stopped = {int(r.data.tags["lossbench.interrupted_step"]) for r in seeds}
+    assert steps == stopped and len(steps) == 1, (steps, stopped)
+    assert not list(ckpts.glob("*/pending-*")) and not list(ckpts.glob("*/.pending-*"))
+    assert not list(ckpts.glob("commits/*.json"))
+    again = start(*RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "3",
+                  "--parallel-seeds", "--resume")  # fmt: skip
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert {r.info.status for r in runs_by_role(store)["seed"]} == {"FINISHED"}
+
+
 def test_divergence_is_recorded_and_siblings_finish(store: str, tmp_path: Path) -> None:
     env = os.environ | {"PYTHONPATH": str(TESTS), "TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
