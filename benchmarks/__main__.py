@@ -91,15 +91,19 @@ def time_training(
 ) -> float:  # fmt: skip
     """Seconds for cfg.train.steps generator steps after a 3-step warm-up (compilation included there)."""
     state = trainer.setup(cfg, seeds, shape, device, speed)
-    warm = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3))
-    trainer.train(warm, state, x)
+    train_more(cfg, state, x, 3)
     hooks = hooks_for(state) if hooks_for else None
     sync(device)
-    start = time.perf_counter()  # the loop runs to its step count: 3 + steps, so that steps are timed
-    trainer.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3 + cfg.train.steps)),
-                  state, x, hooks)  # fmt: skip
+    start = time.perf_counter()
+    train_more(cfg, state, x, cfg.train.steps, hooks)
     sync(device)
     return time.perf_counter() - start
+
+
+def train_more(cfg: RunConfig, state: trainer.TrainState, x: torch.Tensor, n: int,
+               hooks: trainer.Hooks | None = None) -> None:  # fmt: skip
+    """n generator steps more from where `state` is (the loop runs to its configuration's step count)."""
+    trainer.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=state.step + n)), state, x, hooks)
 
 
 def flops_per_step(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch.device) -> int:
@@ -305,13 +309,12 @@ def bench_profile(device: torch.device, args: argparse.Namespace) -> None:
         if speed.cuda_graphs and device.type != "cuda":
             continue
         state = trainer.setup(cfg, seeds, shape, device, speed)
-        warm = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=5))
-        trainer.train(warm, state, x)
+        train_more(cfg, state, x, 5)
         sync(device)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         start = time.perf_counter()
-        with profile(activities=activities) as prof:  # steps more after the warm-up's 5
-            trainer.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=5 + steps)), state, x)
+        with profile(activities=activities) as prof:
+            train_more(cfg, state, x, steps)
             sync(device)
         wall = (time.perf_counter() - start) / steps
         events = prof.key_averages()

@@ -287,8 +287,7 @@ class _Group:
         try:
             self._commit.stage(state.state_dict(k), self.run_ids[k])
         except BaseException:
-            self._commit.abort()
-            self._commit = None
+            self._abort_checkpoint()
             raise
 
     def _commit_checkpoint(self, step: int) -> None:

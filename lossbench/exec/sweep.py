@@ -104,37 +104,38 @@ def estimates(
     sets: dict[str, data.Dataset | None] = {}  # None: not on this machine (a plan never downloads)
     extractor, rate = None, None
     timed: dict[RunConfig, Estimate] = {}
-
-    def one(p: Planned) -> Estimate | None:
-        nonlocal extractor, rate
-        if not p.seeds:
-            return None
-        if (same := timed.get(_cost_key(p.cfg))) is not None:  # the same step, perhaps a different budget
-            evaluations = evaluations_per_seed(p.cfg) if same.images_per_s else 0
-            return dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps, evaluations=evaluations)
-        if p.cfg.data.dataset not in sets:  # each data set loaded once
-            try:
-                sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train", download=False)
-            except DataError as exc:
-                print(f"estimate: {exc}; its configurations are not timed", file=sys.stderr, flush=True)
-                sets[p.cfg.data.dataset] = None
-        ds = sets[p.cfg.data.dataset]
-        if ds is None:
-            return None
-        ext = None
-        if needs_images(p.cfg, ds):
-            extractor = extractor or open_extractor(p.cfg, device, ds)
-            ext = extractor
-        e = estimate(p.cfg, ds, device, len(p.seeds), 1, ext, real_cached(p.cfg, ext, cache_dir), speed, rate)
-        rate = e.images_per_s or rate
-        timed[_cost_key(p.cfg)] = e
-        return e
-
     out: list[Estimate | None] = []
     for p in planned:
-        out.append(one(p))
-        if advance is not None:
-            advance(1)
+        try:
+            if not p.seeds:
+                out.append(None)
+                continue
+            if (same := timed.get(_cost_key(p.cfg))) is not None:  # the same step, perhaps a different budget
+                evaluations = evaluations_per_seed(p.cfg) if same.images_per_s else 0
+                out.append(dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps,
+                                               evaluations=evaluations))  # fmt: skip
+                continue
+            if p.cfg.data.dataset not in sets:  # each data set loaded once
+                try:
+                    sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train", download=False)
+                except DataError as exc:
+                    print(f"estimate: {exc}; its configurations are not timed", file=sys.stderr, flush=True)
+                    sets[p.cfg.data.dataset] = None
+            ds = sets[p.cfg.data.dataset]
+            if ds is None:
+                out.append(None)
+                continue
+            ext = None
+            if needs_images(p.cfg, ds):
+                extractor = extractor or open_extractor(p.cfg, device, ds)
+                ext = extractor
+            e = estimate(p.cfg, ds, device, len(p.seeds), 1, ext, real_cached(p.cfg, ext, cache_dir), speed, rate)
+            rate = e.images_per_s or rate
+            timed[_cost_key(p.cfg)] = e
+            out.append(e)
+        finally:
+            if advance is not None:
+                advance(1)
     return out
 
 
