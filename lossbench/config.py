@@ -9,13 +9,14 @@ re-defaults: the resolved `RunConfig` is what is printed, logged and hashed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import re
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,11 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
         sections[section][key] = _coerce(key, value, kind, where)
 
     dataset = sections["data"].get("dataset", DataConfig.dataset)
-    source = data.DATASETS.get(dataset)
+    try:
+        with _about("dataset"):
+            source = data.DATASETS.get(dataset)
+    except ConfigError as exc:
+        raise (_named(merged[exc.key][1], exc) if exc.key in merged else exc) from None
     if sections["model"].get("arch", "auto") == "auto":
         sections["model"]["arch"] = source.default_arch
     if not sections["metrics"].get("metrics"):
@@ -253,8 +258,7 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     try:
         validate(cfg)
     except ConfigError as exc:  # name the file that set the key (a flag names itself)
-        key = next((k for k in re.findall(r"'([a-z0-9_]+)'", str(exc)) if k in merged), None)
-        raise (_named(merged[key][1], exc) if key else exc) from None
+        raise (_named(merged[exc.key][1], exc) if exc.key in merged else exc) from None
     return cfg
 
 
@@ -264,7 +268,9 @@ COMMAND_LINE = "command line"  # the layer of flags: its errors need no prefix, 
 def _named(where: str, exc: ConfigError) -> ConfigError:
     """exc with the layer that set its value in front, unless that is the command line or already said."""
     message = str(exc)
-    return exc if where == COMMAND_LINE or message.startswith(where) else ConfigError(f"{where}: {message}")
+    if where == COMMAND_LINE or message.startswith(where):
+        return exc
+    return ConfigError(f"{where}: {message}", key=exc.key)
 
 
 def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int) -> int:
@@ -284,40 +290,57 @@ def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int) -
 
 
 def validate(cfg: RunConfig) -> None:
-    """Ranges and names; each failure is one line naming the key and what was expected."""
+    """Ranges and names; each failure is one line naming the key and what was expected, with the key
+    in ConfigError.key where one key is at fault."""
     flat = cfg.flat()
     for key, (_, kind) in KEYS.items():  # nan and inf parse as numbers (flags, TOML) but are never meant
         if kind is float and not math.isfinite(flat[key]):
-            raise ConfigError(f"'{key}' must be a finite number, got {flat[key]}")
+            raise ConfigError(f"'{key}' must be a finite number, got {flat[key]}", key=key)
     for key in _POSITIVE:
         if flat[key] < 1:
-            raise ConfigError(f"'{key}' must be >= 1, got {flat[key]}")
+            raise ConfigError(f"'{key}' must be >= 1, got {flat[key]}", key=key)
     for key in _NON_NEGATIVE:
         if flat[key] < 0:
-            raise ConfigError(f"'{key}' must be >= 0, got {flat[key]}")
+            raise ConfigError(f"'{key}' must be >= 0, got {flat[key]}", key=key)
     for key in ("lr_g", "lr_d"):
         if not flat[key] > 0:
-            raise ConfigError(f"'{key}' must be > 0, got {flat[key]}")
+            raise ConfigError(f"'{key}' must be > 0, got {flat[key]}", key=key)
     for key in ("beta1", "beta2"):
         if not 0 <= flat[key] < 1:
-            raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}")
-    penalty = penalties.PENALTIES.get(cfg.loss.penalty)
-    if cfg.model.d_batchnorm and penalty.input_gradient:
+            raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}", key=key)
+    with _about("penalty"):
+        penalty = penalties.PENALTIES.get(cfg.loss.penalty)
+    if cfg.model.d_batchnorm and penalty.input_gradient:  # two keys at fault: the message names both
         raise ConfigError(f"d_batchnorm with penalty '{cfg.loss.penalty}': a gradient penalty needs each sample's "
                           f"own grad_x D(x), which batch norm in D mixes across the batch; switch one off")  # fmt: skip
-    source = data.DATASETS.get(cfg.data.dataset)
+    with _about("dataset"):
+        source = data.DATASETS.get(cfg.data.dataset)
     if source.archs and cfg.model.arch not in source.archs:
         raise ConfigError(f"data set '{cfg.data.dataset}' takes arch {' or '.join(source.archs)}, "
-                          f"not '{cfg.model.arch}'")  # fmt: skip
-    with torch.device("meta"):  # shape check only: no memory, no RNG
+                          f"not '{cfg.model.arch}'", key="arch")  # fmt: skip
+    with _about("arch"), torch.device("meta"):  # shape check only: no memory, no RNG
         models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
-    optim.OPTIMIZERS.get(cfg.train.optimizer)
+    with _about("optimizer"):
+        optim.OPTIMIZERS.get(cfg.train.optimizer)
     if cfg.metrics.reference_split not in ("train", "test"):
-        raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}")
+        raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}",
+                          key="reference_split")  # fmt: skip
     points = not source.needs_files
-    metrics_registry.check(cfg.metrics.metrics, points=points)
+    with _about("metrics"):
+        metrics_registry.check(cfg.metrics.metrics, points=points)
     if not points and metrics_registry.evaluates(cfg.metrics.metrics) and cfg.metrics.fid_samples < 2:
-        raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}")
+        raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}", key="fid_samples")
+
+
+@contextlib.contextmanager
+def _about(key: str) -> Iterator[None]:
+    """A ConfigError raised inside (a registry's unknown name, a model's shape check) is about `key`."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.key is None:
+            exc.key = key
+        raise
 
 
 def arch_options(cfg: RunConfig) -> dict[str, Any]:

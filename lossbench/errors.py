@@ -6,7 +6,12 @@ class LossbenchError(Exception):
 
 
 class ConfigError(LossbenchError):
-    """An unknown name, an invalid number, a malformed config or suite file."""
+    """An unknown name, an invalid number, a malformed config or suite file. `key`, when one
+    configuration key is at fault, lets the caller name the file or flag that set it."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(LossbenchError):

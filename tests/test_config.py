@@ -63,6 +63,13 @@ def test_bad_values_are_one_clear_error(values: dict, message: str) -> None:
         ([("a.toml", {"steps": 3}), ("command line", {"steps": -3})], "'steps' must be >= 1, got -3"),
         ([("a.toml", {"lr": 1e-3, "lr_g": 2e-3})], "a.toml: 'lr' sets lr_g and lr_d; 'lr_g' is set too"),
         ([("a.toml", {"dataset": "ring8"}), ("b.toml", {"beta1": 1.0})], "b.toml: 'beta1' must be in [0, 1)"),
+        ([("a.toml", {"dataset": "mnsit"})], "a.toml: unknown dataset 'mnsit'"),
+        ([("a.toml", {"penalty": "gpp"})], "a.toml: unknown penalty 'gpp'"),
+        ([("a.toml", {"optimizer": "adamm"})], "a.toml: unknown optimizer 'adamm'"),
+        ([("a.toml", {"dataset": "ring8"}), ("b.toml", {"arch": "dcgan"})], "b.toml: arch 'dcgan' needs 28x28"),
+        ([("a.toml", {"dataset": "ring8"}), ("b.toml", {"metrics": "fid"})], "b.toml: metric 'fid' does not apply"),
+        ([("a.toml", {"dataset": "ring8", "arch": "mlp2d"}), ("command line", {"dataset": "mnist"})],
+         "a.toml: arch 'mlp2d' is for 2-D points"),
     ],
 )  # fmt: skip
 def test_errors_name_the_file_that_set_the_value(layers: list, message: str) -> None:
