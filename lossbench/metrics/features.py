@@ -88,19 +88,21 @@ def to_uint8(images: Tensor) -> Tensor:
 def extract(
     extractor: Extractor, batches: Iterator[Tensor], progress: Callable[[int], None] | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Features of uint8 batches (any batch size; re-batched to the extractor's), on the CPU;
-    `progress` is called with the number of images done after each of the extractor's batches."""
+    """Features of uint8 batches (any batch size; split to the extractor's), on the CPU; `progress`
+    is called with the number of images done after each of the extractor's batches. The features
+    stay on the extractor's device until the end: one copy to the host, not one per batch, so a GPU
+    is not made to wait for the host after every batch (2048 floats an image: 82 MB per 10,000)."""
     pools, logits, done = [], [], 0
     with torch.no_grad():
         for chunk in batches:
             for i in range(0, len(chunk), extractor.batch_size):
                 p, lg = extractor.fn(chunk[i : i + extractor.batch_size])
-                pools.append(p.float().cpu())
-                logits.append(lg.float().cpu())
-                done += len(pools[-1])
+                pools.append(p.float())
+                logits.append(lg.float())
+                done += len(p)
                 if progress is not None:
                     progress(done)
-    return torch.cat(pools), torch.cat(logits)
+    return torch.cat(pools).cpu(), torch.cat(logits).cpu()
 
 
 @dataclass(frozen=True)
