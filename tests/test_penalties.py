@@ -76,3 +76,22 @@ def test_gp_on_images_is_per_sample() -> None:
         critic, torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2), torch.Generator().manual_seed(1)
     )
     assert abs(pen.item() - (3.0 - 1.0) ** 2) < 1e-5
+
+
+def quadratic_critic(x: torch.Tensor) -> torch.Tensor:
+    """D(x) = ||x||^2 / 2 per sample: grad D(x) = x, so where a penalty takes the gradient shows."""
+    return 0.5 * x.flatten(1).pow(2).sum(dim=1)
+
+
+def test_penalties_take_the_gradient_where_their_papers_do() -> None:
+    """With grad D(x) = x: gp at x_hat = u x + (1 - u) G(z) gives mean (||x_hat|| - 1)^2, r1 at the
+    real samples 1/2 mean ||x||^2, r2 at the generated ones 1/2 mean ||G(z)||^2 (a linear critic,
+    whose gradient is the same everywhere, cannot tell these points apart)."""
+    real = torch.tensor([[3.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    fake = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, -1.0]], dtype=torch.float64)
+    u = torch.tensor([[0.25], [0.5]], dtype=torch.float64)
+    # x_hat = [0.75, 1.5, 0] and [0.5, 0.5, 0]: norms sqrt(2.8125) and sqrt(0.5)
+    gp = ((2.8125**0.5 - 1) ** 2 + (0.5**0.5 - 1) ** 2) / 2
+    assert penalties.get("gp")(quadratic_critic, real, fake, u=(u,)).item() == pytest.approx(gp, rel=1e-12)
+    assert penalties.get("r1")(quadratic_critic, real, fake).item() == pytest.approx((9 + 2) / 4, rel=1e-12)
+    assert penalties.get("r2")(quadratic_critic, real, fake).item() == pytest.approx((4 + 2) / 4, rel=1e-12)
