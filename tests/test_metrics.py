@@ -215,7 +215,8 @@ def test_fid_and_kid_agree_with_torchmetrics_on_the_same_features() -> None:
     g = torch.Generator().manual_seed(0)
     real = torch.randn(300, 16, generator=g, dtype=torch.float64)
     fake = 0.8 * torch.randn(300, 16, generator=g, dtype=torch.float64) + 0.3
-    ours = metrics.compare(("fid", "kid"), metrics.Features(real, real), metrics.Features(fake, fake))
+    logits = torch.randn(300, 10, generator=g, dtype=torch.float64)  # FID and KID must not read these
+    ours = metrics.compare(("fid", "kid"), metrics.Features(real, logits), metrics.Features(fake, logits))
     fid = FrechetInceptionDistance(feature=Identity())
     kid = KernelInceptionDistance(feature=Identity(), subsets=1, subset_size=300)
     for metric in (fid, kid):
@@ -227,16 +228,23 @@ def test_fid_and_kid_agree_with_torchmetrics_on_the_same_features() -> None:
 
 
 def test_precision_recall_density_coverage_through_compare() -> None:
-    """--metrics pr,dc: computed on the pool features compare() is given; a fake set that covers half
-    of the real one keeps its fidelity (precision, density) and loses diversity (recall, coverage)."""
+    """--metrics pr,dc: computed on the pool features compare() is given (not the logits), with k = 3
+    for precision and recall and k = 5 for density and coverage; a fake set near half of the real one
+    keeps its fidelity (precision, density) and loses diversity (recall, coverage)."""
+    from lossbench.metrics import prdc
+
     g = torch.Generator().manual_seed(0)
     a = torch.randn(200, 8, generator=g)
     b = torch.randn(200, 8, generator=g) + 50.0  # a second, far cluster
     real = torch.cat([a, b])
-    half = torch.cat([a[:100], a[100:]])  # only the first cluster
-    out = metrics.compare(("pr", "dc"), metrics.Features(real, real), metrics.Features(half, half))
+    half = a[:150] + 0.05 * torch.randn(150, 8, generator=g)  # near the first cluster only
+    noise = torch.randn(400, 5, generator=g)  # logits: what pr and dc must not read
+    out = metrics.compare(("pr", "dc"), metrics.Features(real, noise), metrics.Features(half, noise[:150]))
     assert set(out) == {"precision", "recall", "density", "coverage"}
-    assert out["precision"] == 1.0 and out["coverage"] == pytest.approx(0.5, abs=0.02)
-    assert out["recall"] == pytest.approx(0.5, abs=0.02)
+    expected = prdc.precision_recall(real, half, k=3) | prdc.density_coverage(real, half, k=5)
+    assert out == pytest.approx(expected, abs=1e-12)
+    assert out != pytest.approx(prdc.precision_recall(real, half, k=5) | prdc.density_coverage(real, half, k=3))
+    assert out["precision"] > 0.9 and out["density"] > 0.8  # fidelity kept
+    assert out["recall"] < 0.55 and out["coverage"] < 0.55  # half the modes lost
     same = metrics.compare(("pr", "dc"), metrics.Features(real, real), metrics.Features(real, real))
     assert same["precision"] == same["recall"] == same["coverage"] == 1.0
