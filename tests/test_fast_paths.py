@@ -146,9 +146,13 @@ def test_spectral_norm_is_refused_with_parallel_seeds() -> None:
 
 @pytest.mark.parametrize("loss", ["wgan-gp", "non-saturating"])
 def test_fused_adam_matches_foreach_adam(loss: str) -> None:
-    _, plain, _ = train({"loss": loss, "steps": 10}, [0], SpeedConfig(fused_optim=False))
-    _, fused, _ = train({"loss": loss, "steps": 10}, [0], SpeedConfig(fused_optim=True))
+    _, plain, plain_state = train({"loss": loss, "steps": 10}, [0], SpeedConfig(fused_optim=False))
+    _, fused, fused_state = train({"loss": loss, "steps": 10}, [0], SpeedConfig(fused_optim=True))
     assert SpeedConfig().fused_optim  # the default, so every other test here runs fused Adam
+    for opt in (fused_state.players.opt_g, fused_state.players.opt_d):  # the flag reached torch
+        assert opt.defaults["fused"] is True
+    for opt in (plain_state.players.opt_g, plain_state.players.opt_d):
+        assert not opt.defaults["fused"]
     torch.testing.assert_close(losses_of(fused[0]), losses_of(plain[0]), rtol=1e-4, atol=1e-5)
 
 
@@ -160,6 +164,7 @@ def test_bf16_autocast_stays_close_to_fp32(loss: str) -> None:
     _, fp32, _ = train(flags, [0])
     _, bf16, _ = train(flags, [0], SpeedConfig(precision="bf16"))
     torch.testing.assert_close(losses_of(bf16[0]), losses_of(fp32[0]), rtol=5e-2, atol=5e-2)
+    assert not torch.equal(losses_of(bf16[0]), losses_of(fp32[0]))  # bf16 did run: it rounds differently
     if loss == "wgan-gp":
         assert all(v["penalty"] > 0 for _, v in bf16[0])
 
