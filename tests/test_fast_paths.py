@@ -42,6 +42,11 @@ def losses_of(logged: list[tuple[int, dict]]) -> torch.Tensor:
     return torch.tensor([[v[k] for k in ("d_loss", "d_real", "d_fake", "penalty", "g_loss")] for _, v in logged])
 
 
+def diagnostics_of(logged: list[tuple[int, dict]]) -> torch.Tensor:
+    """The learning-signal diagnostics: |dL_G / d D(G(z))| and both players' gradient norms."""
+    return torch.tensor([[v[k] for k in ("g_signal", "d_grad_norm", "g_grad_norm")] for _, v in logged])
+
+
 def seen_by_loss(logged: list[tuple[int, dict]]) -> torch.Tensor:
     """d_loss, d_real - d_fake, penalty, g_loss: the statistics that do not move with D's output bias."""
     v = losses_of(logged)
@@ -81,6 +86,7 @@ def test_parallel_seeds_equal_their_sequential_twins(flags: dict, mnist_dir: str
         (alone_outcome,), alone, single = train(flags, [seed])
         assert [s for s, _ in together[k]] == [s for s, _ in alone[0]]
         torch.testing.assert_close(losses_of(together[k]), losses_of(alone[0]), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(diagnostics_of(together[k]), diagnostics_of(alone[0]), rtol=1e-9, atol=1e-9)
         mine, theirs = stacked.state_dict(k), single.state_dict(0)
         for part in ("G", "D"):
             assert mine[part].keys() == theirs[part].keys()
