@@ -25,7 +25,7 @@ import torch
 
 from lossbench import cards, paths
 from lossbench.errors import ConfigError
-from lossbench.gan import data, losses, models, optim, penalties
+from lossbench.gan import data, latent, losses, models, optim, penalties
 from lossbench.metrics import registry as metrics_registry
 from lossbench.registry import unknown_name_message
 
@@ -318,7 +318,10 @@ def validate(cfg: RunConfig) -> None:
     if source.archs and cfg.model.arch not in source.archs:
         raise ConfigError(f"data set '{cfg.data.dataset}' takes arch {' or '.join(source.archs)}, "
                           f"not '{cfg.model.arch}'", key="arch")  # fmt: skip
-    with _about("arch"), torch.device("meta"):  # shape check only: no memory, no RNG
+    for key, names in (("arch", models.ARCHS), ("z_dist", latent.LATENTS), ("d_norm", models.D_NORMS)):
+        with _about(key):
+            names.get(getattr(cfg.model, key))
+    with _about("arch"), torch.device("meta"):  # shapes (the data set's against the arch's): no memory, no RNG
         models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
     with _about("optimizer"):
         optim.OPTIMIZERS.get(cfg.train.optimizer)

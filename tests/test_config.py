@@ -70,6 +70,9 @@ def test_bad_values_are_one_clear_error(values: dict, message: str) -> None:
         ([("a.toml", {"dataset": "ring8"}), ("b.toml", {"metrics": "fid"})], "b.toml: metric 'fid' does not apply"),
         ([("a.toml", {"dataset": "ring8", "arch": "mlp2d"}), ("command line", {"dataset": "mnist"})],
          "a.toml: arch 'mlp2d' is for 2-D points"),
+        ([("a.toml", {"arch": "mlp"}), ("b.toml", {"z_dist": "unifrom"})], "b.toml: unknown z-dist 'unifrom'"),
+        ([("a.toml", {"arch": "mlp"}), ("b.toml", {"d_norm": "spectrall"})], "b.toml: unknown d-norm 'spectrall'"),
+        ([("a.toml", {"arch": "mlp"}), ("b.toml", {"d_batchnorm": True})], "b.toml: arch 'mlp' has no batch norm"),
     ],
 )  # fmt: skip
 def test_errors_name_the_file_that_set_the_value(layers: list, message: str) -> None:

@@ -229,7 +229,7 @@ def dirac(shape: tuple[int, ...], z_dim: int, pack: int = 1, dirac_theta: float 
           **_: object) -> tuple[nn.Module, nn.Module]:  # fmt: skip
     """The Dirac-GAN: data a point mass at 0 on the line, G a point theta, D linear in x."""
     if pack != 1:
-        raise ConfigError("arch 'dirac' takes no packing (pack = 1): its D is the one-parameter psi * x")
+        raise ConfigError("arch 'dirac' takes no packing (pack = 1): its D is the one-parameter psi * x", key="pack")
     if tuple(shape) != (1,):
         raise ConfigError(f"arch 'dirac' needs 1-D samples (--dataset dirac), not samples of shape {tuple(shape)}")
     return DiracGenerator(dirac_theta), DiracDiscriminator(dirac_psi)
@@ -269,7 +269,8 @@ def build(
     builder = ARCHS.get(arch)
     latent.LATENTS.get(z_dist)
     if d_batchnorm and not getattr(builder, "d_batchnorm", False):
-        raise ConfigError(f"arch '{arch}' has no batch norm in D to switch on (d_batchnorm); infogan has")
+        raise ConfigError(f"arch '{arch}' has no batch norm in D to switch on (d_batchnorm); infogan has",
+                          key="d_batchnorm")  # fmt: skip
     g, d = builder(shape, z_dim, pack=pack, d_batchnorm=d_batchnorm, **options)
     g.z_dist, g.data_range = z_dist, data_range(arch)
     return g, D_NORMS.get(d_norm)(d)
