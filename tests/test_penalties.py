@@ -1,4 +1,5 @@
-"""Penalties on a linear critic D(x) = w.x + b, whose input gradient is w everywhere."""
+"""Penalties against closed forms: on a linear critic D(x) = w.x + b, whose input gradient is w
+everywhere, and on a quadratic one, whose gradient shows where each penalty takes it."""
 
 from __future__ import annotations
 

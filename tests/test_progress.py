@@ -60,14 +60,18 @@ def test_real_features_show_a_bar_before_training_on_a_terminal(store: str, tmp_
 
 def test_phases_write_start_and_end_lines_when_not_a_terminal(store: str, tmp_path: Path) -> None:
     env_cache = {"LOSSBENCH_CACHE_DIR": str(tmp_path / "cache")}
-    proc = lossbench(*RUN, "--tracking-uri", store, "--no-progress", env=env_cache)
+    proc = lossbench(*RUN, "--tracking-uri", store, env=env_cache)  # stderr is a pipe here
+    assert "\r" not in proc.stderr  # no bar redrawn in place: a log reads line by line
     lines = proc.stderr.splitlines()
     start = lines.index("real features: mnist train, 16 images (cached for next time) ...")
     end = next(i for i, line in enumerate(lines) if line.startswith("real features: mnist train, 16 images (cached "
                                                                     "for next time): done in "))  # fmt: skip
     evaluation = next(i for i, line in enumerate(lines) if line.startswith("evaluation: seed 0 at step 20, 16 "
                                                                            "generated images: done in "))  # fmt: skip
-    assert start < end < evaluation
+    training = lines.index("non-saturating seed 0: training 20 steps ...")
+    done = re.compile(r"non-saturating seed 0: 20 steps done in .+ \([\d,.]+ steps/s\)")
+    trained = next(i for i, line in enumerate(lines) if done.fullmatch(line))
+    assert start < end < training < trained < evaluation
     assert lines[0].startswith("plan: 1 configuration x 1 seed x 20 steps, 1 evaluation per seed x 16 generated")
     # stdout: the summary table and the next commands, nothing else
     assert re.search(r"^\s+0\s+finished\s+20\s+\d+\.\d{4}", proc.stdout, re.M), proc.stdout
@@ -91,3 +95,29 @@ def test_preflight_estimate_is_within_2x_of_the_run(store: str) -> None:
     took = (run.info.end_time - run.info.start_time) / 1000
     assert expected / 2 <= took <= expected * 2, (expected, took)
     assert MlflowClient(tracking_uri=store).get_metric_history(run.info.run_id, "g_loss")
+
+
+def test_training_lines_count_a_resumed_runs_open_window(capsys) -> None:
+    """A run resumed at step 50 whose checkpoint holds 20 steps not yet reported (logged every 30
+    steps: the last report was step 30) reports 30, 30, 10: the end line comes at step 100, once."""
+    from lossbench.progress import Steps
+
+    steps = Steps("minimax seed 0", 100, initial=50, pending=20, bar=False)
+    for n in (30, 30):  # steps 60 and 90
+        steps.update(n)
+    assert "done in" not in capsys.readouterr().err
+    steps.update(10)
+    steps.update(10)  # a report past the end is not a second end line
+    steps.close()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and re.fullmatch(r"minimax seed 0: 50 steps done in .+ \([\d,.]+ steps/s\)", err[0]), err
+
+
+def test_training_lines_of_a_run_with_no_steps_left(capsys) -> None:
+    from lossbench.progress import Steps
+
+    Steps("minimax seed 0", 100, initial=0, bar=False)
+    assert capsys.readouterr().err == "minimax seed 0: training 100 steps ...\n"
+    steps = Steps("minimax seed 0", 100, initial=100, bar=False)  # killed during its final evaluation
+    steps.update(0)
+    assert capsys.readouterr().err == "minimax seed 0: at step 100 of 100, no steps left to train\n"

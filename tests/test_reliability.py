@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -80,6 +81,8 @@ def test_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) ->
 
     resume = lossbench("-v", "run", *RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
     assert f"taking over its lease from {owner['host']}:{proc.pid}" in resume.stderr
+    (step,) = map(int, re.findall(rf"continuing run {killed.info.run_id} at step (\d+)", resume.stderr))
+    assert step > 0 and step % 50 == 0  # it resumed from a checkpoint, it did not start over
     assert not (ckpts / killed.info.run_id / lease.OWNER).exists()  # given up when its group ended
     (resumed,) = runs_by_role(store)["seed"]
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
@@ -254,7 +257,10 @@ def test_parallel_seeds_sigkill_then_resume_equals_uninterrupted(store: str, tmp
     killed = {r.data.params["seed"]: r.info.run_id for r in runs_by_role(store)["seed"]}
     assert len(killed) == 3  # the three seeds started together
 
-    lossbench("run", *args, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
+    resume = lossbench("-v", "run", *args, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
+    continued = dict(re.findall(r"continuing run ([0-9a-f]+) at step (\d+)", resume.stderr))
+    assert continued.keys() == set(killed.values())  # every seed resumed from its checkpoint, none started over
+    assert len(set(continued.values())) == 1 and int(next(iter(continued.values()))) > 0  # all at one step
     resumed = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
     assert {s: r.info.run_id for s, r in resumed.items()} == killed
     assert all(r.info.status == "FINISHED" and r.data.params["parallel_seeds"] == "True" for r in resumed.values())

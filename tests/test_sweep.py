@@ -81,7 +81,7 @@ def test_sweep_smoke_end_to_end_then_skips_everything(store: str) -> None:
     assert len(runs["seed"]) == 27 and len(runs["parent"]) == 9
     finished = [r for r in runs["seed"] if r.info.status == "FINISHED"]
     diverged = [r for r in runs["seed"] if r.data.tags.get("lossbench.outcome") == "diverged"]
-    assert len(finished) + len(diverged) == 27
+    assert len(finished) == 27 and not diverged  # as through Ray (tests/test_cluster.py)
     assert {r.data.params["loss"] for r in runs["seed"]} == set(losses.names())
     for r in finished:
         assert {"modes", "high_quality", "d_loss"} <= set(r.data.metrics)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lossbench import procs
+from lossbench import procs, progress
 from lossbench.config import ExecConfig, RunConfig
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.exec.group import Context, train_members
@@ -113,8 +113,6 @@ def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
 
 
 def _drive(ray: Any, tracker: Tracker, jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
-    from tqdm import tqdm
-
     first = jobs[0][1]
     remote = ray.remote(train_task).options(
         num_cpus=opts.task_cpus, num_gpus=opts.task_gpus, max_retries=opts.max_retries, retry_exceptions=False
@@ -130,14 +128,13 @@ def _drive(ray: Any, tracker: Tracker, jobs: list[Job], opts: ExecutorOptions) -
             for group in groups(p.members, ex.speed.parallel_seeds):
                 seeds = [m.seed for m in group]
                 pending[remote.remote(cfg, ex, parents[i], seeds)] = (i, seeds)
-        progress = tqdm(total=sum(len(s) for _, s in pending.values()), desc="seeds", unit="seed",
-                        disable=not first.progress, dynamic_ncols=True)  # fmt: skip
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            i, seeds = pending.pop(done[0])
-            trained[i] += _task_results(ray, done[0], seeds, jobs[i][0])
-            progress.update(len(seeds))
-        progress.close()
+        total = sum(len(s) for _, s in pending.values())
+        with progress.phase(f"seeds on the cluster: {total:,}", total, unit="seed", bar=first.progress) as advance:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                i, seeds = pending.pop(done[0])
+                trained[i] += _task_results(ray, done[0], seeds, jobs[i][0])
+                advance(len(seeds))
     except BaseException:
         kill_parents(tracker, list(parents.values()))
         raise

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import lossbench
-from lossbench import rng
+from lossbench import progress, rng
 from lossbench.config import ExecConfig, RunConfig, resolve_exec
 from lossbench.errors import CheckpointError, ConfigError, LossbenchError
 from lossbench.exec import lease, samples
@@ -203,12 +203,10 @@ class _Group:
         return run_id
 
     def run(self, stop: list[bool]) -> list[SeedResult]:
-        from tqdm import tqdm
-
         cfg, tracker = self.ctx.cfg, self.ctx.tracker
         label = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {','.join(map(str, self.seeds))}"
-        bar = tqdm(total=cfg.train.steps, initial=self.state.step, desc=f"{cfg.loss.loss} {label}", unit="step",
-                   disable=not self.ctx.ex.progress, leave=False, dynamic_ncols=True)  # fmt: skip
+        bar = progress.Steps(f"{cfg.loss.loss} {label}", cfg.train.steps, self.state.step, self.state.window,
+                             bar=self.ctx.ex.progress)  # fmt: skip
         hooks = Hooks(
             log=lambda k, step, values: tracker.log_metrics(self.run_ids[k], step, values | self._readouts(k)),
             samples=self._log_samples,
