@@ -9,14 +9,12 @@ re-defaults: the resolved `RunConfig` is what is printed, logged and hashed.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import torch
 
 from lossbench import cards, paths
 from lossbench.errors import ConfigError
-from lossbench.gan import data, latent, losses, models, optim, penalties
+from lossbench.gan import data, losses, models, optim, penalties
 from lossbench.metrics import registry as metrics_registry
 from lossbench.registry import unknown_name_message
 
@@ -235,10 +233,9 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
 
     dataset = sections["data"].get("dataset", DataConfig.dataset)
     try:
-        with _about("dataset"):
-            source = data.DATASETS.get(dataset)
+        source = data.DATASETS.get(dataset)
     except ConfigError as exc:
-        raise (_named(merged[exc.key][1], exc) if exc.key in merged else exc) from None
+        raise _blamed(exc, merged) from None
     if sections["model"].get("arch", "auto") == "auto":
         sections["model"]["arch"] = source.default_arch
     if not sections["metrics"].get("metrics"):
@@ -257,12 +254,17 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     cfg = RunConfig(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()})
     try:
         validate(cfg)
-    except ConfigError as exc:  # name the file that set the key (a flag names itself)
-        raise (_named(merged[exc.key][1], exc) if exc.key in merged else exc) from None
+    except ConfigError as exc:
+        raise _blamed(exc, merged) from None
     return cfg
 
 
 COMMAND_LINE = "command line"  # the layer of flags: its errors need no prefix, the flag names itself
+
+
+def _blamed(exc: ConfigError, merged: dict[str, tuple[Any, str]]) -> ConfigError:
+    """exc named with the file that set its key (a flag names itself; an error without one key, as is)."""
+    return _named(merged[exc.key][1], exc) if exc.key in merged else exc
 
 
 def _named(where: str, exc: ConfigError) -> ConfigError:
@@ -291,7 +293,7 @@ def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int) -
 
 def validate(cfg: RunConfig) -> None:
     """Ranges and names; each failure is one line naming the key and what was expected, with the key
-    in ConfigError.key where one key is at fault."""
+    in ConfigError.key where one key is at fault (registries and the models' shape checks set it too)."""
     flat = cfg.flat()
     for key, (_, kind) in KEYS.items():  # nan and inf parse as numbers (flags, TOML) but are never meant
         if kind is float and not math.isfinite(flat[key]):
@@ -308,42 +310,24 @@ def validate(cfg: RunConfig) -> None:
     for key in ("beta1", "beta2"):
         if not 0 <= flat[key] < 1:
             raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}", key=key)
-    with _about("penalty"):
-        penalty = penalties.PENALTIES.get(cfg.loss.penalty)
+    penalty = penalties.PENALTIES.get(cfg.loss.penalty)
     if cfg.model.d_batchnorm and penalty.input_gradient:  # two keys at fault: the message names both
         raise ConfigError(f"d_batchnorm with penalty '{cfg.loss.penalty}': a gradient penalty needs each sample's "
                           f"own grad_x D(x), which batch norm in D mixes across the batch; switch one off")  # fmt: skip
-    with _about("dataset"):
-        source = data.DATASETS.get(cfg.data.dataset)
+    source = data.DATASETS.get(cfg.data.dataset)
     if source.archs and cfg.model.arch not in source.archs:
         raise ConfigError(f"data set '{cfg.data.dataset}' takes arch {' or '.join(source.archs)}, "
                           f"not '{cfg.model.arch}'", key="arch")  # fmt: skip
-    for key, names in (("arch", models.ARCHS), ("z_dist", latent.LATENTS), ("d_norm", models.D_NORMS)):
-        with _about(key):
-            names.get(getattr(cfg.model, key))
-    with _about("arch"), torch.device("meta"):  # shapes (the data set's against the arch's): no memory, no RNG
+    with torch.device("meta"):  # shape check only: no memory, no RNG
         models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
-    with _about("optimizer"):
-        optim.OPTIMIZERS.get(cfg.train.optimizer)
+    optim.OPTIMIZERS.get(cfg.train.optimizer)
     if cfg.metrics.reference_split not in ("train", "test"):
         raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}",
                           key="reference_split")  # fmt: skip
     points = not source.needs_files
-    with _about("metrics"):
-        metrics_registry.check(cfg.metrics.metrics, points=points)
+    metrics_registry.check(cfg.metrics.metrics, points=points)
     if not points and metrics_registry.evaluates(cfg.metrics.metrics) and cfg.metrics.fid_samples < 2:
         raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}", key="fid_samples")
-
-
-@contextlib.contextmanager
-def _about(key: str) -> Iterator[None]:
-    """A ConfigError raised inside (a registry's unknown name, a model's shape check) is about `key`."""
-    try:
-        yield
-    except ConfigError as exc:
-        if exc.key is None:
-            exc.key = key
-        raise
 
 
 def arch_options(cfg: RunConfig) -> dict[str, Any]:

@@ -37,8 +37,9 @@ def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
 class Registry(Generic[T]):
     """A named, write-once mapping from lowercase names to entries."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, key: str | None = None) -> None:
         self.kind = kind
+        self.key = key  # the configuration key whose values name entries: its errors carry it
         self._entries: dict[str, T] = {}
         self._group = entry_point_group
         self._plugins_loaded = entry_point_group is None
@@ -72,7 +73,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(unknown_name_message(self.kind, name, self.names())) from None
+            raise ConfigError(unknown_name_message(self.kind, name, self.names()), key=self.key) from None
 
     def names(self) -> list[str]:
         self._load_plugins()

@@ -28,6 +28,7 @@ from lossbench.exec.runs import RunSummary
 from lossbench.exec.search import Choice, choose
 from lossbench.exec.suites import Suite
 from lossbench.gan import data
+from lossbench.metrics.features import Extractor
 from lossbench.tracking import Tracker
 
 
@@ -97,46 +98,55 @@ def estimates(
     planned: list[Planned], device: torch.device, data_dir: str | None, cache_dir: Path | None = None,
     speed: SpeedConfig | None = None, advance: Callable[[int], None] | None = None,
 ) -> list[Estimate | None]:  # fmt: skip
-    """Per planned configuration with seeds to run, its measured estimate (None: nothing to run). Each
-    data set is loaded once, the Inception rate measured once, and configurations that differ only in
-    values that do not change the cost of a step (the draws of a random search) are timed once.
+    """Per planned configuration with seeds to run, its measured estimate (None: nothing to run).
     `advance(1)` follows each configuration (a progress bar's update)."""
-    sets: dict[str, data.Dataset | None] = {}  # None: not on this machine (a plan never downloads)
-    extractor, rate = None, None
-    timed: dict[RunConfig, Estimate] = {}
-    out: list[Estimate | None] = []
+    timer, out = _Timer(device, data_dir, cache_dir, speed), []
     for p in planned:
-        try:
-            if not p.seeds:
-                out.append(None)
-                continue
-            if (same := timed.get(_cost_key(p.cfg))) is not None:  # the same step, perhaps a different budget
-                evaluations = evaluations_per_seed(p.cfg) if same.images_per_s else 0
-                out.append(dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps,
-                                               evaluations=evaluations))  # fmt: skip
-                continue
-            if p.cfg.data.dataset not in sets:  # each data set loaded once
-                try:
-                    sets[p.cfg.data.dataset] = data.load(p.cfg.data.dataset, data_dir, "train", download=False)
-                except DataError as exc:
-                    print(f"estimate: {exc}; its configurations are not timed", file=sys.stderr, flush=True)
-                    sets[p.cfg.data.dataset] = None
-            ds = sets[p.cfg.data.dataset]
-            if ds is None:
-                out.append(None)
-                continue
-            ext = None
-            if needs_images(p.cfg, ds):
-                extractor = extractor or open_extractor(p.cfg, device, ds)
-                ext = extractor
-            e = estimate(p.cfg, ds, device, len(p.seeds), 1, ext, real_cached(p.cfg, ext, cache_dir), speed, rate)
-            rate = e.images_per_s or rate
-            timed[_cost_key(p.cfg)] = e
-            out.append(e)
-        finally:
-            if advance is not None:
-                advance(1)
+        out.append(timer.estimate(p))
+        if advance is not None:
+            advance(1)
     return out
+
+
+class _Timer:
+    """Times planned configurations, sharing what they share: each data set is loaded once, the
+    Inception rate measured once, and configurations that differ only in values that do not change
+    the cost of a step (the draws of a random search) are timed once."""
+
+    def __init__(self, device: torch.device, data_dir: str | None, cache_dir: Path | None,
+                 speed: SpeedConfig | None) -> None:  # fmt: skip
+        self.device, self.data_dir, self.cache_dir, self.speed = device, data_dir, cache_dir, speed
+        self.sets: dict[str, data.Dataset | None] = {}  # None: not on this machine (a plan never downloads)
+        self.extractor: Extractor | None = None
+        self.rate: float | None = None
+        self.timed: dict[RunConfig, Estimate] = {}
+
+    def estimate(self, p: Planned) -> Estimate | None:
+        if not p.seeds:
+            return None
+        if (same := self.timed.get(_cost_key(p.cfg))) is not None:  # the same step, perhaps a different budget
+            evaluations = evaluations_per_seed(p.cfg) if same.images_per_s else 0
+            return dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps, evaluations=evaluations)
+        ds = self._data(p.cfg.data.dataset)
+        if ds is None:
+            return None
+        ext = None
+        if needs_images(p.cfg, ds):
+            self.extractor = ext = self.extractor or open_extractor(p.cfg, self.device, ds)
+        cached = real_cached(p.cfg, ext, self.cache_dir)
+        e = estimate(p.cfg, ds, self.device, len(p.seeds), 1, ext, cached, self.speed, self.rate)
+        self.rate = e.images_per_s or self.rate
+        self.timed[_cost_key(p.cfg)] = e
+        return e
+
+    def _data(self, name: str) -> data.Dataset | None:
+        if name not in self.sets:  # each data set loaded once
+            try:
+                self.sets[name] = data.load(name, self.data_dir, "train", download=False)
+            except DataError as exc:
+                print(f"estimate: {exc}; its configurations are not timed", file=sys.stderr, flush=True)
+                self.sets[name] = None
+        return self.sets[name]
 
 
 def _cost_key(cfg: RunConfig) -> RunConfig:

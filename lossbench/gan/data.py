@@ -63,7 +63,7 @@ class DataSource:
     revision: int = 0  # raised when the data change; > 0 enters configuration hashes (old runs stay apart)
 
 
-DATASETS: Registry[DataSource] = Registry("dataset")
+DATASETS: Registry[DataSource] = Registry("dataset", key="dataset")
 
 
 SPLITS = ("train", "test")

@@ -17,7 +17,7 @@ from lossbench.registry import Registry
 
 Sampler = Callable[[tuple[int, ...], torch.Generator, torch.device], Tensor]
 
-LATENTS: Registry[Sampler] = Registry("z-dist")
+LATENTS: Registry[Sampler] = Registry("z-dist", key="z_dist")
 
 
 @LATENTS.register("normal")

@@ -41,7 +41,7 @@ class Loss(Protocol):
     def generator_loss(self, d_fake: Tensor, d_real: Tensor | None = None) -> Tensor: ...
 
 
-LOSSES: Registry[type] = Registry("loss", entry_point_group="lossbench.losses")
+LOSSES: Registry[type] = Registry("loss", entry_point_group="lossbench.losses", key="loss")
 
 
 def _bce_discriminator(d_real: Tensor, d_fake: Tensor) -> Tensor:

@@ -34,8 +34,8 @@ from lossbench.registry import Registry
 Builder = Callable[..., tuple[nn.Module, nn.Module]]  # (shape, z_dim, pack, d_batchnorm, **options) -> (G, D)
 STANDARD_RANGE = (-1.0, 1.0)  # the data sets' range, and G's unless its builder says otherwise
 
-ARCHS: Registry[Builder] = Registry("arch")
-D_NORMS: Registry[Callable[[nn.Module], nn.Module]] = Registry("d-norm")
+ARCHS: Registry[Builder] = Registry("arch", key="arch")
+D_NORMS: Registry[Callable[[nn.Module], nn.Module]] = Registry("d-norm", key="d_norm")
 
 
 class Reshape(nn.Module):
@@ -62,7 +62,8 @@ class Critic(nn.Module):
 def mlp(shape: tuple[int, ...], z_dim: int, pack: int = 1, **_: object) -> tuple[nn.Module, nn.Module]:
     """G: z -> 256 -> LeakyReLU(0.2) -> prod(shape) -> tanh; D: pack * prod(shape) -> 256 -> LeakyReLU(0.2) -> 1."""
     if len(shape) != 3:
-        raise ConfigError(f"arch 'mlp' is for images; this data set has samples of shape {shape} (use mlp2d)")
+        raise ConfigError(f"arch 'mlp' is for images; this data set has samples of shape {shape} (use mlp2d)",
+                          key="arch")  # fmt: skip
     n = math.prod(shape)
     g = nn.Sequential(nn.Linear(z_dim, 256), nn.LeakyReLU(0.2), nn.Linear(256, n), nn.Tanh(), Reshape(*shape))
     d = Critic(nn.Sequential(nn.Flatten(), nn.Linear(pack * n, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1)))
@@ -73,7 +74,7 @@ def mlp(shape: tuple[int, ...], z_dim: int, pack: int = 1, **_: object) -> tuple
 def mlp2d(shape: tuple[int, ...], z_dim: int, pack: int = 1, **_: object) -> tuple[nn.Module, nn.Module]:
     """2-D mixtures (Metz et al. 2017 style): 3 hidden layers of 128 with ReLU each side, linear output."""
     if shape != (2,):
-        raise ConfigError(f"arch 'mlp2d' is for 2-D points; this data set has samples of shape {shape}")
+        raise ConfigError(f"arch 'mlp2d' is for 2-D points; this data set has samples of shape {shape}", key="arch")
 
     def body(n_in: int, n_out: int) -> nn.Sequential:
         return nn.Sequential(
@@ -92,7 +93,7 @@ def dcgan(shape: tuple[int, ...], z_dim: int, pack: int = 1, **_: object) -> tup
     D: [Conv 4/2/1, LeakyReLU(0.2)] ... -> linear -> 1; no batch norm in D.
     """
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in (28, 32):
-        raise ConfigError(f"arch 'dcgan' needs 28x28 or 32x32 images; this data set has shape {shape}")
+        raise ConfigError(f"arch 'dcgan' needs 28x28 or 32x32 images; this data set has shape {shape}", key="arch")
     channels, size = shape[0], shape[1]
     start = 7 if size == 28 else 4
     n_up = int(math.log2(size // start))
@@ -133,7 +134,7 @@ def infogan(shape: tuple[int, ...], z_dim: int, pack: int = 1, d_batchnorm: bool
     The losses see only D's raw outputs, so the output range never enters them.
     """
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in (28, 32):
-        raise ConfigError(f"arch 'infogan' needs 28x28 or 32x32 images; this data set has shape {shape}")
+        raise ConfigError(f"arch 'infogan' needs 28x28 or 32x32 images; this data set has shape {shape}", key="arch")
     channels, size = shape[0], shape[1]
     s = size // 4
     g = nn.Sequential(
@@ -182,7 +183,8 @@ def pacgan_mlp(shape: tuple[int, ...], z_dim: int, pack: int = 1, **_: object) -
     (fjxmlzn/PacGAN, synthetic_data_experiments/2DGrid_GAN&PacGAN: config.py, pacgan_task.py).
     """
     if tuple(shape) != (2,):
-        raise ConfigError(f"arch 'pacgan-mlp' is for 2-D points; this data set has samples of shape {tuple(shape)}")
+        raise ConfigError(f"arch 'pacgan-mlp' is for 2-D points; this data set has samples of shape {tuple(shape)}",
+                          key="arch")  # fmt: skip
     g_layers: list[nn.Module] = []
     for n_in in (z_dim, 400, 400, 400):
         g_layers += [nn.Linear(n_in, 400, bias=False), nn.BatchNorm1d(400), nn.ReLU()]
@@ -231,7 +233,8 @@ def dirac(shape: tuple[int, ...], z_dim: int, pack: int = 1, dirac_theta: float 
     if pack != 1:
         raise ConfigError("arch 'dirac' takes no packing (pack = 1): its D is the one-parameter psi * x", key="pack")
     if tuple(shape) != (1,):
-        raise ConfigError(f"arch 'dirac' needs 1-D samples (--dataset dirac), not samples of shape {tuple(shape)}")
+        raise ConfigError(f"arch 'dirac' needs 1-D samples (--dataset dirac), not samples of shape {tuple(shape)}",
+                          key="arch")  # fmt: skip
     return DiracGenerator(dirac_theta), DiracDiscriminator(dirac_psi)
 
 

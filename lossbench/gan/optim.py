@@ -11,7 +11,7 @@ from lossbench.registry import Registry
 
 Factory = Callable[[Iterable[nn.Parameter], float, tuple[float, float], bool], torch.optim.Optimizer]
 
-OPTIMIZERS: Registry[Factory] = Registry("optimizer")
+OPTIMIZERS: Registry[Factory] = Registry("optimizer", key="optimizer")
 
 
 @OPTIMIZERS.register("adam")

@@ -60,7 +60,7 @@ class Penalty:
         return self.fn(critic, real, fake, u)
 
 
-PENALTIES: Registry[Penalty] = Registry("penalty")
+PENALTIES: Registry[Penalty] = Registry("penalty", key="penalty")
 
 
 def penalty(*noise: Noise, input_gradient: bool = True) -> Callable[[PenaltyFn], Penalty]:

@@ -21,7 +21,7 @@ class MetricSpec:
             raise ValueError(f"lower_is_better names keys the metric does not log: {', '.join(sorted(stray))}")
 
 
-METRICS: Registry[MetricSpec] = Registry("metric")
+METRICS: Registry[MetricSpec] = Registry("metric", key="metrics")
 METRICS.add("fid", MetricSpec(("fid",), higher_is_better=False, points=False))
 METRICS.add("is", MetricSpec(("is_mean", "is_std"), higher_is_better=True, points=False))
 METRICS.add("kid", MetricSpec(("kid_mean", "kid_std"), higher_is_better=False, points=False))
@@ -43,12 +43,14 @@ def defaults_for(points: bool) -> tuple[str, ...]:
 
 def check(names: tuple[str, ...], points: bool) -> None:
     if "none" in names and len(names) > 1:
-        raise ConfigError(f"metric 'none' (no evaluation) cannot be combined with others: {', '.join(names)}")
+        raise ConfigError(f"metric 'none' (no evaluation) cannot be combined with others: {', '.join(names)}",
+                          key="metrics")  # fmt: skip
     for name in names:
         if METRICS.get(name).points not in (points, None):
             kind = "2-D point" if points else "image"
             valid = [n for n in METRICS.names() if METRICS.get(n).points in (points, None)]
-            raise ConfigError(f"metric '{name}' does not apply to {kind} data; valid: {', '.join(valid)}")
+            raise ConfigError(f"metric '{name}' does not apply to {kind} data; valid: {', '.join(valid)}",
+                              key="metrics")  # fmt: skip
 
 
 def higher_is_better(key: str) -> bool:
