@@ -184,7 +184,10 @@ def test_the_committed_against_table_is_recomputed_from_runs_csv() -> None:
     cfgs = {c.config_hash(): c.flat() for c in suites.load("pacgan2018-cpu").configs}
     recomputed = against.compare(cards.paper("pacgan2018"), papers.runs_csv_records(folder / "runs.csv", cfgs)).frame()
     committed = pd.read_csv(folder / "against-pacgan2018.csv")
-    pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False)
+    # protocol_differs aside: it gains the update rule once runs' parameters carry `updates` (issue 29)
+    pd.testing.assert_frame_equal(recomputed.drop(columns="protocol_differs").reset_index(drop=True),
+                                  committed.drop(columns="protocol_differs"), check_dtype=False)  # fmt: skip
+    assert all(text.startswith("epochs (paper 400, ours 8)") for text in recomputed["protocol_differs"])
     ring_gan = committed[(committed["dataset"] == "ring8") & (committed["pack"] == 1)
                          & (committed["metric"] == "modes")]  # fmt: skip
     assert ring_gan["diff_in_paper_std"].item() == pytest.approx(1.5 / (0.5 * math.sqrt(10)))  # was +3.00
