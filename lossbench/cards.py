@@ -72,17 +72,27 @@ def suite_names() -> list[str]:
 # --- published result tables: registry/papers/<name>.toml --------------------------------------
 #
 #   title = "..."; citation = "..."; table = "Table 2"; url = "https://..."   (required)
+#   spread = "se"                  # required: what the table's ± is: "std" (a standard deviation across
+#                                  #   runs), "se" (a standard error of the mean) or "none" (no ± printed)
+#   runs = 10                      # runs behind each value (needed for "se": std = se * sqrt(runs))
 #   note = "..."; missing = ["what the file could not source", ...]          (optional)
 #   [protocol]                     # how the paper measured: lossbench config keys where one exists
 #   reference_split = "test"       # (compared with the runs' parameters by `lossbench report --against`);
 #   epochs = { mnist = 20 }        # a table keyed by data set: the value for that data set
 #   [[result]]                     # one published value
 #   model = "minimax"              # the lossbench loss name (or the paper's own name if lossbench has none)
-#   label = "MM GAN"; dataset = "mnist"; metric = "fid"; mean = 9.8; std = 0.9
+#   label = "MM GAN"; dataset = "mnist"; metric = "fid"; mean = 9.8   # the value as printed
+#   pm = 0.9                       # the ± as printed (left out where spread is "none")
+#   spread = "std"; runs = 50      # optional: this cell's own, where a table mixes them
 #   pack = 1                       # optional: PacGAN's packing degree (default 1)
 #   unit = "percent"               # optional: the paper's value is a percentage of lossbench's fraction
 #   verified = false               # optional: not checked against the paper itself (shown as a flag)
-#   reproduced_by_lossbench, note, source_note   # optional
+#   context = true                 # optional: a row printed for context (no lossbench model; never compared)
+#   note, source_note              # optional
+# Whether a cell has been reproduced is never declared here: `lossbench papers NAME` derives it from
+# the committed reports that compare against the file (reports/*/against-NAME.csv).
+
+SPREADS = ("std", "se", "none")
 
 
 @dataclass(frozen=True)
@@ -91,12 +101,14 @@ class PaperResult:
     label: str
     dataset: str
     metric: str
-    mean: float
-    std: float
+    mean: float  # as printed
+    pm: float | None  # the ± as printed; None where spread is "none"
+    spread: str  # "std" | "se" | "none": what pm is (the cell's own, else the table's)
+    runs: int | None  # runs behind the value (the cell's own, else the table's); None: not stated
     pack: int = 1
     unit: str = ""  # "percent": a percentage where lossbench logs a fraction; "": lossbench's own unit
     verified: bool | None = None  # False: flagged in the file as not checked against the paper
-    reproduced_by_lossbench: bool | None = None
+    context: bool = False  # printed for context only (no lossbench model): never compared
     note: str = ""
     source_note: str = ""
 
@@ -114,13 +126,13 @@ class Paper:
     results: tuple[PaperResult, ...]
 
 
-PAPER_KEYS = {"title": str, "citation": str, "table": str, "url": str, "note": str, "missing": list,
-              "protocol": dict, "result": list}  # fmt: skip
-PAPER_REQUIRED = ("title", "citation", "table", "url")
-RESULT_KEYS = {"model": str, "label": str, "dataset": str, "metric": str, "mean": float, "std": float,
-               "pack": int, "unit": str, "verified": bool, "reproduced_by_lossbench": bool, "note": str,
+PAPER_KEYS = {"title": str, "citation": str, "table": str, "url": str, "spread": str, "runs": int, "note": str,
+              "missing": list, "protocol": dict, "result": list}  # fmt: skip
+PAPER_REQUIRED = ("title", "citation", "table", "url", "spread")
+RESULT_KEYS = {"model": str, "label": str, "dataset": str, "metric": str, "mean": float, "pm": float,
+               "spread": str, "runs": int, "pack": int, "unit": str, "verified": bool, "context": bool, "note": str,
                "source_note": str}  # fmt: skip
-RESULT_REQUIRED = ("model", "label", "dataset", "metric", "mean", "std")
+RESULT_REQUIRED = ("model", "label", "dataset", "metric", "mean")
 UNITS = ("", "percent")
 
 
@@ -146,6 +158,7 @@ def paper(name: str) -> Paper:
     missing = raw.get("missing", [])
     if not all(isinstance(m, str) for m in missing):
         raise ConfigError(f"{path}: 'missing' must be a list of strings")
+    table_spread = _spread(raw, (None, None), f"{path}:")
     results = []
     for i, entry in enumerate(raw.get("result", [])):
         where = f"{path}: result[{i}]" + (f" ({entry.get('label')} on {entry.get('dataset')})"
@@ -153,17 +166,37 @@ def paper(name: str) -> Paper:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table ([[result]])")
         _check_fields(entry, RESULT_KEYS, RESULT_REQUIRED, where + ":", "key")
-        if entry["std"] < 0 or not math.isfinite(entry["std"]) or not math.isfinite(entry["mean"]):
-            raise ConfigError(f"{where}: mean must be finite and std finite and >= 0, "
-                              f"got {entry['mean']} ± {entry['std']}")  # fmt: skip
+        spread, runs = _spread(entry, table_spread, where + ":")
+        pm = entry.get("pm")
+        if (pm is None) != (spread == "none"):
+            raise ConfigError(f"{where}: 'pm' (the ± as printed) is " + ("required where spread is "
+                              f"'{spread}'" if pm is None else "left out where spread is 'none'"))  # fmt: skip
+        if not math.isfinite(entry["mean"]) or (pm is not None and (pm < 0 or not math.isfinite(pm))):
+            raise ConfigError(f"{where}: mean must be finite and pm finite and >= 0, "
+                              f"got {entry['mean']} ± {pm}")  # fmt: skip
         if entry.get("pack", 1) < 1:
             raise ConfigError(f"{where}: 'pack' must be >= 1, got {entry['pack']}")
         if entry.get("unit", "") not in UNITS:
             raise ConfigError(f"{where}: 'unit' must be \"percent\" or left out (lossbench's own unit), "
                               f"got {entry['unit']!r}")  # fmt: skip
-        results.append(PaperResult(**{k: float(v) if RESULT_KEYS[k] is float else v for k, v in entry.items()}))
+        values = {k: float(v) if RESULT_KEYS[k] is float else v for k, v in entry.items()}
+        results.append(PaperResult(**(values | {"pm": None if pm is None else float(pm), "spread": spread,
+                                                "runs": runs})))  # fmt: skip
     return Paper(path.stem, raw["title"], raw["citation"], raw["table"], raw["url"], raw.get("note", ""),
                  tuple(missing), dict(raw.get("protocol", {})), tuple(results))  # fmt: skip
+
+
+def _spread(raw: dict[str, Any], table: tuple[str | None, int | None], where: str) -> tuple[str, int | None]:
+    """(spread, runs) of a table, or of a cell (its own keys over the table's `table`): a spread kind
+    not one of SPREADS, runs < 1, or a standard error without runs is one line."""
+    spread, runs = raw.get("spread", table[0]), raw.get("runs", table[1])
+    if spread not in SPREADS:
+        raise ConfigError(f"{where} 'spread' must be one of {', '.join(SPREADS)} (what the ± is), got {spread!r}")
+    if runs is not None and runs < 1:
+        raise ConfigError(f"{where} 'runs' must be >= 1, got {runs}")
+    if spread == "se" and runs is None:
+        raise ConfigError(f"{where} spread 'se' needs 'runs' (std = se * sqrt(runs))")
+    return spread, runs
 
 
 def _check_fields(

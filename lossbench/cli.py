@@ -434,6 +434,21 @@ def report(
     click.echo(f"report written to {path}/index.html")
 
 
+@main.command(name="papers")
+@click.argument("name", required=False)
+@click.option("--reports", "reports_root", type=click.Path(file_okay=False), default=None,
+              help="Folder of committed reports (default: the checkout's reports/).")
+def list_papers(name: str | None, reports_root: str | None) -> None:
+    """Published tables (registry/papers), and per cell where the committed reports compared against it."""
+    from lossbench import cards
+    from lossbench.report import papers
+
+    root = Path(reports_root) if reports_root else papers.reports_dir()
+    for paper in [cards.paper(name)] if name else [cards.paper(n) for n in cards.paper_names()]:
+        lines = papers.listing(paper, root)
+        click.echo("\n".join(lines if name else lines[:1]))
+
+
 @main.command(name="losses")
 def list_losses() -> None:
     """Every registered loss with its formula, source and default penalty."""

@@ -191,12 +191,12 @@ def test_against_picks_the_lowest_reverse_kl_and_scales_percent(tmp_path: Path) 
             tracker.log_metrics(run, 100, {"reverse_kl": kl, "high_quality": q, "modes": 8.0})
             tracker.end_run(run, "FINISHED", {TAG_OUTCOME: "finished"})
     path = tmp_path / "p.toml"
-    path.write_text('title = "T"\ncitation = "C"\ntable = "Table 1"\nurl = "u"\n'
+    path.write_text('title = "T"\ncitation = "C"\ntable = "Table 1"\nurl = "u"\nspread = "std"\n'
                     '[protocol]\nmode_samples = 2500\nmode_threshold = 1\n'
                     '[[result]]\nmodel = "non-saturating"\nlabel = "GAN"\ndataset = "ring8"\nmetric = "reverse_kl"\n'
-                    'mean = 0.45\nstd = 0.1\n'
+                    'mean = 0.45\npm = 0.1\n'
                     '[[result]]\nmodel = "non-saturating"\nlabel = "GAN"\ndataset = "ring8"\nmetric = "high_quality"\n'
-                    'mean = 98.0\nstd = 1.0\nunit = "percent"\n')  # fmt: skip
+                    'mean = 98.0\npm = 1.0\nunit = "percent"\n')  # fmt: skip
     comparison = against.compare(cards.paper(str(path)), tracker.runs("seed"))
     rows = {r.published.metric: r for r in comparison.rows}
     assert rows["reverse_kl"].config_hash == configs[1].config_hash()  # lower is better: the 0.25 median
@@ -211,10 +211,12 @@ def test_shipped_paper_protocols_use_lossbench_keys() -> None:
     pacgan, veegan = cards.paper("pacgan2018"), cards.paper("veegan2017")
     for paper in (pacgan, veegan):
         assert (paper.protocol["mode_samples"], paper.protocol["mode_threshold"]) == (2500, 1)
-        assert (paper.protocol["ring_radius"], paper.protocol["ring_std"]) == (1.0, RING_STD)
+        assert paper.protocol["ring_radius"] == 1.0 and paper.protocol["grid_std"] == GRID_STD
+    assert pacgan.protocol["ring_std"] == RING_STD and "ring_std" not in veegan.protocol  # VEEGAN's is not known
     assert {k for k in pacgan.protocol if k in config.KEYS} == {
         "loss", "arch", "d_batchnorm", "z_dim", "z_dist", "optimizer", "lr_g", "lr_d", "beta1", "n_critic",
-        "batch_size", "epochs", "mode_samples", "mode_threshold"}  # fmt: skip
+        "batch_size", "epochs", "mode_samples", "mode_threshold"} | ({"updates"} & set(config.KEYS))  # fmt: skip
+    assert pacgan.protocol["updates"] == "simultaneous"  # ali_algorithm: both gradients at the same parameters
     assert (pacgan.protocol["grid_spacing"], pacgan.protocol["grid_std"]) == (2.0, GRID_STD)
     assert pacgan.protocol["data_points"] == data.size("ring8") == data.size("grid25", "test")
 

@@ -306,7 +306,8 @@ def test_report_against_lucic2018(lucic: str, tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert "## Beside Lucic, Kurach, Michalski, Gelly, Bousquet, NeurIPS 2018, Table 2" in md
     row = next(line for line in md.splitlines() if line.startswith("| mnist | minimax (MM GAN)"))
-    assert "| 9.8 ± 0.9 | 10.7 ± 0.9 (3) | +1.00 |" in row and "(1 of 2)" in row
+    assert "| 9.8 ± 0.9 (std, 50 runs) | 0.9 (std as printed) | 10.7 ± 0.9 (3) | +0.9 | +1.00 |" in row
+    assert "(1 of 2)" in row
     assert ("differs: reference_split (paper test, ours train), z_dist (paper uniform, ours normal), z_dim (paper "
             "64, ours 100), arch (paper infogan, ours dcgan), epochs (paper 20, ours 2,000 steps, not epochs); "
             "matches: fid_samples, optimizer, batch_size") in row  # fmt: skip
@@ -321,10 +322,11 @@ def test_against_percent_units_flags_and_protocol_fields(lucic: str, tmp_path: P
     tracker = Tracker(lucic, "paper", create=False)
     path = tmp_path / "mine.toml"
     path.write_text('title = "T"\ncitation = "Someone 2020"\ntable = "Table 9"\nurl = "https://example.org"\n'
+                    'spread = "std"\n'
                     '[protocol]\nbatch_size = 64\nz_dim = { ring8 = 2, mnist = 64 }\nlr_g = [1e-4, 2e-4]\n'
                     'ring_radius = 1.0\nprotocol_note = "ring of radius 1"\n'
                     '[[result]]\nmodel = "hinge"\nlabel = "Hinge"\ndataset = "ring8"\nmetric = "high_quality"\n'
-                    'mean = 80.0\nstd = 5.0\nunit = "percent"\nverified = false\n')  # fmt: skip
+                    'mean = 80.0\npm = 5.0\nunit = "percent"\nverified = false\n')  # fmt: skip
     comparison = against.compare(cards.paper(str(path)), tracker.runs("seed"))
     (row,) = comparison.rows
     assert row.values == pytest.approx((95.0, 85.0)) and row.z == pytest.approx(2.0)  # ours x100, in paper std
@@ -342,26 +344,27 @@ def test_against_percent_units_flags_and_protocol_fields(lucic: str, tmp_path: P
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('citation = "c"\ntable = "t"\nurl = "u"\n', "'title' is required"),
-        ('title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\ntitel = "y"\n', "'titel' (did you mean 'title'?)"),
+        ('citation = "c"\ntable = "t"\nurl = "u"\nspread = "std"\n', "'title' is required"),
+        ('title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\nspread = "std"\ntitel = "y"\n',
+         "'titel' (did you mean 'title'?)"),
         (
-            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\n[[result]]\nmodel = "m"\nlabel = "l"\n'
-            'dataset = "d"\nmetric = "fid"\nmean = "9.8"\nstd = 1.0\n',
+            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\nspread = "std"\n[[result]]\nmodel = "m"\n'
+            'label = "l"\ndataset = "d"\nmetric = "fid"\nmean = "9.8"\npm = 1.0\n',
             "result[0] (l on d): 'mean' must be a number",
         ),
         (
-            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\n[[result]]\nmodel = "m"\nlabel = "l"\n'
-            'dataset = "d"\nmetric = "fid"\nmean = 1.0\n',
-            "'std' is required",
+            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\nspread = "std"\n[[result]]\nmodel = "m"\n'
+            'label = "l"\ndataset = "d"\nmetric = "fid"\nmean = 1.0\n',
+            "'pm' (the ± as printed) is required where spread is 'std'",
         ),
         (
-            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\n[[result]]\nmodel = "m"\nlabel = "l"\n'
-            'dataset = "d"\nmetric = "fid"\nmean = 1.0\nstd = -1.0\n',
-            "std finite and >= 0",
+            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\nspread = "std"\n[[result]]\nmodel = "m"\n'
+            'label = "l"\ndataset = "d"\nmetric = "fid"\nmean = 1.0\npm = -1.0\n',
+            "pm finite and >= 0",
         ),
         (
-            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\n[[result]]\nmodel = "m"\nlabel = "l"\n'
-            'dataset = "d"\nmetric = "fid"\nmean = 1.0\nstd = 1.0\nunit = "%"\n',
+            'title = "x"\ncitation = "c"\ntable = "t"\nurl = "u"\nspread = "std"\n[[result]]\nmodel = "m"\n'
+            'label = "l"\ndataset = "d"\nmetric = "fid"\nmean = 1.0\npm = 1.0\nunit = "%"\n',
             "'unit' must be \"percent\"",
         ),
     ],
@@ -379,11 +382,14 @@ def test_shipped_paper_files_load() -> None:
     lucic = cards.paper("lucic2018")
     assert len(lucic.results) == 28 and lucic.protocol["reference_split"] == "test"
     mm = next(r for r in lucic.results if (r.model, r.dataset) == ("minimax", "mnist"))
-    assert (mm.mean, mm.std, mm.pack) == (9.8, 0.9, 1)
+    assert (mm.mean, mm.pm, mm.spread, mm.runs, mm.pack) == (9.8, 0.9, "std", 50, 1)
     pacgan = cards.paper("pacgan2018")
-    assert all(r.verified is False for r in pacgan.results)
+    assert len(pacgan.results) == 30 and {(r.spread, r.runs) for r in pacgan.results} == {("se", 10)}
+    assert sorted(r.label for r in pacgan.results if r.context) == ["ALI"] * 6
     assert {r.unit for r in pacgan.results if r.metric == "high_quality"} == {"percent"}
-    assert cards.paper("veegan2017").results == ()
+    veegan = cards.paper("veegan2017")
+    assert len(veegan.results) == 16 and {(r.spread, r.runs, r.pm) for r in veegan.results} == {("none", 5, None)}
+    assert [r.label for r in veegan.results if not r.context] == ["GAN"] * 4
 
 
 def test_unknown_paper_is_one_line_naming_the_valid_ones(store: str, tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 lossbench.cards.paper) beside our runs.
 
 One row per published value whose (data set, loss, pack) the store also holds with a finished seed
-that logged the value's metric: the paper's mean ± std, ours (mean ± std over the finished seeds of
-one configuration, and their count), the difference (ours − paper) in units of the paper's std, and
-the protocol field by field: every [protocol] key of the paper file that is a lossbench parameter is
+that logged the value's metric: the paper's value as printed with what its ± is (a std, a standard
+error, or none: the file's `spread`), the paper's std across runs (a standard error converted as
+se·√runs; report/spread.py), ours (mean ± std over the finished seeds of one configuration, and
+their count), the difference (ours − paper) in units of the paper's std (none where the paper prints
+no ±), Welch's t-test from the two summaries where both sides have a spread and a count, and the
+protocol field by field: every [protocol] key of the paper file that is a lossbench parameter is
 compared with the configuration's logged parameters, and a mismatch is shown with both values. Keys
 with no lossbench parameter are listed as not compared, never dropped in silence.
 
@@ -27,6 +30,7 @@ import pandas as pd
 from lossbench.cards import Paper, PaperResult
 from lossbench.config import KEYS
 from lossbench.metrics.registry import higher_is_better
+from lossbench.report.spread import Versus, printed
 from lossbench.tracking import RunRecord
 
 FINISHED = "FINISHED"
@@ -58,21 +62,25 @@ class Row:
     fields: tuple[Field, ...]
 
     @property
+    def versus(self) -> Versus:
+        return Versus(self.published, self.values)
+
+    @property
     def n(self) -> int:
         return len(self.values)
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        return self.versus.mean
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.values) if self.n > 1 else math.nan
+        return self.versus.std
 
     @property
     def z(self) -> float:
-        """(ours − paper) / the paper's std; nan where the paper's std is 0."""
-        return (self.mean - self.published.mean) / self.published.std if self.published.std > 0 else math.nan
+        """(ours − paper) / the paper's std (se·√runs for a standard error); nan where the paper prints no ±."""
+        return self.versus.z
 
     @property
     def protocol_matches(self) -> bool:
@@ -93,33 +101,48 @@ class Comparison:
     rows: tuple[Row, ...]
     not_run: tuple[PaperResult, ...]  # published values with no finished run here
     not_compared: tuple[str, ...]  # protocol keys that are no lossbench parameter
+    context: tuple[PaperResult, ...] = ()  # rows printed for context only (no lossbench model)
 
     def frame(self) -> pd.DataFrame:
         """The numbers, one line per row (against-NAME.csv)."""
-        return pd.DataFrame([{
-            "dataset": r.published.dataset, "loss": r.published.model, "label": r.published.label,
-            "pack": r.published.pack, "metric": r.published.metric, "unit": r.published.unit or "lossbench",
-            "paper_mean": r.published.mean, "paper_std": r.published.std, "ours_mean": r.mean, "ours_std": r.std,
-            "ours_seeds": r.n, "diff_in_paper_std": r.z, "config_hash": r.config_hash,
-            "protocol_matches": r.protocol_matches,
-            "protocol_differs": "; ".join(f.describe() for f in r.fields if not f.matches),
-            "verified": r.published.verified is not False,
-        } for r in self.rows])  # fmt: skip
+        out = []
+        for r in self.rows:
+            p, v = r.published, r.versus
+            w = v.welch
+            out.append({
+                "dataset": p.dataset, "loss": p.model, "label": p.label, "pack": p.pack, "metric": p.metric,
+                "unit": p.unit or "lossbench", "paper_mean": p.mean, "paper_pm": p.pm, "paper_spread": p.spread,
+                "paper_runs": p.runs, "paper_std": v.paper_std, "paper_std_from": v.conversion,
+                "ours_mean": v.mean, "ours_std": v.std, "ours_seeds": v.n, "diff": v.diff, "diff_in_paper_std": v.z,
+                "welch_t": w.t if w else math.nan, "welch_df": w.df if w else math.nan,
+                "welch_p": w.p if w else math.nan, "config_hash": r.config_hash,
+                "protocol_matches": r.protocol_matches,
+                "protocol_differs": "; ".join(f.describe() for f in r.fields if not f.matches),
+                "verified": p.verified is not False,
+            })  # fmt: skip
+        return pd.DataFrame(out)
 
     def display(self) -> pd.DataFrame:
         """The human table."""
-        return pd.DataFrame([{
-            "data set": r.published.dataset,
-            "loss (paper's name)": f"{r.published.model} ({r.published.label})"
-                                   + (f", pack {r.published.pack}" if r.published.pack != 1 else ""),
-            "metric": r.published.metric + (" (%)" if r.published.unit == "percent" else ""),
-            "paper mean ± std": f"{r.published.mean:.4g} ± {r.published.std:.2g}",
-            "ours mean ± std (n seeds)": f"{r.mean:.4g} ± {_fmt(r.std, '.2g')} ({r.n})",
-            "(ours − paper) / paper std": _fmt(r.z, "+.2f"),
-            "our configuration": r.config_hash + (f" (1 of {r.configs})" if r.configs > 1 else ""),
-            "protocol": r.protocol(),
-            "flags": ", ".join(_flags(r.published)),
-        } for r in self.rows])  # fmt: skip
+        out = []
+        for r in self.rows:
+            p, v = r.published, r.versus
+            w = v.welch
+            out.append({
+                "data set": p.dataset,
+                "loss (paper's name)": f"{p.model} ({p.label})" + (f", pack {p.pack}" if p.pack != 1 else ""),
+                "metric": p.metric + (" (%)" if p.unit == "percent" else ""),
+                "paper (as printed)": printed(p),
+                "paper std": f"{_fmt(v.paper_std, '.3g')} ({v.conversion})",
+                "ours mean ± std (n seeds)": f"{v.mean:.4g} ± {_fmt(v.std, '.2g')} ({v.n})",
+                "ours − paper": format(v.diff, "+.3g"),
+                "(ours − paper) / paper std": _fmt(v.z, "+.2f"),
+                "Welch t (df), p": f"{w.t:+.2f} ({w.df:.1f}), p = {w.p:.2g}" if w else "n/a",
+                "our configuration": r.config_hash + (f" (1 of {r.configs})" if r.configs > 1 else ""),
+                "protocol": r.protocol(),
+                "flags": ", ".join(_flags(p)),
+            })  # fmt: skip
+        return pd.DataFrame(out)
 
     def notes(self) -> list[str]:
         p = self.paper
@@ -130,6 +153,11 @@ class Comparison:
             out.append("unverified: the paper file flags this value as not checked against the paper itself.")
         out.append("Ours: per (data set, loss, pack), the configuration with the most finished seeds that logged the "
                    "metric (ties: the best median); mean and sample std over those seeds.")  # fmt: skip
+        for spread, runs in sorted({(r.published.spread, r.published.runs or 0) for r in self.rows}):
+            out.append(_spread_note(spread, runs or None))
+        if any(r.versus.welch for r in self.rows):
+            out.append("Welch t, p: ours against the paper's mean, std and runs, unequal variances, two-sided "
+                       "(scipy ttest_ind_from_stats, equal_var=False); df by Welch-Satterthwaite.")  # fmt: skip
         for metric in sorted({r.published.metric for r in self.rows if r.published.unit == "percent"}):
             out.append(f"{metric}: the paper gives percent; lossbench logs a fraction, shown here ×100.")
         for metric in sorted({r.published.metric for r in self.rows}):
@@ -143,11 +171,15 @@ class Comparison:
         for r in self.rows:
             if r.published.note:
                 out.append(f"{r.published.label} on {r.published.dataset}: {r.published.note}")
+        if self.context:
+            shown = ", ".join(f"{r.label} on {r.dataset} ({r.metric})" for r in self.context)
+            out.append(f"Printed in the table for context, no lossbench model ({len(self.context)}): {shown}.")
         if self.not_run:
             shown = ", ".join(f"{r.label} on {r.dataset} ({r.metric})" for r in self.not_run)
             out.append(f"Published values with no finished run here ({len(self.not_run)}): {shown}.")
         if p.missing:
             out.append(f"The paper file lists {len(p.missing)} values or protocol facts it could not source.")
+        out.append(f"Where each cell has been compared in the committed reports: lossbench papers {p.name}.")
         return out
 
     def markdown(self) -> str:
@@ -178,7 +210,7 @@ def compare(paper: Paper, records: list[RunRecord]) -> Comparison:
     for runs in (runs for group in groups.values() for runs in group.values()):
         runs.sort(key=lambda r: _int(r.params.get("seed", "0")))
     rows, not_run = [], []
-    for res in paper.results:
+    for res in (r for r in paper.results if not r.context):
         scale = 100.0 if res.unit == "percent" else 1.0
         scored = {h: [scale * r.metrics[res.metric] for r in runs if math.isfinite(r.metrics.get(res.metric, math.nan))]
                   for h, runs in groups.get((res.dataset, res.model, res.pack), {}).items()}  # fmt: skip
@@ -192,7 +224,18 @@ def compare(paper: Paper, records: list[RunRecord]) -> Comparison:
         rows.append(Row(res, best, len(scored), tuple(scored[best]), _fields(paper.protocol, res.dataset, params)))
     rows.sort(key=lambda r: (r.published.dataset, r.published.model, r.published.pack, r.published.metric))
     not_compared = tuple(k for k in paper.protocol if not _compared(k) and not _prose(k))
-    return Comparison(paper, tuple(rows), tuple(not_run), not_compared)
+    context = tuple(r for r in paper.results if r.context)
+    return Comparison(paper, tuple(rows), tuple(not_run), not_compared, context)
+
+
+def _spread_note(spread: str, runs: int | None) -> str:
+    over = f"{runs} runs" if runs else "a number of runs the file does not state"
+    if spread == "se":
+        return (f"The paper's ± is a standard error over {runs} runs: its std is se × √{runs} = "
+                f"{math.sqrt(runs):.3g} × se, and every gap is in that std.")  # fmt: skip
+    if spread == "std":
+        return f"The paper's ± is a standard deviation across {over}: the gap is in that std as printed."
+    return f"The paper prints no ± (values over {over}): no gap in std units and no test, only ours − paper."
 
 
 def _compared(key: str) -> bool:

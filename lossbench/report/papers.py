@@ -1,0 +1,152 @@
+"""Which published cells have been compared, and with what result: read from the committed reports,
+never declared in the paper files.
+
+A committed report that compared against paper NAME holds reports/<study>/against-NAME.csv (written by
+`lossbench report --against NAME`, report/against.py). `lossbench papers NAME` lists every cell of
+registry/papers/NAME.toml with each report line that compared against it, and the outcome of that
+comparison (`outcome`):
+
+    protocol differs   the run's configuration differs from the paper's protocol in a compared field
+    consistent         the protocol matches and Welch's test does not reject equal means (p >= 0.05)
+    inconsistent       the protocol matches and Welch's test rejects them (p < 0.05)
+    untested           the protocol matches but there is no test (the paper prints no ±, or ours has < 2 seeds)
+
+A cell counts as reproduced where some report says "consistent".
+
+Also here: a committed runs.csv read back into run records (`runs_csv_records`), so that an against
+table can be recomputed by report/against.py's own code path where the MLflow store is not committed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lossbench.cards import Paper, PaperResult, registry_dir
+from lossbench.errors import ConfigError
+from lossbench.report.stats import SCORES
+from lossbench.tracking import RunRecord
+
+ALPHA = 0.05
+KEY = ("dataset", "loss", "pack", "metric")
+
+
+def reports_dir() -> Path:
+    """The checkout's reports/ folder (beside registry/), else ./reports."""
+    beside = registry_dir().parent / "reports"
+    return beside if beside.is_dir() else Path("reports")
+
+
+def outcome(protocol_matches: bool, welch_p: float) -> str:
+    """One compared line's outcome: 'protocol differs' | 'consistent' (p >= ALPHA) | 'inconsistent' | 'untested'."""
+    if not protocol_matches:
+        return "protocol differs"
+    if math.isnan(welch_p):
+        return "untested"
+    return "consistent" if welch_p >= ALPHA else "inconsistent"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One comparison of a cell in a committed report."""
+
+    report: str  # e.g. reports/pacgan2018/against-pacgan2018.csv
+    line: dict[str, Any]
+
+    @property
+    def outcome(self) -> str:
+        return outcome(_bool(self.line.get("protocol_matches")), _float(self.line.get("welch_p")))
+
+    def describe(self) -> str:
+        g = self.line
+        std = _float(g.get("ours_std"))
+        z, p = _float(g.get("diff_in_paper_std")), _float(g.get("welch_p"))
+        parts = [f"ours {_float(g.get('ours_mean')):.4g} ± {'n/a' if math.isnan(std) else format(std, '.2g')} "
+                 f"({int(_float(g.get('ours_seeds')))} seeds)",
+                 "gap n/a (no paper std)" if math.isnan(z) else f"gap {z:+.2f} paper std",
+                 "no Welch test" if math.isnan(p) else f"Welch p = {p:.2g}"]  # fmt: skip
+        differs = g.get("protocol_differs")
+        why = f" ({differs})" if self.outcome == "protocol differs" and isinstance(differs, str) and differs else ""
+        return f"{self.report}: {self.outcome}{why}; " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Cell:
+    published: PaperResult
+    seen: tuple[Seen, ...]
+
+    @property
+    def reproduced(self) -> bool:
+        return any(s.outcome == "consistent" for s in self.seen)
+
+
+def cells(paper: Paper, root: Path) -> list[Cell]:
+    """Every cell of `paper` with the lines of root/*/against-<paper>.csv that compared against it."""
+    seen: dict[tuple, list[Seen]] = {}
+    for path in sorted(root.glob(f"*/against-{paper.name}.csv")):
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot read ({exc})") from None
+        if missing := [k for k in KEY if k not in frame]:
+            raise ConfigError(f"{path}: not an against table (no column {missing[0]!r})")
+        shown = str(path.relative_to(root.parent)) if path.is_relative_to(root.parent) else str(path)
+        for line in frame.to_dict("records"):
+            key = (line["dataset"], line["loss"], int(line["pack"]), line["metric"])
+            seen.setdefault(key, []).append(Seen(shown, line))
+    return [Cell(r, tuple(seen.get((r.dataset, r.model, r.pack, r.metric), ()))) for r in paper.results]
+
+
+def listing(paper: Paper, root: Path) -> list[str]:
+    """The lines `lossbench papers NAME` prints."""
+    found = cells(paper, root)
+    compared = [c for c in found if not c.published.context]
+    out = [f"{paper.name}: {paper.citation}, {paper.table} ({len(compared)} cells; "
+           f"{sum(bool(c.seen) for c in compared)} compared, {sum(c.reproduced for c in compared)} reproduced, "
+           f"in {root})"]  # fmt: skip
+    for c in found:
+        r = c.published
+        name = f"{r.label}{f' (pack {r.pack})' if r.pack != 1 else ''} on {r.dataset}, {r.metric}"
+        value = f"{r.mean:g}" + (f" ± {r.pm:g} ({r.spread})" if r.pm is not None else " (no ±)")
+        if r.context:
+            out.append(f"  {name} = {value}: context only (no lossbench model)")
+            continue
+        out.append(f"  {name} = {value}: " + ("reproduced" if c.reproduced else
+                                               "compared, not reproduced" if c.seen else "never compared"))  # fmt: skip
+        out += [f"    {s.describe()}" for s in c.seen]
+    return out
+
+
+def runs_csv_records(path: Path, params_by_hash: dict[str, dict[str, Any]]) -> list[RunRecord]:
+    """A committed runs.csv (report/build.py's, one line per seed run) as run records, with each
+    configuration's parameters from `params_by_hash` (config hash -> cfg.flat(), e.g. from the suite
+    that produced the runs); finished runs only carry metrics, as in the store. A run whose hash is not
+    in `params_by_hash` is one error line."""
+    from lossbench.tracking import _param_str
+
+    frame = pd.read_csv(path)
+    out = []
+    for line in frame.to_dict("records"):
+        h = line["config_hash"]
+        if h not in params_by_hash:
+            raise ConfigError(f"{path}: run {line['run_id']} has configuration {h}, which none given has")
+        params = {k: _param_str(v) for k, v in params_by_hash[h].items()} | {"seed": str(line["seed"])}
+        metrics = {k: float(line[k]) for k in SCORES if k in line and not math.isnan(_float(line[k]))}
+        out.append(RunRecord(line["run_id"], str(line["parent_run_id"]), h, line["status"], line["outcome"], params,
+                             metrics, 0, None))  # fmt: skip
+    return out
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _bool(value: Any) -> bool:
+    return value is True or str(value).strip().lower() == "true"
