@@ -167,6 +167,33 @@ def test_consensus_optimisation_contracts_at_the_linearised_rate(gamma: float) -
     assert rho < 1 and abs(math.log(measured) / math.log(rho) - 1) < 0.01, (measured, rho)
 
 
+def test_the_mescheder2018_suite_is_the_authors_notebook() -> None:
+    """LMescheder/GAN_stability notebooks/DiracGAN.ipynb: h 0.2, 500 steps, (theta, psi) = (1, 1) in
+    the paper's sign (lossbench's psi is the paper's -psi), WGAN clip 1, WGAN_GP(reg=0.7) = gp
+    lambda 0.35, instance noise 0.7 over 1,000 draws, gradient penalties 0.3 and 1, consensus 1;
+    every method under simultaneous and alternating updates (consensus: simultaneous only)."""
+    from lossbench.exec import suites
+
+    configs = suites.load("mescheder2018").configs
+    for c in configs:
+        t = c.train
+        assert (t.optimizer, t.lr_g, t.lr_d, t.steps, c.model.dirac_theta, c.model.dirac_psi) == ("sgd", 0.2, 0.2,
+                                                                                               500, 1.0, -1.0)
+        assert c.data.dataset == "dirac" and t.batch_size == 1000
+    methods = {(c.loss.loss, c.loss.penalty, c.loss.penalty_weight, c.loss.instance_noise, c.train.weight_clip,
+                c.train.consensus, c.train.updates, c.train.n_critic) for c in configs}  # fmt: skip
+    one = {("minimax", "none", 0.0, 0.0, 0.0, 0.0), ("non-saturating", "none", 0.0, 0.0, 0.0, 0.0),
+           ("wgan", "none", 0.0, 0.0, 1.0, 0.0), ("wgan-gp", "gp", 0.35, 0.0, 0.0, 0.0),
+           ("minimax", "none", 0.0, 0.7, 0.0, 0.0), ("minimax", "r1", 0.3, 0.0, 0.0, 0.0),
+           ("minimax", "r1", 1.0, 0.0, 0.0, 0.0), ("minimax", "r2", 0.3, 0.0, 0.0, 0.0),
+           ("non-saturating", "r1", 0.3, 0.0, 0.0, 0.0)}  # fmt: skip
+    want = {m + (rule, 1) for m in one for rule in ("simultaneous", "alternating")}
+    want |= {("minimax", "none", 0.0, 0.0, 0.0, 1.0, "simultaneous", 1)}
+    want |= {("wgan", "none", 0.0, 0.0, 1.0, 0.0, "alternating", 5),
+             ("wgan-gp", "gp", 0.35, 0.0, 0.0, 0.0, "alternating", 5)}
+    assert methods == want and len(configs) == 21
+
+
 def test_the_trainer_never_names_the_dirac_data_set() -> None:
     """Every loss and penalty applies unchanged: no code in train/ or exec/ mentions dirac."""
     root = Path(lossbench.__file__).parent

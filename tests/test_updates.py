@@ -179,3 +179,13 @@ def test_pacgan_suites_train_with_simultaneous_updates(suite: str) -> None:
 
     assert {(c.train.updates, c.train.n_critic, c.train.consensus) for c in suites.load(suite).configs} == {
         ("simultaneous", 1, 0.0)}  # fmt: skip
+
+
+def test_report_labels_name_the_update_rule_and_consensus() -> None:
+    """Configurations that differ only in their update rule must not share a report row."""
+    from lossbench.report.build import _label
+
+    assert _label({"loss": "minimax"}) == _label({"loss": "minimax", "updates": "alternating"}) == "minimax"
+    assert _label({"loss": "minimax", "updates": "simultaneous"}) == "minimax simultaneous"
+    assert _label({"loss": "minimax", "updates": "simultaneous", "consensus": "1.0"}) == (
+        "minimax simultaneous consensus 1")
