@@ -119,11 +119,17 @@ SIMULTANEOUS_CASES = {
     "pacgan-mlp, pack 2": {"arch": "pacgan-mlp", "pack": 2, "z_dim": 2},
     "non-saturating + instance noise": {"loss": "non-saturating", "instance_noise": 0.2},
     "minimax + consensus 0.5": {"loss": "minimax", "consensus": 0.5},
+    "dcgan/mnist (batch norm in G)": {"dataset": "mnist", "arch": "dcgan", "steps": 4, "batch_size": 8, "log_every": 2},
+    "infogan/mnist (batch norm in D: real and fake scored apart)": {
+        "dataset": "mnist", "arch": "infogan", "d_batchnorm": True, "z_dim": 64, "z_dist": "uniform",
+        "loss": "minimax", "steps": 4, "batch_size": 8, "log_every": 2},
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("flags", SIMULTANEOUS_CASES.values(), ids=SIMULTANEOUS_CASES.keys())
-def test_parallel_seeds_equal_their_sequential_twins_under_simultaneous_updates(flags: dict, float64: None) -> None:
+def test_parallel_seeds_equal_their_sequential_twins_under_simultaneous_updates(
+    flags: dict, mnist_dir: str, float64: None
+) -> None:
     from test_fast_paths import PARALLEL, diagnostics_of, losses_of, train
 
     flags = {"updates": "simultaneous", "steps": 10, **flags}
