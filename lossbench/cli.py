@@ -107,6 +107,8 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--epochs", "epochs", int, "Budget in passes of D over the training set (instead of --steps)."),
     ("--batch-size", "batch_size", int, "Batch size."),
     ("--n-critic", "n_critic", int, "D steps per G step."),
+    ("--updates", "updates", str, "alternating (D steps, then G) or simultaneous (both at one point; n_critic 1)."),
+    ("--consensus", "consensus", float, "Consensus optimisation's gamma (with --updates simultaneous); 0 = off."),
     ("--pack", "pack", int, "PacGAN packing: D scores this many samples at once (1 = off)."),
     ("--optimizer", "optimizer", str, "adam, rmsprop or sgd (plain gradient descent)."),
     ("--lr-g", "lr_g", float, "Generator learning rate."),

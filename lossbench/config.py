@@ -58,6 +58,8 @@ class TrainConfig:
     epochs: int = 0  # alternative budget: passes of D over the training set (steps derived); 0 = use steps
     batch_size: int = 64
     n_critic: int = 1  # D steps per G step
+    updates: str = "alternating"  # update rule: alternating | simultaneous (lossbench.train.updates)
+    consensus: float = 0.0  # consensus optimisation's gamma (simultaneous updates only); 0 = off
     pack: int = 1  # PacGAN packing: D sees `pack` samples concatenated (Lin et al. 2018); 1 = off
     optimizer: str = "adam"  # adam | rmsprop
     lr_g: float = 2e-4
@@ -113,7 +115,7 @@ class RunConfig:
 # fields added after 0.1 -> their default (left out of the configuration hash at that value)
 ADDED_FIELDS: dict[str, Any] = {
     "instance_noise": 0.0, "dirac_theta": 1.0, "dirac_psi": 1.0, "z_dist": "normal", "d_batchnorm": False,
-    "epochs": 0, "pack": 1, "mode_samples": 2500, "mode_threshold": 1,
+    "epochs": 0, "pack": 1, "mode_samples": 2500, "mode_threshold": 1, "updates": "alternating", "consensus": 0.0,
 }  # fmt: skip
 
 _SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
@@ -123,7 +125,7 @@ KEYS: dict[str, tuple[str, Any]] = {
 }
 _POSITIVE = {"steps", "batch_size", "n_critic", "z_dim", "log_every", "sample_every", "checkpoint_every", "pack",
              "mode_samples", "mode_threshold"}  # fmt: skip
-_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise", "epochs"}
+_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise", "epochs", "consensus"}
 # a key that stands for several fields: dirac_init = "theta,psi" (or [theta, psi]); lr = one number for
 # both players (lr_g = lr_d, as compare_gan's single learning rate), or "g,d"
 ALIASES: dict[str, tuple[str, ...]] = {"dirac_init": ("dirac_theta", "dirac_psi"), "lr": ("lr_g", "lr_d")}
@@ -321,6 +323,9 @@ def validate(cfg: RunConfig) -> None:
     with torch.device("meta"):  # shape check only: no memory, no RNG
         models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
     optim.OPTIMIZERS.get(cfg.train.optimizer)
+    from lossbench.train import updates  # the trainer imports this module: looked up at call time
+
+    updates.check(cfg.train)
     if cfg.metrics.reference_split not in ("train", "test"):
         raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}",
                           key="reference_split")  # fmt: skip

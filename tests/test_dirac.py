@@ -1,8 +1,9 @@
 """The Dirac-GAN of Mescheder, Geiger & Nowozin, "Which Training Methods for GANs do actually
 Converge?" (ICML 2018, §2-4): data a point mass at 0, G(z) = theta, D(x) = psi * x, trained by the
-one trainer with plain gradient descent (--optimizer sgd) and alternating updates. Each claim of
-the paper for small step sizes, checked on the real loop in a few seconds, plus what the
-non-saturating generator (outside the paper's analysis) does."""
+one trainer with plain gradient descent (--optimizer sgd), alternating updates unless a test says
+simultaneous. Each claim of the paper for small step sizes, checked on the real loop in a few
+seconds: the linearised rates of simultaneous updates and of consensus optimisation exactly, and
+what the non-saturating generator (NSGAN, among the authors' Dirac-GAN configurations) does."""
 
 from __future__ import annotations
 
@@ -71,8 +72,9 @@ def test_wgan_gp_does_not_converge() -> None:
 
 
 def test_non_saturating_creeps_inwards_like_one_over_sqrt_t() -> None:
-    """Outside the paper's analysis: the distance shrinks, slowly: ||x_t|| sqrt(t) stays nearly
-    constant between t = 500 and t = 2000 (a linear rate would shrink it by orders of magnitude)."""
+    """NSGAN (the authors' `NSGAN` vector field): its Jacobian at the equilibrium is the minimax
+    one, so no linear rate; measured, the distance shrinks slowly, ||x_t|| sqrt(t) nearly constant
+    between t = 500 and t = 2000 (a linear rate would shrink it by orders of magnitude)."""
     n = norms(trajectory({"loss": "non-saturating"}))
     ratio = (n[1999] * math.sqrt(2000)) / (n[499] * math.sqrt(500))
     assert n[1999] < 0.6 * n[499] and 0.8 < ratio < 1.25
@@ -112,6 +114,84 @@ def test_r1_contraction_equals_the_linearised_alternating_update() -> None:
         t = np.arange(steps // 2, steps)
         measured = math.exp(np.polyfit(t, np.log(n[steps // 2 :]), 1)[0])
         assert abs(math.log(measured) / math.log(rho) - 1) < 0.01, (loss, measured, rho)
+
+
+def per_step_rate(traj: np.ndarray, start: tuple[float, float]) -> float:
+    """Geometric mean over all steps of ||x_{t+1}|| / ||x_t||, x_0 the starting point."""
+    n = np.concatenate([[math.hypot(*start)], norms(traj)])
+    return float(np.exp(np.mean(np.diff(np.log(n)))))
+
+
+SMALL = (0.01, 0.01)  # near the equilibrium, where the linearisation holds (psi theta ~ 1e-4)
+
+
+def test_simultaneous_updates_spiral_outwards_at_the_linearised_rate() -> None:
+    """Minimax Dirac-GAN, simultaneous SGD with step h. lossbench's D(x) = psi x scores data at 0 as
+    d_r = 0 and the fake theta as d_f = psi theta, so (the paper's f(t) = -log(1 + e^-t), f'(0) = 1/2;
+    lossbench's psi is the paper's -psi, which changes no rate)
+
+        L_D = softplus(-0) + softplus(psi theta),   dL_D/dpsi   =  sigma(psi theta) theta ~  theta / 2
+        L_G = -softplus(psi theta),                 dL_G/dtheta = -sigma(psi theta) psi   ~ -psi / 2
+
+    Both gradients at (theta, psi): theta' = theta + (h/2) psi, psi' = psi - (h/2) theta, i.e.
+    x' = A x with A = [[1, h/2], [-h/2, 1]] = I + (h/2) J (J the quarter turn): a rotation scaled by
+    |1 + i h/2| = sqrt(1 + h^2/4) > 1 for every h > 0, so ||x|| grows by that factor at every step
+    (exactly so, not only on average: A is a scaled rotation). The trainer's measured per-step
+    growth (geometric mean of ||x_{t+1}|| / ||x_t|| over 2000 steps from ||x_0|| = 0.014, where
+    sigma(psi theta) = 1/2 to 1e-4) must match in log rate within 1%: |log r / log rho - 1| < 0.01."""
+    rho = math.sqrt(1 + H**2 / 4)
+    traj = trajectory({"loss": "minimax", "updates": "simultaneous", "dirac_init": list(SMALL)})
+    measured = per_step_rate(traj, SMALL)
+    assert abs(math.log(measured) / math.log(rho) - 1) < 0.01, (measured, rho)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0])
+def test_consensus_optimisation_contracts_at_the_linearised_rate(gamma: float) -> None:
+    """Consensus optimisation (Mescheder, Nowozin & Geiger 2017) on the same Dirac-GAN: each player
+    descends its own loss plus gamma L, L = 1/2 ||v||^2 with v = (dL_G/dtheta, dL_D/dpsi). Near the
+    equilibrium v ~ (-psi/2, theta/2) (the derivation above), so
+
+        L ~ 1/2 (psi^2/4 + theta^2/4) = (theta^2 + psi^2) / 8,   grad L ~ (theta/4, psi/4)
+
+    (the terms of sigma(psi theta)' enter L at fourth order). One simultaneous step:
+        theta' = theta - h(-psi/2 + gamma theta/4) = (1 - h gamma/4) theta + (h/2) psi
+        psi'   = psi   - h( theta/2 + gamma psi/4) = (1 - h gamma/4) psi - (h/2) theta
+    A = (1 - h gamma/4) I + (h/2) J, a scaled rotation with |lambda| = sqrt((1 - h gamma/4)^2 + h^2/4),
+    below 1 for 0 < h < 8 gamma / (gamma^2 + 4) (h = 0.1 here). The measured per-step
+    contraction over 400 steps must match it in log rate within 1%; without consensus (gamma 0)
+    the same step spirals outwards (the test above)."""
+    rho = math.sqrt((1 - H * gamma / 4) ** 2 + H**2 / 4)
+    traj = trajectory({"loss": "minimax", "updates": "simultaneous", "consensus": gamma, "dirac_init": list(SMALL)},
+                      steps=400)  # fmt: skip
+    measured = per_step_rate(traj, SMALL)
+    assert rho < 1 and abs(math.log(measured) / math.log(rho) - 1) < 0.01, (measured, rho)
+
+
+def test_the_mescheder2018_suite_is_the_authors_notebook() -> None:
+    """LMescheder/GAN_stability notebooks/DiracGAN.ipynb: h 0.2, 500 steps, (theta, psi) = (1, 1) in
+    the paper's sign (lossbench's psi is the paper's -psi), WGAN clip 1, WGAN_GP(reg=0.7) = gp
+    lambda 0.35, instance noise 0.7 over 1,000 draws, gradient penalties 0.3 and 1, consensus 1;
+    every method under simultaneous and alternating updates (consensus: simultaneous only)."""
+    from lossbench.exec import suites
+
+    configs = suites.load("mescheder2018").configs
+    for c in configs:
+        t = c.train
+        assert (t.optimizer, t.lr_g, t.lr_d, t.steps, c.model.dirac_theta, c.model.dirac_psi) == ("sgd", 0.2, 0.2,
+                                                                                               500, 1.0, -1.0)
+        assert c.data.dataset == "dirac" and t.batch_size == 1000
+    methods = {(c.loss.loss, c.loss.penalty, c.loss.penalty_weight, c.loss.instance_noise, c.train.weight_clip,
+                c.train.consensus, c.train.updates, c.train.n_critic) for c in configs}  # fmt: skip
+    one = {("minimax", "none", 0.0, 0.0, 0.0, 0.0), ("non-saturating", "none", 0.0, 0.0, 0.0, 0.0),
+           ("wgan", "none", 0.0, 0.0, 1.0, 0.0), ("wgan-gp", "gp", 0.35, 0.0, 0.0, 0.0),
+           ("minimax", "none", 0.0, 0.7, 0.0, 0.0), ("minimax", "r1", 0.3, 0.0, 0.0, 0.0),
+           ("minimax", "r1", 1.0, 0.0, 0.0, 0.0), ("minimax", "r2", 0.3, 0.0, 0.0, 0.0),
+           ("non-saturating", "r1", 0.3, 0.0, 0.0, 0.0)}  # fmt: skip
+    want = {m + (rule, 1) for m in one for rule in ("simultaneous", "alternating")}
+    want |= {("minimax", "none", 0.0, 0.0, 0.0, 1.0, "simultaneous", 1)}
+    want |= {("wgan", "none", 0.0, 0.0, 1.0, 0.0, "alternating", 5),
+             ("wgan-gp", "gp", 0.35, 0.0, 0.0, 0.0, "alternating", 5)}
+    assert methods == want and len(configs) == 21
 
 
 def test_the_trainer_never_names_the_dirac_data_set() -> None:

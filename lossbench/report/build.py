@@ -36,7 +36,7 @@ OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "interrupted",
 
 def _label(params: dict[str, str]) -> str:
     """The loss; then its penalty and weight and its n_critic, unless they are the card's; then instance
-    noise and packing, when on."""
+    noise, packing, an update rule other than alternating and consensus, when on."""
     loss, penalty = params.get("loss", ""), params.get("penalty", "none")
     weight = float(params.get("penalty_weight", 0) or 0)
     card = cards.loss_card(loss).get("defaults", {}) if ":" not in loss else {}
@@ -48,7 +48,10 @@ def _label(params: dict[str, str]) -> str:
         label += f" n_critic {n_critic}"
     noise = float(params.get("instance_noise", 0) or 0)
     pack = int(params.get("pack", 1) or 1)  # PacGAN's packing: "pack 2" is the paper's PacGAN2
-    return label + (f" noise {noise:g}" if noise else "") + (f" pack {pack}" if pack > 1 else "")
+    label += (f" noise {noise:g}" if noise else "") + (f" pack {pack}" if pack > 1 else "")
+    updates, consensus = params.get("updates") or "alternating", float(params.get("consensus", 0) or 0)
+    label += f" {updates}" if updates != "alternating" else ""
+    return label + (f" consensus {consensus:g}" if consensus else "")
 
 
 def _equilibrium_distance(metrics: dict[str, float]) -> dict[str, float]:

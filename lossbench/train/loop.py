@@ -1,7 +1,9 @@
 """The one training loop, for every loss and every penalty, for one seed or several at once.
 
-Each generator step: n_critic discriminator steps (L_D + weight * penalty, then optional weight
-clipping), then one generator step on L_G. The loop never branches on which loss or penalty runs,
+Each generator step is one step of the configured update rule (lossbench.train.updates): by default
+n_critic discriminator steps (L_D + weight * penalty, then optional weight clipping), then one
+generator step on L_G (alternating); or both players' steps from gradients at the same point
+(simultaneous). The loop never branches on which loss, penalty or update rule runs,
 nor on whether the players are one seed's plain modules or several seeds' stacked, vmapped ones
 (lossbench.train.players): every tensor carries a leading seed dimension S. It receives the loss and
 penalty as objects inside the players and looks nothing up by name.
@@ -19,14 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from lossbench.config import RunConfig, TrainConfig
-from lossbench.gan import latent
-from lossbench.gan.penalties import Noises
-from lossbench.train.players import Players, learning_signal, pack
+from lossbench.train.draws import Draws
 from lossbench.train.state import D_KEYS, G_KEYS, LOSS_KEYS, TrainState
+from lossbench.train.updates import UPDATES
 
 
 def _noop(*args: object) -> None:
@@ -60,86 +60,13 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     draws = Draws(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, cfg.loss.instance_noise,
                   cfg.model.z_dist)  # fmt: skip
     seeds = _Seeds(P.size)
+    step = UPDATES.get(t.updates).step
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
             return seeds.ended("interrupted", state.step)
-        for _ in range(t.n_critic):
-            d_step(P, draws, state, t.weight_clip)
-        g_step(P, draws, state)
+        step(P, draws, state, t)
         _run_schedules(cfg, state, hooks, seeds)
     return seeds.ended("finished", state.step)
-
-
-def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> None:
-    """One discriminator step on L_D + weight * penalty, for every seed at once (D's inputs packed)."""
-    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
-    fake = pack(draws.with_instance_noise(P.fake(draws.noise())), P.pack, batch_dim=1)
-    total, stats = P.d_objective(real, fake, draws.penalty_noise(P, real))
-    P.opt_d.zero_grad(set_to_none=True)
-    total.sum().backward()  # the sum over seeds: each seed's parameters get their own gradient
-    grad_norm = P.grad_norms(P.d_parameters())  # before any clipping: what the loss asked of D
-    P.opt_d.step()
-    if weight_clip > 0:  # WGAN: D's weights into [-c, c]
-        with torch.no_grad():
-            for p in P.d_parameters():
-                p.clamp_(-weight_clip, weight_clip)
-    state.acc_d += torch.cat([stats, grad_norm[:, None]], dim=1)
-
-
-def g_step(P: Players, draws: Draws, state: TrainState) -> None:
-    """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
-    its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
-    z = draws.noise()
-    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
-    g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
-    d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
-    P.opt_g.zero_grad(set_to_none=True)
-    g_loss.sum().backward()
-    signal = learning_signal(d_fake.grad).reshape(P.size)
-    grad_norm = P.grad_norms(P.g_parameters())
-    P.opt_g.step()
-    state.acc_g += torch.stack([g_loss.detach(), signal, grad_norm], dim=1)
-    state.step += 1
-    state.window += 1
-
-
-@dataclass
-class Draws:
-    """Each seed's random inputs, from its own streams: batch indices, latent noise, penalty noise.
-    batch_size counts samples (with packing, D's batch times the pack)."""
-
-    data: Tensor
-    streams: list[dict[str, torch.Generator]]
-    batch_size: int
-    z_dim: int
-    sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
-    z_dist: str = "normal"  # lossbench.gan.latent
-
-    def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
-        n, bs = self.data.shape[0], self.batch_size
-        idx = torch.cat([torch.randint(n, (bs,), generator=s["data"], device=self.data.device) for s in self.streams])
-        return self.data.index_select(0, idx).view(len(self.streams), bs, *self.data.shape[1:])
-
-    def noise(self) -> Tensor:  # (S, B, z_dim)
-        return torch.stack([latent.sample(self.z_dist, (self.batch_size, self.z_dim), s["noise"], self.data.device)
-                            for s in self.streams])  # fmt: skip
-
-    def instance_noise(self, like: Tensor) -> Tensor | None:
-        """sigma * N(0, 1) noise shaped like a batch of samples (S, B, *sample), or None when off."""
-        if self.sigma == 0:
-            return None
-        shape = (self.batch_size, *self.data.shape[1:])
-        return self.sigma * torch.stack([torch.randn(shape, generator=s["instance"], device=self.data.device)
-                                         for s in self.streams])  # fmt: skip
-
-    def with_instance_noise(self, x: Tensor) -> Tensor:
-        e = self.instance_noise(x)
-        return x if e is None else x + e
-
-    def penalty_noise(self, P: Players, real: Tensor) -> Noises:
-        """Each seed's penalty noise for its (packed) real batch, stacked over seeds per tensor."""
-        u = [P.penalty.draw(real[k], s["penalty"]) for k, s in enumerate(self.streams)]
-        return None if u[0] is None else tuple(torch.stack(parts) for parts in zip(*u))
 
 
 @dataclass

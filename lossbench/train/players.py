@@ -11,7 +11,8 @@ never mix: vmap maps each slice on its own, the backward runs on the sum of the 
 (whose gradient in one seed's parameters is that seed's own gradient), and Adam and RMSprop are
 elementwise, so one optimiser over stacked tensors is S independent optimisers.
 
-Both compute each seed's objectives with the same pure functions, `d_objective` and `g_objective`.
+Both compute each seed's objectives with the same pure functions, `d_objective` and `g_objective`
+(alternating updates) or `joint_objective` (simultaneous updates: lossbench.train.updates).
 """
 
 from __future__ import annotations
@@ -43,23 +44,55 @@ def pack(x: Tensor, m: int, batch_dim: int = 0) -> Tensor:
     return x.reshape(*s[:batch_dim], s[batch_dim] // m, m * s[batch_dim + 1], *s[batch_dim + 2 :])
 
 
-def d_objective(
-    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Noises,
-    joint: bool = True,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """One seed's discriminator objective L_D + weight * penalty, and its statistics (D_STATS).
-    With `joint`, real and fake go through D as one batch (one set of larger kernels instead of two):
-    a critic without batch statistics scores each sample on its own, so the scores are those of two
-    calls; with spectral norm, one power iteration serves both. A D with batch norm is called on
-    real and fake separately (joint False), as compare_gan does."""
+def d_scores(critic: Critic, real: Tensor, fake: Tensor, joint: bool = True) -> tuple[Tensor, Tensor]:
+    """D's logits (d_r, d_f) on a real and a fake batch. With `joint`, real and fake go through D as
+    one batch (one set of larger kernels instead of two): a critic without batch statistics scores
+    each sample on its own, so the scores are those of two calls; with spectral norm, one power
+    iteration serves both. A D with batch norm is called on real and fake separately (joint False),
+    as compare_gan does."""
     if joint:
         d_real, d_fake = critic(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
-    else:
-        d_real, d_fake = critic(real), critic(fake)
+        return d_real, d_fake
+    return critic(real), critic(fake)
+
+
+def d_total(
+    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Noises,
+    d_real: Tensor, d_fake: Tensor,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """L_D(d_r, d_f) + weight * penalty(D, real, fake, u), and its statistics (D_STATS)."""
     d_loss = loss.discriminator_loss(d_real, d_fake)
     pen = penalty.fn(critic, real, fake, u)
     stats = torch.stack([d_loss, d_real.mean(), d_fake.mean(), pen]).detach()
     return d_loss + weight * pen, stats
+
+
+def d_objective(
+    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Noises,
+    joint: bool = True,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """One seed's discriminator objective L_D + weight * penalty on `d_scores`, and its statistics."""
+    d_real, d_fake = d_scores(critic, real, fake, joint)
+    return d_total(critic, loss, penalty, weight, real, fake, u, d_real, d_fake)
+
+
+def joint_objective(
+    critic: Critic, generator: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, z: Tensor,
+    e: Tensor | None, u: Noises, m: int = 1, joint: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """Both players' objectives at the same parameters on the same fakes (simultaneous updates):
+    one G forward x = G(z), fakes f = pack(x + e, m), one scoring (d_r, d_f) = D(real), D(f), then
+
+        L_D + weight * penalty(D, real, f)   (the penalty sees f detached: it is D's term)
+        L_G(d_f, d_r)                        (computed by the caller from the returned logits)
+
+    Returns D's total, its statistics, d_r and d_f; d_f is in the graph of G's parameters, so each
+    player's gradient is taken of its own objective with respect to its own parameters."""
+    x = generator(z)
+    fake = pack(x if e is None else x + e, m)
+    d_real, d_fake = d_scores(critic, real, fake, joint)
+    total, stats = d_total(critic, loss, penalty, weight, real, fake.detach(), u, d_real, d_fake)
+    return total, stats, d_real, d_fake
 
 
 def g_logits(
@@ -122,6 +155,14 @@ class Players(Protocol):
         """Per-seed L_G (S,) and the fakes' logits as the loss saw them ((S, B), or (B,) for one seed)."""
         ...
 
+    def joint_objective(
+        self, real: Tensor, z: Tensor, e: Tensor | None, u: Noises, double_backward: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Simultaneous updates: per-seed D total (S,), its D_STATS (S, 4), L_G (S,) and the fakes'
+        logits, all from one G forward and one scoring by D (`joint_objective`). `double_backward`:
+        the caller differentiates the gradients again (consensus), so no compiled graph is used."""
+        ...
+
     def d_parameters(self) -> list[Tensor]: ...
     def g_parameters(self) -> list[Tensor]: ...
     def grad_norms(self, params: list[Tensor]) -> Tensor: ...
@@ -159,6 +200,7 @@ class Single(_Norms):
         self.compiler = Compiler(compile_mode)
         self._g = precision.wrap(self.compiler(G))
         self._d = precision.wrap(self.compiler(D, allowed=not penalty.input_gradient))
+        self._g_eager, self._d_eager = precision.wrap(G), precision.wrap(D)  # for double backward
 
     def fake(self, z: Tensor) -> Tensor:
         self.compiler.begin_step()  # a D step begins with its fake batch
@@ -177,6 +219,18 @@ class Single(_Norms):
         g_loss, d_fake = g_objective(self._d, self._g, self.loss, z[0], None if real is None else real[0],
                                      None if e is None else e[0], self.pack)  # fmt: skip
         return g_loss[None], d_fake  # d_fake (B,): in the graph as the loss saw it, for its gradient
+
+    def joint_objective(
+        self, real: Tensor, z: Tensor, e: Tensor | None, u: Noises, double_backward: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self.compiler.begin_step()
+        self.D.requires_grad_(True)
+        G, D = (self._g_eager, self._d_eager) if double_backward else (self._g, self._d)
+        total, stats, d_real, d_fake = joint_objective(
+            D, G, self.loss, self.penalty, self.weight, real[0], z[0], None if e is None else e[0],
+            None if u is None else tuple(t[0] for t in u), self.pack, self.joint)  # fmt: skip
+        g_loss = self.loss.generator_loss(d_fake, d_real if self.needs_real else None)
+        return total[None], stats[None], g_loss[None], d_fake
 
     def d_parameters(self) -> list[Tensor]:
         return list(self.D.parameters())
@@ -246,6 +300,8 @@ class Stacked(_Norms):
         # it would not)
         self._g_logits = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
         self._g_loss = vmap(loss.generator_loss, in_dims=(0, real_dim))
+        joint = vmap(self._joint_seed, in_dims=(0, 0, 0, 0, 0, 0, e_dim, u_dim))
+        self._joint, self._joint_eager = self.compiler(joint, allowed=not penalty.input_gradient), joint
 
     def _d_seed(self, p: dict, b: dict, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(p, b, x)  # noqa: E731
@@ -258,10 +314,26 @@ class Stacked(_Norms):
         d_fake, d_real = g_logits(critic, lambda v: self._g_one(gp, gb, v), z, real, e, self.pack)
         return d_fake if d_real is None else (d_fake, d_real)
 
+    def _joint_seed(
+        self, gp: dict, gb: dict, dp: dict, db: dict, real: Tensor, z: Tensor, e: Tensor | None, u: Noises
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
+        generator = lambda v: self._g_one(gp, gb, v)  # noqa: E731
+        return joint_objective(critic, generator, self.loss, self.penalty, self.weight, real, z, e, u, self.pack,
+                               self.joint)  # fmt: skip
+
     def fake(self, z: Tensor) -> Tensor:
         self.compiler.begin_step()
         with torch.no_grad():
             return self._fake(self.g_params, self.g_buffers, z)
+
+    def joint_objective(
+        self, real: Tensor, z: Tensor, e: Tensor | None, u: Noises, double_backward: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self.compiler.begin_step()
+        fn = self._joint_eager if double_backward else self._joint
+        total, stats, d_real, d_fake = fn(self.g_params, self.g_buffers, self.d_params, self.d_buffers, real, z, e, u)
+        return total, stats, self._g_loss(d_fake, d_real if self.needs_real else None), d_fake
 
     def d_objective(self, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
         return self._d_objective(self.d_params, self.d_buffers, real, fake, u)

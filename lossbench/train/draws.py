@@ -1,0 +1,53 @@
+"""Each seed's random inputs to a training step, drawn from its own streams (lossbench.rng): batch
+indices, latent noise, instance noise, penalty noise. A seed trained in a group draws exactly what
+it draws alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lossbench.gan import latent
+from lossbench.gan.penalties import Noises
+from lossbench.train.players import Players
+
+
+@dataclass
+class Draws:
+    """Each seed's random inputs, from its own streams: batch indices, latent noise, penalty noise.
+    batch_size counts samples (with packing, D's batch times the pack)."""
+
+    data: Tensor
+    streams: list[dict[str, torch.Generator]]
+    batch_size: int
+    z_dim: int
+    sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
+    z_dist: str = "normal"  # lossbench.gan.latent
+
+    def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
+        n, bs = self.data.shape[0], self.batch_size
+        idx = torch.cat([torch.randint(n, (bs,), generator=s["data"], device=self.data.device) for s in self.streams])
+        return self.data.index_select(0, idx).view(len(self.streams), bs, *self.data.shape[1:])
+
+    def noise(self) -> Tensor:  # (S, B, z_dim)
+        return torch.stack([latent.sample(self.z_dist, (self.batch_size, self.z_dim), s["noise"], self.data.device)
+                            for s in self.streams])  # fmt: skip
+
+    def instance_noise(self, like: Tensor) -> Tensor | None:
+        """sigma * N(0, 1) noise shaped like a batch of samples (S, B, *sample), or None when off."""
+        if self.sigma == 0:
+            return None
+        shape = (self.batch_size, *self.data.shape[1:])
+        return self.sigma * torch.stack([torch.randn(shape, generator=s["instance"], device=self.data.device)
+                                         for s in self.streams])  # fmt: skip
+
+    def with_instance_noise(self, x: Tensor) -> Tensor:
+        e = self.instance_noise(x)
+        return x if e is None else x + e
+
+    def penalty_noise(self, P: Players, real: Tensor) -> Noises:
+        """Each seed's penalty noise for its (packed) real batch, stacked over seeds per tensor."""
+        u = [P.penalty.draw(real[k], s["penalty"]) for k, s in enumerate(self.streams)]
+        return None if u[0] is None else tuple(torch.stack(parts) for parts in zip(*u))

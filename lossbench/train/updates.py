@@ -1,0 +1,145 @@
+"""Update rules: how the two players take their turns in one generator step. A registry of step
+functions (`--updates`); the loop calls the configured one and never branches on which it is.
+
+alternating (Goodfellow et al. 2014, Algorithm 1): n_critic D steps, each on fresh real and fake
+    batches, then one G step on fresh noise against the D just updated.
+simultaneous (ALI's algorithm, Dumoulin et al. 2017, used by PacGAN; the simultaneous gradient
+    descent of Mescheder et al. 2017 and 2018): one real batch, one z draw, one G forward; both
+    players' gradients at the same parameters on the same fakes,
+
+        g_psi = grad_psi (L_D + weight * penalty),   g_theta = grad_theta L_G,
+
+    then both optimiser steps. One step of each player, so n_critic must be 1. With consensus
+    gamma > 0 (lossbench.train.consensus) each gradient gains gamma * grad (1/2 ||v||^2).
+
+Every step function takes (players, draws, state, train config), adds its statistics to the
+state's accumulators and advances state.step by one generator step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from lossbench.errors import ConfigError
+from lossbench.registry import Registry
+from lossbench.train.consensus import consensus_gradients
+from lossbench.train.draws import Draws
+from lossbench.train.players import Players, learning_signal, pack
+
+if TYPE_CHECKING:
+    from lossbench.config import TrainConfig
+    from lossbench.train.state import TrainState
+
+StepFn = Callable[["Players", Draws, "TrainState", "TrainConfig"], None]
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    step: StepFn
+    critic_steps: bool  # takes n_critic D steps per G step (else exactly one of each)
+    consensus: bool  # takes the consensus term (gradients of both players at one point)
+
+
+UPDATES: Registry[UpdateRule] = Registry("update rule", key="updates")
+
+
+def check(t: TrainConfig) -> None:
+    """Refuse combinations a rule does not define, in one line naming the key at fault."""
+    rule = UPDATES.get(t.updates)
+    if not rule.critic_steps and t.n_critic != 1:
+        raise ConfigError(f"updates '{t.updates}' takes one step of each player on the same fakes: n_critic must "
+                          f"be 1, got {t.n_critic}", key="n_critic")  # fmt: skip
+    if t.consensus > 0 and not rule.consensus:
+        raise ConfigError(f"consensus {t.consensus} needs updates 'simultaneous' (both players' gradients at one "
+                          f"point), not '{t.updates}'", key="consensus")  # fmt: skip
+
+
+def clip_weights(P: Players, c: float) -> None:
+    """WGAN: D's weights into [-c, c] after its step; c = 0 is off."""
+    if c > 0:
+        with torch.no_grad():
+            for p in P.d_parameters():
+                p.clamp_(-c, c)
+
+
+def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> None:
+    """One discriminator step on L_D + weight * penalty, for every seed at once (D's inputs packed)."""
+    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
+    fake = pack(draws.with_instance_noise(P.fake(draws.noise())), P.pack, batch_dim=1)
+    total, stats = P.d_objective(real, fake, draws.penalty_noise(P, real))
+    P.opt_d.zero_grad(set_to_none=True)
+    total.sum().backward()  # the sum over seeds: each seed's parameters get their own gradient
+    grad_norm = P.grad_norms(P.d_parameters())  # before any clipping: what the loss asked of D
+    P.opt_d.step()
+    clip_weights(P, weight_clip)
+    state.acc_d += torch.cat([stats, grad_norm[:, None]], dim=1)
+
+
+def g_step(P: Players, draws: Draws, state: TrainState) -> None:
+    """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
+    its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
+    z = draws.noise()
+    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
+    g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
+    d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
+    P.opt_g.zero_grad(set_to_none=True)
+    g_loss.sum().backward()
+    signal = learning_signal(d_fake.grad).reshape(P.size)
+    grad_norm = P.grad_norms(P.g_parameters())
+    P.opt_g.step()
+    state.acc_g += torch.stack([g_loss.detach(), signal, grad_norm], dim=1)
+    state.step += 1
+    state.window += 1
+
+
+def alternating(P: Players, draws: Draws, state: TrainState, t: TrainConfig) -> None:
+    """n_critic D steps, then one G step against the updated D."""
+    for _ in range(t.n_critic):
+        d_step(P, draws, state, t.weight_clip)
+    g_step(P, draws, state)
+
+
+def _set_grads(params: list[Tensor], grads: list[Tensor]) -> None:
+    """p.grad = g in p's own memory layout, as backward() leaves it: a gradient from autograd.grad
+    may be a transposed view (vmapped matmuls), which fused optimisers would read as if laid out
+    like p (measured: seeds in a group then stepped differently from their twins)."""
+    for p, g in zip(params, grads):
+        p.grad = g.detach() if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+
+
+def simultaneous(P: Players, draws: Draws, state: TrainState, t: TrainConfig) -> None:
+    """Both players' gradients at (theta, psi) on the same fakes, then both steps:
+    theta' = theta - h_G g_theta, psi' = psi - h_D g_psi (for SGD; any optimiser takes these gradients)."""
+    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
+    z = draws.noise()
+    e = draws.instance_noise(z)
+    u = draws.penalty_noise(P, real)
+    gamma = t.consensus
+    d_loss, stats, g_loss, d_fake = P.joint_objective(real, z, e, u, double_backward=gamma > 0)
+    g_params, d_params = P.g_parameters(), P.d_parameters()
+    # the sums over seeds: each seed's parameters get their own gradient
+    *g_grads, d_fake_grad = torch.autograd.grad(g_loss.sum(), [*g_params, d_fake], retain_graph=True,
+                                                create_graph=gamma > 0, materialize_grads=True)  # fmt: skip
+    d_grads = list(torch.autograd.grad(d_loss.sum(), d_params, create_graph=gamma > 0, materialize_grads=True))
+    if gamma > 0:
+        g_grads, d_grads = consensus_gradients(g_grads, d_grads, g_params, d_params, gamma)
+    _set_grads(g_params, g_grads)
+    _set_grads(d_params, d_grads)
+    g_norm, d_norm = P.grad_norms(g_params), P.grad_norms(d_params)
+    P.opt_d.step()
+    P.opt_g.step()
+    clip_weights(P, t.weight_clip)
+    state.acc_d += torch.cat([stats, d_norm[:, None]], dim=1)
+    signal = learning_signal(d_fake_grad).reshape(P.size)
+    state.acc_g += torch.stack([g_loss.detach(), signal, g_norm], dim=1)
+    state.step += 1
+    state.window += 1
+
+
+UPDATES.add("alternating", UpdateRule(alternating, critic_steps=True, consensus=False))
+UPDATES.add("simultaneous", UpdateRule(simultaneous, critic_steps=False, consensus=True))
