@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from lossbench.config import RunConfig, TrainConfig
 from lossbench.gan import latent
+from lossbench.gan.batches import Sampler
 from lossbench.gan.penalties import Noises
 from lossbench.train.players import Players, learning_signal, pack
 from lossbench.train.state import D_KEYS, G_KEYS, LOSS_KEYS, TrainState
@@ -58,7 +59,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     One outcome per seed: a seed that diverges stops reporting, its siblings go on."""
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
     draws = Draws(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, cfg.loss.instance_noise,
-                  cfg.model.z_dist)  # fmt: skip
+                  cfg.model.z_dist, state.samplers)  # fmt: skip
     seeds = _Seeds(P.size)
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
@@ -114,10 +115,11 @@ class Draws:
     z_dim: int
     sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
     z_dist: str = "normal"  # lossbench.gan.latent
+    samplers: list[Sampler] = field(default_factory=list)  # per seed (lossbench.gan.batches)
 
     def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
         n, bs = self.data.shape[0], self.batch_size
-        idx = torch.cat([torch.randint(n, (bs,), generator=s["data"], device=self.data.device) for s in self.streams])
+        idx = torch.cat([b.draw(n, s["data"]) for b, s in zip(self.samplers, self.streams)])
         return self.data.index_select(0, idx).view(len(self.streams), bs, *self.data.shape[1:])
 
     def noise(self) -> Tensor:  # (S, B, z_dim)
