@@ -71,8 +71,8 @@ class IID:
 
 def identity_and_permutations(n: int, pack: int, g: torch.Generator) -> Tensor:
     """epoch's table (pack, n): row 0 is 0..n-1, rows 1.. are permutations of it."""
-    rows = [torch.arange(n, device=g.device)] + [torch.randperm(n, generator=g, device=g.device) for _ in range(pack - 1)]
-    return torch.stack(rows)
+    shuffled = [torch.randperm(n, generator=g, device=g.device) for _ in range(pack - 1)]
+    return torch.stack([torch.arange(n, device=g.device), *shuffled])
 
 
 def bootstraps(n: int, pack: int, g: torch.Generator) -> Tensor:

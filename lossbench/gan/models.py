@@ -269,7 +269,8 @@ def build(
     d_batchnorm: bool = False, g_bn_stats: str = "batch", **options: float,
 ) -> tuple[nn.Module, nn.Module]:  # fmt: skip
     """(G, D) for samples of `shape`, initialised from the global RNG: fork it around this call.
-    `options` are architecture settings (dirac_theta, dirac_psi); an architecture ignores the others."""
+    `options` are architecture settings (dirac_theta, dirac_psi); an architecture ignores the others.
+    `g_bn_stats` names how G's batch norm takes its statistics with packing (G_BN_STATS)."""
     builder = ARCHS.get(arch)
     latent.LATENTS.get(z_dist)
     g_bn = G_BN_STATS.get(g_bn_stats)
@@ -296,7 +297,9 @@ class PackSlotBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     (means and biased variances per channel, over the slot's B samples and any spatial positions);
     running averages move by momentum towards the mean over slots of the slots' means and unbiased
-    variances. In eval mode, and with one slot, it is plain batch norm."""
+    variances. In eval mode, and with one slot, it is plain batch norm. Computed as one plain batch norm
+    over m * C channels (slot i's channel c is channel i * C + c of the batch viewed as (B, m * C, ...)),
+    one fused kernel, as G's ordinary batch norm is."""
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, slots: int) -> None:
         super().__init__(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
@@ -313,23 +316,19 @@ class PackSlotBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         if x.shape[0] % m:
             raise ValueError(f"a batch of {x.shape[0]} samples does not split into {m} pack slots")
-        xs = x.reshape(x.shape[0] // m, m, *x.shape[1:])  # (B, slot, C, ...)
-        dims = [0, *range(3, xs.dim())]
-        mean = xs.mean(dims, keepdim=True)
-        var = xs.var(dims, unbiased=False, keepdim=True)
-        y = (xs - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            shape = (1, 1, -1, *[1] * (xs.dim() - 3))
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+        # (B * m, C, ...) -> (B, m * C, ...): slot i's channel c becomes channel i * C + c of one plain batch norm
+        xs = x.reshape(x.shape[0] // m, m * x.shape[1], *x.shape[2:])
+        factor, run_mean, run_var = 0.0, None, None
         if self.track_running_stats:
-            n = xs.numel() // (m * self.num_features)  # samples per slot and channel
+            self.num_batches_tracked.add_(1)
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            run_mean, run_var = self.running_mean.repeat(m), self.running_var.repeat(m)  # each slot: same start
+        w, b = (self.weight.repeat(m), self.bias.repeat(m)) if self.affine else (None, None)
+        y = nn.functional.batch_norm(xs, run_mean, run_var, w, b, True, factor, self.eps)
+        if self.track_running_stats:  # the slots' moved averages, averaged: the move towards the slots' mean statistics
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                slot_mean = mean.reshape(m, -1).mean(0)
-                slot_var = var.reshape(m, -1).mean(0) * (n / max(n - 1, 1))
-                self.running_mean.mul_(1 - momentum).add_(momentum * slot_mean)
-                self.running_var.mul_(1 - momentum).add_(momentum * slot_var)
+                self.running_mean.copy_(run_mean.view(m, -1).mean(0))
+                self.running_var.copy_(run_var.view(m, -1).mean(0))
         return y.reshape(x.shape)
 
 
