@@ -39,10 +39,9 @@ def epoch_indices(flags: dict, seeds: list[int], n: int, shape: tuple[int, ...],
     draws = Draws(index_data(n, shape), state.streams, t.batch_size * t.pack, 2, samplers=state.samplers)
     out = []
     for _ in range(batches):
-        real = draws.real()  # (S, batch * pack, *shape)
-        out.append(real.reshape(*real.shape[:2], -1)[..., 0].long())
-        assert torch.equal(real, real.reshape(*real.shape[:2], -1)[..., :1].reshape(*real.shape[:2], *[1] * len(shape))
-                           .expand_as(real))  # fmt: skip
+        real = draws.real().flatten(2)  # (S, batch * pack, prod(shape)): each sample one example's number
+        assert torch.equal(real.amin(2), real.amax(2))
+        out.append(real[..., 0].long())
     return torch.stack(out, 1)
 
 
