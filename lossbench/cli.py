@@ -110,6 +110,10 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--updates", "updates", str, "alternating (D steps, then G) or simultaneous (both at one point; n_critic 1)."),
     ("--consensus", "consensus", float, "Consensus optimisation's gamma (with --updates simultaneous); 0 = off."),
     ("--pack", "pack", int, "PacGAN packing: D scores this many samples at once (1 = off)."),
+    ("--batching", "batching", str, "Real batches: iid (default), epoch (a fresh shuffle each epoch) or "
+     "epoch-bootstrap (PacGAN's: packed tuples from bootstrap resamples, shuffled each epoch)."),
+    ("--g-bn-stats", "g_bn_stats", str, "G's batch-norm statistics: batch (all batch*pack samples) or "
+     "pack-slot (each pack slot's batch apart, as PacGAN's code)."),
     ("--optimizer", "optimizer", str, "adam, rmsprop or sgd (plain gradient descent)."),
     ("--lr-g", "lr_g", float, "Generator learning rate."),
     ("--lr-d", "lr_d", float, "Discriminator learning rate."),

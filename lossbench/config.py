@@ -23,7 +23,7 @@ import torch
 
 from lossbench import cards, paths
 from lossbench.errors import ConfigError
-from lossbench.gan import data, losses, models, optim, penalties
+from lossbench.gan import batches, data, losses, models, optim, penalties
 from lossbench.metrics import registry as metrics_registry
 from lossbench.registry import unknown_name_message
 
@@ -45,6 +45,7 @@ class ModelConfig:
     d_norm: str = "none"  # normalisation of D's weights: none | spectral
     dirac_theta: float = 1.0  # arch dirac: initial theta of G(z) = theta
     dirac_psi: float = 1.0  # arch dirac: initial psi of D(x) = psi * x
+    g_bn_stats: str = "batch"  # G's batch norm: over all batch_size * pack samples | pack-slot: per slot (PacGAN)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class TrainConfig:
     updates: str = "alternating"  # update rule: alternating | simultaneous (lossbench.train.updates)
     consensus: float = 0.0  # consensus optimisation's gamma (simultaneous updates only); 0 = off
     pack: int = 1  # PacGAN packing: D sees `pack` samples concatenated (Lin et al. 2018); 1 = off
+    batching: str = "iid"  # real batches: iid | epoch | epoch-bootstrap (lossbench.gan.batches)
     optimizer: str = "adam"  # adam | rmsprop
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -116,6 +118,7 @@ class RunConfig:
 ADDED_FIELDS: dict[str, Any] = {
     "instance_noise": 0.0, "dirac_theta": 1.0, "dirac_psi": 1.0, "z_dist": "normal", "d_batchnorm": False,
     "epochs": 0, "pack": 1, "mode_samples": 2500, "mode_threshold": 1, "updates": "alternating", "consensus": 0.0,
+    "batching": "iid", "g_bn_stats": "batch",
 }  # fmt: skip
 
 _SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
@@ -326,6 +329,10 @@ def validate(cfg: RunConfig) -> None:
     from lossbench.train import updates  # the trainer imports this module: looked up at call time
 
     updates.check(cfg.train)
+    batches.BATCHINGS.get(cfg.train.batching)
+    if cfg.train.batching != "iid" and (n := data.size(cfg.data.dataset)) < cfg.train.batch_size:
+        raise ConfigError(f"batching '{cfg.train.batching}' reads batches of {cfg.train.batch_size} without "
+                          f"replacement; data set '{cfg.data.dataset}' holds {n}", key="batch_size")  # fmt: skip
     if cfg.metrics.reference_split not in ("train", "test"):
         raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}",
                           key="reference_split")  # fmt: skip
@@ -338,7 +345,8 @@ def validate(cfg: RunConfig) -> None:
 def arch_options(cfg: RunConfig) -> dict[str, Any]:
     """The architecture settings models.build takes besides shape, latent size and D's norm."""
     return {"z_dist": cfg.model.z_dist, "pack": cfg.train.pack, "d_batchnorm": cfg.model.d_batchnorm,
-            "dirac_theta": cfg.model.dirac_theta, "dirac_psi": cfg.model.dirac_psi}  # fmt: skip
+            "dirac_theta": cfg.model.dirac_theta, "dirac_psi": cfg.model.dirac_psi,
+            "g_bn_stats": cfg.model.g_bn_stats}  # fmt: skip
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

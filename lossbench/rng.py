@@ -9,6 +9,8 @@ import hashlib
 import torch
 
 STREAMS = ("data", "noise", "penalty", "instance")  # the training loop's streams, checkpointed with it
+# Other named streams are drawn from afresh where they are used and never checkpointed: "init" (G and
+# D's initial weights), "tuples" (the epoch batchings' fixed table of D's inputs, lossbench.gan.batches).
 
 
 def derive(seed: int, name: str) -> int:

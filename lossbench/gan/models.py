@@ -36,6 +36,7 @@ STANDARD_RANGE = (-1.0, 1.0)  # the data sets' range, and G's unless its builder
 
 ARCHS: Registry[Builder] = Registry("arch", key="arch")
 D_NORMS: Registry[Callable[[nn.Module], nn.Module]] = Registry("d-norm", key="d_norm")
+G_BN_STATS: Registry[Callable[[nn.Module, int], nn.Module]] = Registry("g-bn-stats", key="g_bn_stats")
 
 
 class Reshape(nn.Module):
@@ -265,18 +266,87 @@ def spectral(d: nn.Module) -> nn.Module:
 
 def build(
     arch: str, shape: tuple[int, ...], z_dim: int, d_norm: str = "none", z_dist: str = "normal", pack: int = 1,
-    d_batchnorm: bool = False, **options: float,
+    d_batchnorm: bool = False, g_bn_stats: str = "batch", **options: float,
 ) -> tuple[nn.Module, nn.Module]:  # fmt: skip
     """(G, D) for samples of `shape`, initialised from the global RNG: fork it around this call.
-    `options` are architecture settings (dirac_theta, dirac_psi); an architecture ignores the others."""
+    `options` are architecture settings (dirac_theta, dirac_psi); an architecture ignores the others.
+    `g_bn_stats` names how G's batch norm takes its statistics with packing (G_BN_STATS)."""
     builder = ARCHS.get(arch)
     latent.LATENTS.get(z_dist)
+    g_bn = G_BN_STATS.get(g_bn_stats)
     if d_batchnorm and not getattr(builder, "d_batchnorm", False):
         raise ConfigError(f"arch '{arch}' has no batch norm in D to switch on (d_batchnorm); infogan has",
                           key="d_batchnorm")  # fmt: skip
     g, d = builder(shape, z_dim, pack=pack, d_batchnorm=d_batchnorm, **options)
+    if g_bn_stats != "batch" and not has_batch_statistics(g):
+        raise ConfigError(f"arch '{arch}' has no batch norm in G (g_bn_stats '{g_bn_stats}' needs one)",
+                          key="g_bn_stats")  # fmt: skip
+    g = g_bn(g, pack)
     g.z_dist, g.data_range = z_dist, data_range(arch)
     return g, D_NORMS.get(d_norm)(d)
+
+
+class PackSlotBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics are those of each pack slot apart, as when G is called
+    once per slot on `batch` latents (PacGAN's code: bricks.py, `compute_losses` applies the decoder
+    to each of its m noise tensors; pacgan_task.py averages the m slots' batch statistics into one
+    population update). The trainer's batch of m * B samples is input-major (lossbench.train.players.pack:
+    sample j * m + i is slot i of D's input j), so slot i is every m-th sample from i:
+
+        y[j*m + i] = (x[j*m + i] - mean_j' x[j'*m + i]) / sqrt(var_j' x[j'*m + i] + eps) * w + b
+
+    (means and biased variances per channel, over the slot's B samples and any spatial positions);
+    running averages move by momentum towards the mean over slots of the slots' means and unbiased
+    variances. In eval mode, and with one slot, it is plain batch norm. Computed as one plain batch norm
+    over m * C channels (slot i's channel c is channel i * C + c of the batch viewed as (B, m * C, ...)),
+    one fused kernel, as G's ordinary batch norm is."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, slots: int) -> None:
+        super().__init__(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        self.load_state_dict(bn.state_dict())
+        self.slots = slots
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected a batch of at least 2-D input, got {input.dim()}-D")
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = self.slots
+        if not self.training or m == 1:
+            return super().forward(x)
+        if x.shape[0] % m:
+            raise ValueError(f"a batch of {x.shape[0]} samples does not split into {m} pack slots")
+        # (B * m, C, ...) -> (B, m * C, ...): slot i's channel c becomes channel i * C + c of one plain batch norm
+        xs = x.reshape(x.shape[0] // m, m * x.shape[1], *x.shape[2:])
+        factor, run_mean, run_var = 0.0, None, None
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            run_mean, run_var = self.running_mean.repeat(m), self.running_var.repeat(m)  # each slot: same start
+        w, b = (self.weight.repeat(m), self.bias.repeat(m)) if self.affine else (None, None)
+        y = nn.functional.batch_norm(xs, run_mean, run_var, w, b, True, factor, self.eps)
+        if self.track_running_stats:  # the slots' moved averages, averaged: the move towards the slots' mean statistics
+            with torch.no_grad():
+                self.running_mean.copy_(run_mean.view(m, -1).mean(0))
+                self.running_var.copy_(run_var.view(m, -1).mean(0))
+        return y.reshape(x.shape)
+
+
+@G_BN_STATS.register("batch")
+def batch_statistics(g: nn.Module, pack: int) -> nn.Module:
+    """G's batch norm over all batch * pack samples it makes in a step (one call)."""
+    return g
+
+
+@G_BN_STATS.register("pack-slot")
+def pack_slot_statistics(g: nn.Module, pack: int) -> nn.Module:
+    """G's batch norm over each pack slot's batch apart (PackSlotBatchNorm); the same parameters
+    and state-dict keys, so checkpoints and sample loading are unchanged."""
+    for parent in list(g.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(parent, name, PackSlotBatchNorm(child, pack))
+    return g
 
 
 def data_range(arch: str) -> tuple[float, float]:

@@ -4,12 +4,13 @@ it draws alone."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from lossbench.gan import latent
+from lossbench.gan.batches import Sampler
 from lossbench.gan.penalties import Noises
 from lossbench.train.players import Players
 
@@ -25,10 +26,11 @@ class Draws:
     z_dim: int
     sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
     z_dist: str = "normal"  # lossbench.gan.latent
+    samplers: list[Sampler] = field(default_factory=list)  # per seed (lossbench.gan.batches)
 
     def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
         n, bs = self.data.shape[0], self.batch_size
-        idx = torch.cat([torch.randint(n, (bs,), generator=s["data"], device=self.data.device) for s in self.streams])
+        idx = torch.cat([b.draw(n, s["data"]) for b, s in zip(self.samplers, self.streams)])
         return self.data.index_select(0, idx).view(len(self.streams), bs, *self.data.shape[1:])
 
     def noise(self) -> Tensor:  # (S, B, z_dim)

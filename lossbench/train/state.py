@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from lossbench import rng
 from lossbench.config import RunConfig, SpeedConfig, arch_options
 from lossbench.errors import CheckpointError
-from lossbench.gan import losses, models, optim, penalties
+from lossbench.gan import batches, losses, models, optim, penalties
 from lossbench.train.players import D_STATS, Players, Single, Stacked
 from lossbench.train.speed import Precision
 
@@ -33,6 +33,7 @@ class TrainState:
     players: Players
     seeds: list[int]
     streams: list[dict[str, torch.Generator]]  # per seed
+    samplers: list[batches.Sampler]  # per seed: how its real batches are drawn (its epoch, if any)
     acc_d: Tensor  # (S, len(D_KEYS)) running sums over the current log window, on the device
     acc_g: Tensor  # (S, len(G_KEYS))
     step: int = 0  # completed generator steps
@@ -53,6 +54,7 @@ class TrainState:
             "step": self.step,
             "window": self.window,
             "streams": {name: g.get_state() for name, g in self.streams[k].items()},
+            "batches": self.samplers[k].state_dict(),
             "acc_d": self.acc_d[k].cpu(),
             "acc_g": self.acc_g[k].cpu(),
         }
@@ -66,6 +68,7 @@ class TrainState:
         for name, g in self.streams[k].items():
             if name in state["streams"]:  # a stream added since the checkpoint was written keeps its start
                 g.set_state(state["streams"][name])
+        self.samplers[k].load_state_dict(state.get("batches", {}))  # checkpoints before batching hold none
         for acc, saved in ((self.acc_d[k], state["acc_d"]), (self.acc_g[k], state["acc_g"])):
             saved = saved.reshape(-1)  # checkpoints before the learning signals hold fewer columns
             acc.zero_()
@@ -120,6 +123,7 @@ def setup(
         players=players,
         seeds=seed_list,
         streams=[{name: rng.generator(seed, name, device) for name in rng.STREAMS} for seed in seed_list],
+        samplers=[batches.sampler(t.batching, seed, t.batch_size, t.pack, device) for seed in seed_list],
         acc_d=torch.zeros(S, len(D_KEYS), device=device),
         acc_g=torch.zeros(S, len(G_KEYS), device=device),
     )
