@@ -68,8 +68,8 @@ def _entries(root: Path, skip: Path | None = None) -> Iterator[tuple[str, bool]]
 
 def _foreign(out: Path, own: frozenset[str], skip: Path | None = None) -> list[str]:
     """What in `out` is not the writer's: a file its manifest does not list, a folder above none of those."""
-    above = {p.as_posix() for rel in own for p in Path(rel).parents if p != Path(".")}
-    return [rel for rel, is_dir in _entries(out, skip) if not (rel in above if is_dir else rel in own | {MANIFEST})]
+    above, files = {p.as_posix() for rel in own for p in Path(rel).parents if p != Path(".")}, own | {MANIFEST}
+    return [rel for rel, is_dir in _entries(out, skip) if not (rel in above if is_dir else rel in files)]
 
 
 def _through_link(out: Path, rel: str) -> Path | None:

@@ -1,6 +1,7 @@
 """`lossbench report` is all or nothing: an error, Ctrl-C or SIGTERM part way through a build leaves
 the previous report byte for byte and no staging folder; a build that completes replaces the old
-report completely; files of the user's put into a report's folder are never touched. On a store built through MLflow's API (test_report.make_store), once for the module."""
+report completely; files of the user's put into a report's folder are never touched. On a store
+built through MLflow's API (test_report.make_store), once for the module."""
 
 from __future__ import annotations
 
