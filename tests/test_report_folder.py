@@ -19,6 +19,7 @@ from lossbench.errors import LossbenchError
 from lossbench.report import build as report_build
 
 MANIFEST = ".lossbench-manifest.json"
+pytestmark = pytest.mark.xdist_group("report-folder-store")  # one worker builds the module's store once
 
 
 @pytest.fixture(scope="module")
