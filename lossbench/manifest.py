@@ -31,11 +31,16 @@ def claim(out: Path, writer: str, what: str, ignore: Path | None = None) -> froz
     refuse = f"refusing to write the {what} into {out}"
     if not os.path.lexists(out):
         return frozenset()
+    if not os.path.isdir(out):
+        raise LossbenchError(f"{refuse}: it is not a folder")
     path = out / MANIFEST
     if not os.path.lexists(path):
-        with os.scandir(out) as entries:
-            if all(ignore is not None and os.path.samefile(e.path, ignore) for e in entries):
-                return frozenset()
+        try:
+            with os.scandir(out) as entries:
+                if all(ignore is not None and os.path.samefile(e.path, ignore) for e in entries):
+                    return frozenset()
+        except OSError as e:
+            raise LossbenchError(f"{refuse}: {e.strerror}") from None
         raise LossbenchError(
             f"{refuse}: it is not empty and {writer} did not make it (no {MANIFEST}; an older lossbench's "
             f"report has none either); move its contents away or delete it, or choose a new or empty folder"
