@@ -422,7 +422,9 @@ def sweep(
 
 @main.command()
 @_store_options
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Default reports/<experiment>/.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default reports/<experiment>/. A new or empty folder, or one a report made (it holds the "
+                   "report's .lossbench-manifest.json); any other is refused.")
 @click.option("--dataset", "dataset_filter", multiple=True, help="Only these data sets (repeatable).")
 @click.option("--loss", "loss_filter", multiple=True, help="Only these losses (repeatable).")
 @click.option("--against", default=None, metavar="PAPER",
@@ -486,12 +488,16 @@ def list_losses() -> None:
 def ui(tracking_uri: str | None, experiment: str, port: int, host: str, open_: bool) -> None:
     """Open the MLflow UI on the same store `lossbench run` writes to, at the experiment's runs table.
 
-    MLflow runs in a process group of its own; Ctrl-C, SIGTERM or SIGHUP stop all of it."""
+    MLflow runs in a process group of its own; Ctrl-C, SIGTERM or SIGHUP stop all of it, and it goes
+    down with lossbench even on SIGKILL. A --host beyond loopback gets a warning line: no login."""
     from lossbench import procs
+    from lossbench import ui as binding
     from lossbench.paths import tracking_uri as resolve_uri
     from lossbench.tracking import Tracker
 
     uri = resolve_uri(tracking_uri)
+    if not uri.startswith(("http://", "https://")) and binding.beyond_loopback(host):
+        click.echo(binding.warning(host, port), err=True)
     base = uri if uri.startswith(("http://", "https://")) else f"http://{host}:{port}"
     url = Tracker(uri, experiment).experiment_url(base)
     click.echo(url)

@@ -1,6 +1,6 @@
 """Replace a folder's contents all or nothing: write into a staging folder, then move it into place.
 
-    with signals_interrupt(), replacing(out, owned) as staging:
+    with signals_interrupt(), replacing(out, "lossbench report", "report") as staging:
         ...write every file under `staging`...
 
 An exception, Ctrl-C (SIGINT), SIGTERM or SIGHUP before the block ends removes the staging folder
@@ -10,15 +10,25 @@ itself is not cut short by those signals: one that arrives during it is honoured
 KeyboardInterrupt, just after. Only SIGKILL or a crash can leave a staging folder behind (hidden,
 `.<name>.lossbench-<random>.tmp` beside `out`; safe to delete).
 
-Where `out` does not exist, or holds nothing but files the writer owns (`Owned`), the folder is
-replaced as a whole: on Linux (renameat2 RENAME_EXCHANGE) in one step, so `out` holds the old
-contents or the new at every instant; elsewhere by renaming the old folder aside and the new one
-in, with a window of microseconds in which `out` does not exist (the old one is then in
-`<staging>.old`). The folder's permissions are kept. Where `out` holds other files too (or is the
-current directory, a mount point, or sits in a folder this process cannot write), the new files
-replace the old one by one, each rename atomic, the writer's old files that the new set lacks
-removed: nothing changes until everything is written, but a SIGKILL during those renames can leave
-some files old and some new. Used by `lossbench report` (lossbench.report.build).
+What a writer owns. A writer writes only into a folder that does not exist, an empty one, or one it
+wrote before: one whose manifest (`MANIFEST`, JSON: the writer's name and every file it wrote
+there, relative) names that writer. Anything else is refused in one line before anything is
+written (`claim`); so is a manifest that is not one (not a regular file, not JSON of that shape, a
+path that leaves the folder). The manifest, not a file's name, says what the writer may replace or
+remove: files in the folder that it does not list (yours, dropped in later) are never touched, and a
+new file that would land on one of them is refused, in one line, before anything moves.
+
+Where `out` does not exist, or holds nothing but the writer's own files, the folder is replaced as
+a whole: on Linux (renameat2 RENAME_EXCHANGE) in one step, so `out` holds the old contents or the
+new at every instant; elsewhere by renaming the old folder aside and the new one in, with a window
+of microseconds in which `out` does not exist (the old one is then in `<staging>.old`). The
+folder's permissions are kept. Where `out` holds other files too (or is the current directory, a
+mount point, or sits in a folder this process cannot write), the new files replace the old one by
+one, each rename atomic, the writer's old files that the new set lacks removed: nothing changes
+until everything is written, but a SIGKILL during those renames can leave some files old and some
+new. The manifest is then rewritten atomically twice, first listing the old files and the new,
+last the new: a folder cut short there is still the writer's, and the next write tidies it. Used by
+`lossbench report` (lossbench.report.build).
 """
 
 from __future__ import annotations
@@ -34,21 +44,14 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 from lossbench.errors import LossbenchError
+from lossbench.files import write_atomically
+from lossbench.manifest import MANIFEST, claim, encode
 
 log = logging.getLogger(__name__)
-
-
-class Owned(NamedTuple):
-    """Which paths (relative, POSIX) under the folder are the writer's own: it may replace or
-    remove those, never the others."""
-
-    file: Callable[[str], bool]
-    folder: Callable[[str], bool]
 
 
 def _entries(root: Path, skip: Path | None = None) -> Iterator[tuple[str, bool]]:
@@ -63,9 +66,19 @@ def _entries(root: Path, skip: Path | None = None) -> Iterator[tuple[str, bool]]
             yield (rel / f).as_posix(), False
 
 
-def _foreign(out: Path, owned: Owned, skip: Path | None = None) -> list[str]:
-    """What in `out` is not the writer's own."""
-    return [rel for rel, is_dir in _entries(out, skip) if not (owned.folder(rel) if is_dir else owned.file(rel))]
+def _foreign(out: Path, own: frozenset[str], skip: Path | None = None) -> list[str]:
+    """What in `out` is not the writer's: a file its manifest does not list, a folder above none of those."""
+    above, files = {p.as_posix() for rel in own for p in Path(rel).parents if p != Path(".")}, own | {MANIFEST}
+    return [rel for rel, is_dir in _entries(out, skip) if not (rel in above if is_dir else rel in files)]
+
+
+def _through_link(out: Path, rel: str) -> Path | None:
+    """The first folder on the way from `out` to `rel` that is a link or not a folder, if any: a
+    write or removal there would land outside `out`, or fail."""
+    for p in reversed(Path(rel).parents):
+        if p != Path(".") and os.path.lexists(out / p) and (os.path.islink(out / p) or not (out / p).is_dir()):
+            return out / p
+    return None
 
 
 @contextlib.contextmanager
@@ -133,65 +146,72 @@ def _make_staging(out: Path) -> Path:
     raise FileExistsError(errno.EEXIST, "no free name for a staging folder", str(base))
 
 
-def _commit(staging: Path, out: Path, owned: Owned) -> None:
+def _commit(staging: Path, out: Path, writer: str, what: str) -> None:
     """Move what was written in `staging` into `out` (see `replacing`); `staging` is removed after."""
-    if staging.parent == out.parent and not _cwd_inside(out):
-        if not os.path.lexists(out):
-            try:
-                os.rename(staging, out)
-                return
-            except OSError:  # made meanwhile: into it, as into any existing folder
-                pass
-        elif not _foreign(out, owned):
-            os.chmod(staging, stat.S_IMODE(out.stat().st_mode))
-            if _exchange(staging, out):
-                return  # staging now holds the old report
-            aside = staging.with_name(staging.name + ".old")
-            os.rename(out, aside)  # from here to the next rename, no `out` (the old report is in `aside`)
-            try:
-                os.rename(staging, out)
-            except BaseException:
-                os.rename(aside, out)
-                raise
-            shutil.rmtree(aside, ignore_errors=True)
+    beside = staging.parent == out.parent and not _cwd_inside(out)
+    if beside and not os.path.lexists(out):
+        with contextlib.suppress(OSError):  # made meanwhile: on, as into any existing folder
+            os.rename(staging, out)
             return
-    _commit_files(staging, out, owned)
+    own = claim(out, writer, what, ignore=staging)  # again: the folder may have changed during the build
+    if beside and not _foreign(out, own):
+        os.chmod(staging, stat.S_IMODE(out.stat().st_mode))
+        if _exchange(staging, out):
+            return  # staging now holds the old contents
+        aside = staging.with_name(staging.name + ".old")
+        os.rename(out, aside)  # from here to the next rename, no `out` (the old contents are in `aside`)
+        try:
+            os.rename(staging, out)
+        except BaseException:
+            os.rename(aside, out)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    _commit_files(staging, out, own, writer, what)
 
 
-def _commit_files(staging: Path, out: Path, owned: Owned) -> None:
+def _commit_files(staging: Path, out: Path, own: frozenset[str], writer: str, what: str) -> None:
     """Into a folder that holds other files too: each new file replaced in one rename, the old own
-    files that the new set lacks removed, index.html (the entry point) last."""
-    new = sorted((rel for rel, is_dir in _entries(staging) if not is_dir), key=lambda rel: (rel == "index.html", rel))
-    fresh = set(new)
-    stale = [rel for rel, is_dir in _entries(out, skip=staging) if not is_dir and owned.file(rel) and rel not in fresh]
+    files that the new set lacks removed, index.html (the entry point) last, the manifest after it."""
+    new = sorted((rel for rel, is_dir in _entries(staging) if not is_dir and rel != MANIFEST),
+                 key=lambda rel: (rel == "index.html", rel))  # fmt: skip
     for rel in new:  # nothing moves unless everything can
-        above = [out / p for p in Path(rel).parents if p != Path(".")]
-        blocked = [p for p in above if os.path.lexists(p) and not p.is_dir()]
-        blocked += [out / rel] if (out / rel).is_dir() and not (out / rel).is_symlink() else []
+        target = out / rel
+        blocked = _through_link(out, rel) or (target if target.is_dir() and not target.is_symlink() else None)
         if blocked:
-            raise LossbenchError(f"cannot write into {out}: {blocked[0]} is in the way of {rel}")
+            raise LossbenchError(f"cannot write the {what} into {out}: {blocked} is in the way of {rel}")
+        if os.path.lexists(target) and rel not in own:
+            raise LossbenchError(f"refusing to write the {what} into {out}: {target} is not the {what}'s own (its "
+                                 f"{MANIFEST} does not list it); move it away")  # fmt: skip
+    write_atomically(out / MANIFEST, encode(writer, own | set(new)))  # cut short after this, the folder is still ours
     for rel in new[:-1]:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / rel, out / rel)
-    for rel in stale:
-        (out / rel).unlink(missing_ok=True)
+    for rel in sorted(own - set(new)):
+        stale = out / rel
+        if _through_link(out, rel) or (stale.is_dir() and not stale.is_symlink()):
+            continue  # not a file of ours any more: left alone
+        stale.unlink(missing_ok=True)
         for parent in Path(rel).parents:  # the folders it leaves empty (figures/samples/<run>)
-            if parent == Path(".") or not owned.folder(parent.as_posix()):
+            if parent == Path("."):
                 break
             with contextlib.suppress(OSError):
                 (out / parent).rmdir()
     for rel in new[-1:]:
         os.replace(staging / rel, out / rel)
+    os.replace(staging / MANIFEST, out / MANIFEST)
 
 
 @contextlib.contextmanager
-def replacing(out: Path, owned: Owned) -> Iterator[Path]:
+def replacing(out: Path, writer: str, what: str) -> Iterator[Path]:
     """Yields an empty staging folder; when the block ends, what was written there replaces the
-    previous contents of `out` (the files `owned` claims); when it raises (KeyboardInterrupt
-    included), `out` is left as it was."""
+    files of `out` that `writer` wrote before (its manifest's), and the manifest lists the new ones;
+    when it raises (KeyboardInterrupt included), `out` is left as it was. A folder `writer` did not
+    make (`manifest.claim`) is refused before anything is written."""
     target = out.resolve()  # a link to a folder: the folder it points to, the link kept
     if os.path.lexists(target) and not target.is_dir():
         raise LossbenchError(f"the output folder {out} is a file")
+    claim(target, writer, what)
     pending: list[int] = []  # signals held back while a step must not be cut in two
     staging: Path | None = None
     try:
@@ -200,8 +220,10 @@ def replacing(out: Path, owned: Owned) -> Iterator[Path]:
         if pending:
             raise KeyboardInterrupt
         yield staging
+        staged = {rel for rel, is_dir in _entries(staging) if not is_dir}
+        (staging / MANIFEST).write_bytes(encode(writer, staged))
         with signals_interrupt(pending):
-            _commit(staging, target, owned)
+            _commit(staging, target, writer, what)
     finally:
         if staging is not None:
             with signals_interrupt(pending):  # a second Ctrl-C does not cut the clean-up short

@@ -51,7 +51,15 @@ def port_is_free(port: int) -> bool:
 
 
 def children(pid: int) -> list[int]:
-    return [child for child, fields in procs.processes() if int(fields[1]) == pid]
+    """`pid`'s child processes, but for run_group's watchdog (procs.watch)."""
+    return [child for child, fields in procs.processes() if int(fields[1]) == pid and not watchdog(child)]
+
+
+def watchdog(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3:4] == [b"--watch"]
+    except OSError:
+        return False
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001

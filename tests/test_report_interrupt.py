@@ -1,11 +1,12 @@
 """`lossbench report` is all or nothing: an error, Ctrl-C or SIGTERM part way through a build leaves
 the previous report byte for byte and no staging folder; a build that completes replaces the old
-report completely; files of the user's beside a report (`--out` a folder of theirs) are never
-touched. On a store built through MLflow's API (test_report.make_store), once for the module."""
+report completely; files of the user's put into a report's folder are never touched. On a store
+built through MLflow's API (test_report.make_store), once for the module."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_report import make_store
 
-from lossbench import folders
+from lossbench import folders, manifest
 from lossbench.errors import LossbenchError
 from lossbench.report import build as report_build
 from lossbench.report import figures as report_figures
@@ -87,7 +88,7 @@ def test_build_replaces_the_old_report_completely(
     out, fresh = tmp_path / "report", tmp_path / "fresh"
     report_build.build(paper, "paper", out, against="lucic2018")
     assert len(samples(out)) == 3 and (out / "against-lucic2018.csv").is_file()
-    assert folders._foreign(out, report_build.OWNED) == []  # the report writes only files it knows as its own (OWN)
+    assert folders._foreign(out, manifest.claim(out, report_build.WRITER, "report")) == []  # all listed
     old = snapshot(out)
     report_build.build(paper, "paper", out, losses=TWO)
     report_build.build(paper, "paper", fresh, losses=TWO)
@@ -98,19 +99,21 @@ def test_build_replaces_the_old_report_completely(
     assert sorted(os.listdir(tmp_path)) == ["fresh", "report"]  # no staging folder, no old report aside
 
 
-def test_a_folder_of_yours_keeps_your_files(paper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_your_files_in_its_folder_are_kept(paper: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "paper"
+    report_build.build(paper, "paper", out, losses=TWO)
     for rel, text in {"notes.txt": "mine", "figures/my_plot.png": "mine too", "data/x.csv": "a,b"}.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(text)
-    yours = snapshot(out)
+    yours = {k: v for k, v in snapshot(out).items() if k in ("notes.txt", "figures/my_plot.png", "data", "data/x.csv")}
 
     report_build.build(paper, "paper", out)
     assert len(samples(out)) == 3 and (out / "index.html").is_file()
     assert {k: v for k, v in snapshot(out).items() if k in yours} == yours
     report_build.build(paper, "paper", out, losses=TWO)  # replaces the report, and only the report
     assert len(samples(out)) == 2 and {k: v for k, v in snapshot(out).items() if k in yours} == yours
-    assert set(folders._foreign(out, report_build.OWNED)) == {"notes.txt", "figures/my_plot.png", "data", "data/x.csv"}
+    own = manifest.claim(out, report_build.WRITER, "report")
+    assert set(folders._foreign(out, own)) == {"notes.txt", "figures/my_plot.png", "data", "data/x.csv"}
     before = snapshot(out)
     break_curves(monkeypatch, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
@@ -121,8 +124,9 @@ def test_a_folder_of_yours_keeps_your_files(paper: str, tmp_path: Path, monkeypa
 
 def test_a_file_in_the_way_fails_before_anything_moves(paper: str, tmp_path: Path) -> None:
     out = tmp_path / "paper"
-    out.mkdir()
+    report_build.build(paper, "paper", out, losses=TWO)
     (out / "notes.txt").write_text("mine")
+    shutil.rmtree(out / "figures")
     (out / "figures").write_text("a file where the report puts its figures folder")
     before = snapshot(out)
     with pytest.raises(LossbenchError, match=r"paper/figures is in the way of figures/"):

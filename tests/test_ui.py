@@ -1,20 +1,27 @@
 """`lossbench ui` prints the URL of the experiment's runs table ("Model training" view) and serves it:
 headless Chromium loads that URL and finds the training runs table with both configurations'
-parent runs, not MLflow 3's GenAI overview."""
+parent runs, not MLflow 3's GenAI overview. Its server goes down with it even when it is SIGKILLed,
+and a binding beyond loopback is one warning line."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from test_cli import lossbench
-from test_procs import free_port, wait_for
+from test_procs import STAND_IN, free_port, port_is_free, wait_for
 from test_report import ARTIFACTS
+
+from lossbench import procs, ui
 
 
 def answers(url: str) -> bool:
@@ -56,3 +63,125 @@ def test_ui_opens_on_the_runs_table_with_both_configurations(store: str, tmp_pat
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def tree(pid: int) -> set[int]:
+    """`pid` and every live process below it (by parent pid, read from /proc)."""
+    kids: dict[int, list[int]] = {}
+    for child, fields in procs.processes():
+        kids.setdefault(int(fields[1]), []).append(child)
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def alive(pids: set[int]) -> set[int]:
+    return pids & {pid for pid, _ in procs.processes()}
+
+
+# A runner that serves the stand-in of test_procs (a leader, a worker, and a worker that ignores every
+# signal but SIGKILL) through procs.run_group, as `lossbench ui` serves MLflow.
+RUNNER = (
+    "import sys; from lossbench import procs; sys.exit(procs.run_group([sys.executable, *sys.argv[1:]], grace=1.0))"
+)
+
+
+def test_sigkill_of_the_runner_takes_its_group_down(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path / "stand_in.py"), str(port)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        below = tree(proc.pid) - {proc.pid}
+        assert len(below) >= 3 and not port_is_free(port)  # the stand-in's leader and its two workers
+        proc.kill()  # SIGKILL: no handler of lossbench's runs
+        proc.wait(timeout=10)
+        started = time.monotonic()
+        wait_for(lambda: not alive(below), 10, f"left behind: {alive(below)}")
+        assert time.monotonic() - started < 1.0 + 4.0  # the stubborn worker: SIGTERM, 1 s (grace), SIGKILL
+    finally:
+        for pid in alive(tree(proc.pid) | below if proc.poll() is None else below):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert port_is_free(port)
+
+
+# A parent that starts `sleep` as run_group starts the server's leader, prints its pid and waits.
+PARENT = """import os, subprocess, sys
+from lossbench import procs
+child = subprocess.Popen(["sleep", "120"], start_new_session=True, preexec_fn=procs._dying_with(os.getpid()))
+print(child.pid, flush=True)
+child.wait()"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_the_leader_dies_with_its_parent() -> None:
+    """The leader's own guard, for the instant before the watchdog runs: the kernel SIGKILLs it."""
+    proc = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline()) if proc.stdout else 0
+    try:
+        assert alive({child}) == {child}
+        proc.kill()
+        proc.wait(timeout=10)
+        wait_for(lambda: not alive({child}), 5, "the child outlived its parent")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.slow  # MLflow's server (16 processes) starts in ~15 s on two cores
+def test_sigkill_of_lossbench_ui_takes_the_mlflow_server_down(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench", "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    below: set[int] = set()
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/health") or proc.poll() is not None, 180,
+                 "the UI never answered")  # fmt: skip
+        assert proc.poll() is None
+        below = tree(proc.pid) - {proc.pid}
+        assert len(below) > 8  # MLflow's CLI, uvicorn and its workers, the job runner and its consumers
+        proc.kill()
+        proc.wait(timeout=10)
+        started = time.monotonic()
+        wait_for(lambda: not alive(below), 15, f"left behind: {alive(below)}")
+        elapsed = time.monotonic() - started
+        print(f"server tree of {len(below)} processes gone {elapsed:.1f} s after SIGKILL")
+        assert elapsed < procs.ORPHANED_GRACE + 5.0  # SIGTERM, the grace, SIGKILL for what ignored it
+    finally:
+        for pid in alive(below):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_a_binding_beyond_loopback_is_one_warning_line(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench", "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--host", "0.0.0.0", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""  # before the store is opened, before MLflow starts
+    finally:
+        proc.send_signal(signal.SIGTERM)  # run_group passes it on, if MLflow had started
+        proc.communicate(timeout=60)
+    assert line.startswith(f"warning: the UI listens on 0.0.0.0:{port}, beyond this machine:"), line
+    assert "anyone who can reach" in line and "--host 127.0.0.1" in line
+
+
+@pytest.mark.parametrize(
+    ("host", "beyond"),
+    [("127.0.0.1", False), ("127.0.0.2", False), ("localhost", False), ("::1", False), ("[::1]", False),
+     ("0.0.0.0", True), ("::", True), ("[::]", True), ("192.0.2.7", True), ("no-such-host.invalid", True)],
+)  # fmt: skip
+def test_which_hosts_are_beyond_loopback(host: str, beyond: bool) -> None:
+    assert ui.beyond_loopback(host) is beyond

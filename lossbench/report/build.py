@@ -5,8 +5,8 @@ seed run), summary.csv (one row per configuration), report.md (the tables and te
 a self-contained index.html (inline CSS, figures embedded), with each configuration linked to its
 MLflow run ids. With `against` (a paper in registry/papers/), a table of the published values beside
 ours (report/against.py) in both, and against-<paper>.csv. All or nothing: built in a staging folder
-and moved into place once complete, so an error or Ctrl-C leaves the previous report as it was
-(see `build`).
+and moved into place once complete, so an error or Ctrl-C leaves the previous report as it was; and
+only into a folder it made or an empty one, replacing there only the files it wrote (see `build`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import base64
 import html
 import logging
 import math
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pandas as pd
 
-from lossbench import cards, folders
+from lossbench import cards, folders, manifest
 from lossbench.errors import LossbenchError
 from lossbench.metrics.registry import higher_is_better
 from lossbench.progress import phase
@@ -31,6 +30,7 @@ from lossbench.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+WRITER = "lossbench report"  # the manifest's `written_by`: the folders this report may write into
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "interrupted", "RUNNING": "running"}
 
 
@@ -178,31 +178,40 @@ def build(
     honoured, as KeyboardInterrupt, just after. Only SIGKILL or a crash can leave a staging folder
     behind (hidden, in the parent; safe to delete).
 
-    Replacing. A new report replaces the previous one completely: a figure, sample grid or
-    against-<paper>.csv of the old report that the new one lacks is gone. Where `out` does not exist
-    yet, or holds nothing but a previous report (its own files: `OWN`), the folder is replaced as a
-    whole: on Linux (renameat2 RENAME_EXCHANGE) in one step, so `out` holds the old report or the new
-    one at every instant; elsewhere by renaming the old folder aside and the new one in, with a window
-    of microseconds in which `out` does not exist (the old report is then in `<staging>.old`).
-    The folder's permissions are kept.
+    Whose folder. The report writes only into a folder that does not exist, an empty one, or one it
+    made: one holding its manifest, `.lossbench-manifest.json`, which lists every file the report
+    wrote there (lossbench.manifest). Any other folder is refused in one line before the store is
+    read, and nothing in it is touched: a folder of yours, and a report folder written by a
+    lossbench older than the manifest (delete it or move it aside, or choose another `--out`). The
+    default folder, reports/<experiment>, becomes the report's on its first report.
 
-    A folder of yours. As before, `out` may be an existing folder holding other files (say
-    `--out paper/`, beside paper/figures/my_plot.png): the report writes into it and never touches a
-    file that is not its own. Each of its files is then replaced one by one (each rename atomic, the
-    old report's own files that the new one lacks removed, index.html last): still nothing changes
-    until the whole report is written, but a SIGKILL or an I/O error during those renames can leave
-    some files old and some new. The same holds where `out` is the current directory or holds it, is
-    a mount point, or sits in a folder this process cannot write (then the staging folder is made
-    inside `out`). A file of the report that would land where the folder has a folder of the same
-    name (or below a file) fails, in one line, before anything moves.
+    Replacing. A new report replaces the previous one completely: a figure, sample grid or
+    against-<paper>.csv of the old report that the new one lacks is gone. Where `out` holds nothing
+    but the previous report (the files its manifest lists), the folder is replaced as a whole: on
+    Linux (renameat2 RENAME_EXCHANGE) in one step, so `out` holds the old report or the new one at
+    every instant; elsewhere by renaming the old folder aside and the new one in, with a window of
+    microseconds in which `out` does not exist (the old report is then in `<staging>.old`). The
+    folder's permissions are kept.
+
+    Your files in its folder. Files you put into a report's folder later (say notes.txt, or
+    figures/my_plot.png) are never touched: the report's files are replaced one by one (each rename
+    atomic, the old report's files that the new one lacks removed, index.html last, the manifest
+    after it): still nothing changes until the whole report is written, but a SIGKILL or an I/O error
+    during those renames can leave some files old and some new (the manifest, rewritten atomically
+    first with the old files and the new, keeps the folder the report's). The same holds where `out`
+    is the current directory or holds it, is a mount point, or sits in a folder this process cannot
+    write (then the staging folder is made inside `out`). A file of yours where the new report would
+    write one (an against-<paper>.csv the old report did not have), a folder there, or a link on
+    the way fails, in one line, before anything moves.
     """
     paper = cards.paper(against) if against else None  # an unknown paper fails before anything is read or written
+    out = out or Path("reports") / experiment
+    manifest.claim(out, WRITER, "report")  # a folder not the report's fails before the store is read
     tracker = Tracker(tracking_uri, experiment, create=False)
     runs = collect(tracker, datasets, losses)
     if runs.empty:
         raise LossbenchError(f"no matching runs in experiment '{experiment}' of {tracker.uri}; nothing to report")
-    out = out or Path("reports") / experiment
-    with folders.signals_interrupt(), folders.replacing(out, OWNED) as staging:
+    with folders.signals_interrupt(), folders.replacing(out, WRITER, "report") as staging:
         _write(staging, tracker, experiment, runs, paper, datasets, losses)
     return out
 
@@ -257,32 +266,6 @@ def _write(
         beside = comparison.html()
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "index.html").write_text(_html(experiment, tracker.uri, display, tests, figures, grids, beside))
-
-
-# --- the report's own files (what a rebuild may replace or remove in its folder) ------------------
-
-# The report's own files, relative to its folder (`*` within one name): all that `build` writes and
-# all that it may replace or remove there. Keep in step with `_write` (tests/test_report_interrupt.py
-# checks that a report holds nothing else).
-FIGURES = ("distribution", "fid_curve", "d_loss", "g_loss", "g_signal", "trajectories", "budget")
-OWN = ("index.html", "report.md", "runs.csv", "summary.csv", "against-*.csv", *(f"figures/{f}.png" for f in FIGURES))
-SAMPLES = "figures/samples/"  # one folder per run of MLflow artifacts: all of it the report's
-
-
-def _own(rel: str) -> bool:
-    parts = rel.split("/")
-    patterns = (o.split("/") for o in OWN)
-    return rel.startswith(SAMPLES) or any(
-        len(parts) == len(pp) and all(fnmatchcase(a, b) for a, b in zip(parts, pp)) for pp in patterns
-    )
-
-
-def _own_dir(rel: str) -> bool:
-    return rel in ("figures", SAMPLES.rstrip("/")) or rel.startswith(SAMPLES)
-
-
-
-OWNED = folders.Owned(file=_own, folder=_own_dir)
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
