@@ -26,7 +26,7 @@ lossbench/exec/search.py. Every configuration is resolved (and so validated) whe
 before any training: a malformed suite fails with the file, the key and what was expected. Its size
 is counted from its tables before any configuration is built and refused past the caps of
 lossbench.caps: seeds and reseeds (MAX_SEEDS), draws, configurations (grid points x settings x draws)
-and runs (configurations x seeds; the second stage's (loss, data set) pairs x reseeds). A plugin loss
+and runs (configurations x seeds). A plugin loss
 the suite names is loaded only when the command line allows it (lossbench.plugins).
 """
 
@@ -121,10 +121,6 @@ def load(name_or_path: str, plugins: Plugins = Plugins()) -> Suite:
     if stray := sorted(set(by_dataset) - datasets):
         raise ConfigError(f"{path}: [by-dataset.{stray[0]}]: no configuration of this suite uses data set "
                           f"'{stray[0]}' (its data sets: {', '.join(sorted(datasets))})")  # fmt: skip
-    pairs = len({(c.loss.loss, c.data.dataset) for c in configs})
-    if pairs * reseeds > caps.MAX_RUNS:
-        raise ConfigError(f"{path}: its second stage is {pairs:,} (loss, data set) pairs x {reseeds} reseeds = "
-                          f"{pairs * reseeds:,} runs; lossbench runs at most {caps.MAX_RUNS:,} from one suite")  # fmt: skip
     if "best_by" in raw and not reseeds:
         raise ConfigError(f"{path}: 'best_by' picks the setting the second stage re-runs; it needs 'reseeds'")
     best_by = check_best_by(raw.get("best_by", "fid"), tuple(configs), str(path)) if reseeds else "fid"
