@@ -47,7 +47,9 @@ def test_dry_run_checks_a_plugin_name_and_imports_nothing(tmp_path: Path) -> Non
     assert out["loss"] == PLUGIN and out["plugin_loss"] == f"{PLUGIN}: name checked, module not imported (--dry-run)"
     assert not marker.exists()
     bad = lossbench("run", "--loss", "marker_loss:Mar-ker", "--dry-run", marker=marker)
-    assert "must be package.module:Name" in one_error_line(bad)
+    assert "plugin loss 'marker_loss:Mar-ker' must be package.module:Name" in one_error_line(bad)
+    bad = lossbench("run", "--allow-plugin", "marker loss:Marker", "--dry-run", marker=marker)
+    assert "plugin loss 'marker loss:Marker' must be package.module:Name" in one_error_line(bad)
 
 
 def test_config_file_naming_a_plugin_needs_the_flag(tmp_path: Path) -> None:
