@@ -204,12 +204,9 @@ allow_plugin_option = click.option(
 
 
 def _plugins(allowed: tuple[str, ...], dry_run: bool = False) -> Any:
-    """The plugin losses the command line allows; a dry run checks their names and imports none."""
-    from lossbench.plugins import Plugins, check_form
+    from lossbench.plugins import Plugins
 
-    for spec in allowed:
-        check_form(spec)
-    return Plugins(frozenset(allowed), load=not dry_run)
+    return Plugins.from_flags(allowed, dry_run)
 
 
 def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:

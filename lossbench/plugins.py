@@ -39,6 +39,13 @@ class Plugins:
     allowed: frozenset[str] = frozenset()
     load: bool = True  # False under --dry-run: names checked, no module imported
 
+    @classmethod
+    def from_flags(cls, allowed: tuple[str, ...], dry_run: bool = False) -> Plugins:
+        """The plugins --allow-plugin names (each checked for form); a dry run imports none."""
+        for spec in allowed:
+            check_form(spec)
+        return cls(frozenset(allowed), load=not dry_run)
+
     def admit(self, spec: str, on_command_line: bool) -> bool:
         """Whether to import `spec` now; refuses it unless the command line named it (as the loss
         flag itself, on_command_line, or in `allowed`)."""
