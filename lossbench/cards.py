@@ -15,6 +15,7 @@ from typing import Any
 
 import tomllib
 
+from lossbench import caps
 from lossbench.errors import ConfigError
 from lossbench.registry import unknown_name_message
 
@@ -29,10 +30,15 @@ def registry_dir() -> Path:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file as a dict; unreadable or malformed files are one clear error."""
+    """A TOML file as a dict; unreadable or malformed files, and files over the caps on size, nesting
+    and dotted keys (lossbench.caps, checked before parsing), are one clear error."""
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(caps.MAX_FILE_BYTES + 1)
+        caps.check_size(len(raw), str(path))
+        text = raw.decode("utf-8")
+        caps.check_toml_shape(text, str(path))
+        return tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:

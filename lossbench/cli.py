@@ -5,6 +5,7 @@ Results go to stdout (for machines), progress and logs to stderr (for people).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -201,6 +202,19 @@ exec_options = _options(
 )
 
 
+allow_plugin_option = click.option(
+    "--allow-plugin", "allow_plugins", multiple=True, metavar="MODULE:NAME",
+    help="Load this plugin loss though only a file or the store names it: its module's code runs in this "
+         "process (repeatable; see README, Threat model).",
+)  # fmt: skip
+
+
+def _plugins(allowed: tuple[str, ...], dry_run: bool = False) -> Any:
+    from lossbench.plugins import Plugins
+
+    return Plugins.from_flags(allowed, dry_run)
+
+
 def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
     from lossbench.config import ExecConfig, SpeedConfig
 
@@ -284,18 +298,21 @@ def _store_args(tracking_uri: str | None, experiment: str) -> str:
 )
 @config_options
 @exec_options
-@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
-def run(config_file: str | None, dry_run: bool, **kwargs: Any) -> None:
+@allow_plugin_option
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit (imports no plugin).")
+def run(config_file: str | None, dry_run: bool, allow_plugins: tuple[str, ...], **kwargs: Any) -> None:
     """Train one configuration over several seeds and log it to MLflow."""
     from lossbench import config as config_mod
+    from lossbench.plugins import DRY_RUN_NOTE, is_plugin
 
     flags = flag_values(kwargs)
     executor, opts = _executor(kwargs)
     layers = [("config file " + config_file, config_mod.load_file(config_file))] if config_file else []
-    cfg = config_mod.resolve(*layers, (config_mod.COMMAND_LINE, flags))
+    cfg = config_mod.resolve(*layers, (config_mod.COMMAND_LINE, flags), plugins=_plugins(allow_plugins, dry_run))
     ex = _exec_config(kwargs)
     if dry_run:
         shown = cfg.flat() | {"config_hash": cfg.config_hash(), "seeds": ex.seed_values()}
+        shown |= {"plugin_loss": f"{cfg.loss.loss}: {DRY_RUN_NOTE}"} if is_plugin(cfg.loss.loss) else {}
         click.echo(json.dumps(shown | {"execution": config_mod.describe_exec(ex)}, indent=2, sort_keys=True))
         return
     from lossbench.exec import executors
@@ -310,12 +327,15 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     from lossbench.config import resolve_device
     from lossbench.exec import sweep as sweep_mod
     from lossbench.exec.search import drawn_fields
+    from lossbench.plugins import is_plugin
     from lossbench.progress import duration, phase
 
     device = resolve_device(device_name)
     n = f"{len(planned):,} configuration{'s' * (len(planned) != 1)}"
+    # a plugin loss is not timed: timing imports it, and a dry run imports no plugin
+    timed = [dataclasses.replace(p, seeds=()) if is_plugin(p.cfg.loss.loss) else p for p in planned]
     with phase(f"timing the plan: {n} on {device}", len(planned), "config") as advance:
-        found = sweep_mod.estimates(planned, device, data_dir, advance=advance)
+        found = sweep_mod.estimates(timed, device, data_dir, advance=advance)
     drawn = drawn_fields(spec.search)
     for p, e in zip(planned, found):
         c, flat = p.cfg, p.cfg.flat()
@@ -330,7 +350,8 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     train_s = sum(e.train_s for e in found if e)
     eval_s = sum(e.eval_s for e in found if e)
     untimed = sum(1 for p, e in zip(planned, found) if p.seeds and e is None)
-    note = f"; {untimed} configuration{'s' * (untimed != 1)} not timed (data not here)" if untimed else ""
+    why = "data not here" + ", or a plugin loss" * any(t.seeds != p.seeds for t, p in zip(timed, planned))
+    note = f"; {untimed} configuration{'s' * (untimed != 1)} not timed ({why})" if untimed else ""
     click.echo(f"estimated: {duration(train_s + eval_s)} on {device} (training {duration(train_s)}, "
                f"evaluation {duration(eval_s)}), from steps and Inception images timed now{note}")  # fmt: skip
 
@@ -354,21 +375,25 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
 @speed_options
 @executor_options
 @_store_options
+@allow_plugin_option
 def sweep(
     suite: str, dry_run: bool, max_runs: int, loss_filter: tuple, dataset_filter: tuple, stage: str | None, fmt: str,
-    **kwargs: Any,
+    allow_plugins: tuple[str, ...], **kwargs: Any,
 ) -> None:  # fmt: skip
     """Run every (configuration, seed) of SUITE (a name in registry/suites or a path), skipping finished ones."""
     from lossbench.errors import ConfigError, TrackingError
     from lossbench.exec import suites
     from lossbench.exec import sweep as sweep_mod
+    from lossbench.plugins import DRY_RUN_NOTE, is_plugin
     from lossbench.tracking import Tracker
 
     executor, opts = _executor(kwargs)
     if fmt == "json" and not dry_run:
         raise ConfigError("--format json prints the plan: it goes with --dry-run")
-    spec = suites.load(suite)
+    spec = suites.load(suite, _plugins(allow_plugins, dry_run))
     say = (lambda line: click.echo(line, err=True)) if fmt == "json" else click.echo  # stdout: JSON lines only
+    if dry_run and (named := sorted({c.loss.loss for c in spec.configs if is_plugin(c.loss.loss)})):
+        say(f"plugin losses {', '.join(named)}: {DRY_RUN_NOTE}")
     if stage == "seeds":
         if not spec.reseeds:
             raise ConfigError(f"suite {spec.name} has no second stage: add 'reseeds = N' to {spec.path}")
@@ -520,11 +545,15 @@ def ui(tracking_uri: str | None, experiment: str, port: int, host: str, open_: b
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent noise.")
 @click.option("--tracking-uri", default=None)
 @click.option("--device", default="auto", show_default=True)
-def sample(run_id: str, count: int, out: str, seed: int, tracking_uri: str | None, device: str) -> None:
-    """Write N PNGs (or points.csv for 2-D data) from a run's saved generator."""
+@allow_plugin_option
+def sample(
+    run_id: str, count: int, out: str, seed: int, tracking_uri: str | None, device: str, allow_plugins: tuple[str, ...]
+) -> None:  # fmt: skip
+    """Write N PNGs (or points.csv for 2-D data) from a run's saved generator. A run whose loss is a
+    plugin is refused unless --allow-plugin names that plugin: the store does not choose code to run."""
     from lossbench.exec import sampling
 
-    written = sampling.write_samples(run_id, count, Path(out), seed, tracking_uri, device)
+    written = sampling.write_samples(run_id, count, Path(out), seed, tracking_uri, device, _plugins(allow_plugins))
     click.echo(f"wrote {written} to {out}")
 
 

@@ -25,6 +25,7 @@ from lossbench import cards, paths
 from lossbench.errors import ConfigError
 from lossbench.gan import batches, data, losses, models, optim, penalties
 from lossbench.metrics import registry as metrics_registry
+from lossbench.plugins import Plugins, is_plugin
 from lossbench.registry import unknown_name_message
 
 
@@ -197,10 +198,12 @@ def check_keys(values: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {unknown_name_message('key', key, list(KEYS))}")
 
 
-def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
+def resolve(*layers: tuple[str, dict[str, Any]], plugins: Plugins = Plugins()) -> RunConfig:
     """Build the RunConfig from (source name, {flat key: value}) layers, lowest precedence first.
 
-    The loss card is inserted below all given layers once the loss name is known.
+    The loss card is inserted below all given layers once the loss name is known. A plugin loss
+    (package.module:Name) is imported only when the command line named it (lossbench.plugins): in
+    the COMMAND_LINE layer or in `plugins.allowed`; with plugins.load False its name's form is checked.
     """
     layers = tuple((where, _expand_aliases(values, where)) for where, values in layers)
     for where, values in layers:
@@ -212,7 +215,8 @@ def resolve(*layers: tuple[str, dict[str, Any]]) -> RunConfig:
     if not isinstance(loss_name, str):
         raise _named(loss_where, ConfigError(f"'loss' must be a string, got {loss_name!r}"))
     try:
-        losses.get(loss_name)  # unknown loss: clear error with the closest name
+        if not is_plugin(loss_name) or plugins.admit(loss_name, on_command_line=loss_where == COMMAND_LINE):
+            losses.get(loss_name)  # unknown loss: clear error with the closest name
     except ConfigError as exc:
         raise _named(loss_where, exc) from None
     card_defaults = cards.loss_card(loss_name).get("defaults", {})

@@ -156,12 +156,20 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--tracking-uri", "mlfow://127.0.0.1:5000"], "unknown scheme 'mlfow'"),
         (["--executor", "ray", "--ray-address", "head-node", "--dataset", "ring8"], "--ray-address must be auto, HOST"),
         (["--data-dir", "{tmp}/truncated"], "are truncated or corrupt (train-images-idx3-ubyte: 4,096 bytes"),
+        (["--config", "{tmp}/deep.toml"], "deep.toml: brackets nested 1000 deep; lossbench reads at most 16"),
+        (["--config", "{tmp}/dotted.toml"], "dotted.toml: a dotted key of 8000 parts; lossbench reads at most 16"),
+        (["--config", "{tmp}/big.toml"], "big.toml: larger than 262,144 bytes"),
+        (["--config", "{tmp}/plugin.toml"], "loss 'os.path:join' is a plugin: loading it runs its module's code"),
     ],
 )
 def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, store: str) -> None:
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "empty").mkdir()
     (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    (tmp_path / "deep.toml").write_text("steps = " + "[" * 1000 + "]" * 1000 + "\n")  # tomllib: RecursionError
+    (tmp_path / "dotted.toml").write_text(".".join(["a"] * 8000) + " = 1\n")  # tomllib: memory ~ parts^2
+    (tmp_path / "big.toml").write_text("# padding\n" * 30_000 + "stpes = 1\n")
+    (tmp_path / "plugin.toml").write_text('loss = "os.path:join"\n')  # a file names code: needs --allow-plugin
     if "{tmp}/truncated" in args:  # MNIST's files all there, the training images cut short
         raw, copy = Path(os.environ["LOSSBENCH_DATA_DIR"]) / "MNIST" / "raw", tmp_path / "truncated" / "MNIST" / "raw"
         copy.mkdir(parents=True)
@@ -188,6 +196,25 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
         assert (tmp_path / "afile").read_text() == "not a folder"  # a store where a file is: the file untouched
     else:  # refused before anything was recorded
         assert not Path(store.removeprefix("sqlite:///")).exists() or not any(runs_by_role(store).values())
+
+
+@pytest.mark.parametrize(
+    "suite, message",
+    [
+        ("[search]\ndraws = 1000000000\n[search.keys]\nlr_g = {log-uniform = [1e-4, 1e-3]}\n",
+         "search.draws is 1,000,000,000; lossbench draws at most 10,000"),  # was: out of memory
+        ("[base]\nsteps = " + "[" * 1000 + "]" * 1000 + "\n", "brackets nested 1000 deep"),  # was: RecursionError
+        ('[grid]\nloss = ["hinge", "os.path:join"]\n', "add --allow-plugin os.path:join if you trust that code"),
+    ],
+)  # fmt: skip
+def test_hostile_suite_is_one_line(suite: str, message: str, tmp_path: Path, store: str) -> None:
+    path = tmp_path / "hostile.toml"
+    path.write_text(suite)
+    proc = lossbench("sweep", str(path), "--tracking-uri", store, "--no-progress", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and str(path) in errors[0] and message in errors[0], proc.stderr[-2000:]
+    assert not Path(store.removeprefix("sqlite:///")).exists() or not any(runs_by_role(store).values())
 
 
 @pytest.mark.parametrize(

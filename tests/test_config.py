@@ -120,3 +120,21 @@ def test_config_file(tmp_path: Path) -> None:
         config.load_file(path)
     with pytest.raises(ConfigError, match="cannot read"):
         config.load_file(tmp_path / "missing.toml")
+
+
+def test_plugin_loss_loads_only_when_the_command_line_names_it() -> None:
+    """A plugin named by a file is refused before any import; the flag's own layer, or --allow-plugin
+    (Plugins.allowed), admits it; load=False (a dry run) checks the form and imports nothing."""
+    from lossbench.plugins import Plugins
+
+    spec = "no_such_module_anywhere:Loss"  # importing it would fail: a refusal must come first
+    with pytest.raises(ConfigError, match=f"a.toml: loss '{spec}' is a plugin: .* add --allow-plugin {spec} "):
+        config.resolve(("a.toml", {"loss": spec, "dataset": "ring8"}))
+    with pytest.raises(ConfigError, match=f"cannot load loss '{spec}'"):  # asked for: imported (and missing)
+        config.resolve((config.COMMAND_LINE, {"loss": spec, "dataset": "ring8"}))
+    with pytest.raises(ConfigError, match=f"cannot load loss '{spec}'"):
+        config.resolve(("a.toml", {"loss": spec, "dataset": "ring8"}), plugins=Plugins(frozenset({spec})))
+    dry = Plugins.from_flags((spec,), dry_run=True)
+    assert config.resolve(("a.toml", {"loss": spec, "dataset": "ring8"}), plugins=dry).loss.loss == spec
+    with pytest.raises(ConfigError, match="plugin loss 'a-b:C' must be package.module:Name"):
+        config.resolve((config.COMMAND_LINE, {"loss": "a-b:C"}), plugins=dry)

@@ -34,7 +34,7 @@ def test_shipped_suites_resolve() -> None:
         ('seeds = 2\n[base]\nstpes = 3\n[grid]\nloss = ["hinge"]\n', "'stpes' (did you mean 'steps'?)"),
         ('[grid]\nloss = ["hinge", "minmax"]\n', "loss=minmax"),
         ('[base]\nsteps = "ten"\n', "'steps' must be an integer, got 'ten'"),
-        ("seeds = 0\n", "'seeds' must be an integer >= 1"),
+        ("seeds = 0\n", "'seeds' must be an integer in 1..1000, got 0"),
         ('[grid]\nloss = "hinge"\n', "grid.loss must be a non-empty list"),
         ("sedes = 3\n", "unknown top-level key 'sedes' (did you mean 'seeds'?)"),
         ("[grid\n", "not valid TOML"),

@@ -8,21 +8,24 @@ from pathlib import Path
 
 import torch
 
-from lossbench import config, rng
+from lossbench import caps, config, rng
 from lossbench.config import resolve_device
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.gan import data, models
 from lossbench.gan.models import generate
 from lossbench.metrics import features as metrics
+from lossbench.plugins import Plugins
 from lossbench.tracking import Tracker
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def load_generator(
-    run_id: str, tracking_uri: str | None, device: torch.device
+    run_id: str, tracking_uri: str | None, device: torch.device, plugins: Plugins = Plugins()
 ) -> tuple[torch.nn.Module, config.RunConfig]:
-    """The run's final generator and its resolved configuration."""
+    """The run's final generator and its resolved configuration. The store is data: its config.json
+    is read within the caps on a file (lossbench.caps), and a plugin loss it names is loaded only when
+    `plugins` (the command line) allows it."""
     store = Tracker(tracking_uri, experiment=None, create=False)
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -30,18 +33,36 @@ def load_generator(
             weights_path = store.download(run_id, "weights/generator.pt", Path(tmp))
         except LossbenchError:
             raise ConfigError(f"run {run_id} has no saved generator (did it finish?)") from None
-        flat = json.loads(Path(cfg_path).read_text())
-        flat.pop("seed", None)
-        cfg = config.resolve((f"run {run_id}", flat))
+        flat = _read_config(Path(cfg_path), run_id)
+        cfg = config.resolve((f"run {run_id}", flat), plugins=plugins)
         shape = data.DATASETS.get(cfg.data.dataset).sample_shape
         G, _ = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm, **config.arch_options(cfg))
         G.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return G.to(device), cfg
 
 
-def write_samples(run_id: str, n: int, out: Path, seed: int, tracking_uri: str | None, device: str) -> str:
+def _read_config(path: Path, run_id: str) -> dict:
+    """A stored run's config.json as flat keys (its seed dropped); too large, malformed or not an
+    object is one line."""
+    where = f"run {run_id}: config.json"
+    with open(path, "rb") as fh:
+        raw = fh.read(caps.MAX_FILE_BYTES + 1)
+    caps.check_size(len(raw), where)
+    try:
+        flat = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than json reads
+        raise ConfigError(f"{where} is not a readable configuration ({type(exc).__name__})") from None
+    if not isinstance(flat, dict):
+        raise ConfigError(f"{where} must be an object of configuration keys, got {type(flat).__name__}")
+    flat.pop("seed", None)
+    return flat
+
+
+def write_samples(
+    run_id: str, n: int, out: Path, seed: int, tracking_uri: str | None, device: str, plugins: Plugins = Plugins()
+) -> str:
     dev = resolve_device(device)
-    G, cfg = load_generator(run_id, tracking_uri, dev)
+    G, cfg = load_generator(run_id, tracking_uri, dev, plugins)
     x = generate(G, n, cfg.model.z_dim, rng.generator(seed, "sample", dev))
     out.mkdir(parents=True, exist_ok=True)
     if x.dim() == 2:

@@ -23,21 +23,27 @@
 
 The [search] table, its distributions, its determinism and the second stage are described in
 lossbench/exec/search.py. Every configuration is resolved (and so validated) when the suite is read,
-before any training: a malformed suite fails with the file, the key and what was expected.
+before any training: a malformed suite fails with the file, the key and what was expected. Its size
+is counted from its tables before any configuration is built and refused past the caps of
+lossbench.caps: seeds and reseeds (MAX_SEEDS), draws, configurations (grid points x settings x draws)
+and runs (configurations x seeds). A plugin loss
+the suite names is loaded only when the command line allows it (lossbench.plugins).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench import cards
-from lossbench.config import DataConfig, LossConfig, RunConfig, resolve
+from lossbench import caps, cards
+from lossbench.config import MAX_SEEDS, DataConfig, LossConfig, RunConfig, resolve
 from lossbench.errors import ConfigError
 from lossbench.exec.search import Search, check_best_by
 from lossbench.exec.search import parse as parse_search
+from lossbench.plugins import Plugins, is_plugin
 from lossbench.registry import unknown_name_message
 
 TOP_KEYS = ("description", "seeds", "base", "grid", "settings", "by-dataset", "search", "reseeds", "best_by")
@@ -55,15 +61,16 @@ class Suite:
     search: Search | None = None
 
 
-def load(name_or_path: str) -> Suite:
+def load(name_or_path: str, plugins: Plugins = Plugins()) -> Suite:
+    """The suite, every configuration resolved; `plugins`: the plugin losses the command line allows."""
     path = cards.suite_path(name_or_path)
     raw = cards.read_toml(path)
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(f"{path}: {unknown_name_message('top-level key', key, list(TOP_KEYS))}")
     seeds = raw.get("seeds", 1)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"{path}: 'seeds' must be an integer >= 1, got {seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"{path}: 'seeds' must be an integer in 1..{MAX_SEEDS}, got {seeds!r}")
     base = _table(raw, "base", path)
     grid = _table(raw, "grid", path)
     for key, values in grid.items():
@@ -73,14 +80,16 @@ def load(name_or_path: str) -> Suite:
     if not isinstance(settings, list) or not all(isinstance(s, dict) for s in settings):
         raise ConfigError(f"{path}: 'settings' must be an array of tables ([[settings]])")
     reseeds = raw.get("reseeds", 0)
-    if isinstance(reseeds, bool) or not isinstance(reseeds, int) or reseeds < 0:
-        raise ConfigError(f"{path}: 'reseeds' must be an integer >= 1 (or left out), got {reseeds!r}")
+    if isinstance(reseeds, bool) or not isinstance(reseeds, int) or not 0 <= reseeds <= MAX_SEEDS:
+        raise ConfigError(f"{path}: 'reseeds' must be an integer in 1..{MAX_SEEDS} (or left out), got {reseeds!r}")
     by_dataset = _table(raw, "by-dataset", path)
     for name, table in by_dataset.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: 'by-dataset.{name}' must be a table ([by-dataset.{name}])")
     fixed = set(grid) | {k for s in settings for k in s} | {k for t in by_dataset.values() for k in t}
+    _admit_searched_plugins(raw.get("search"), plugins, path)
     search = parse_search(raw["search"], str(path), fixed) if "search" in raw else None
+    _check_size(math.prod(map(len, grid.values())), len(settings), search.draws if search else 0, seeds, path)
     if search:
         suite_losses = {(base | dict(zip(grid, combo)) | s).get("loss", LossConfig.loss)
                         for combo in itertools.product(*grid.values()) for s in settings}  # fmt: skip
@@ -101,7 +110,7 @@ def load(name_or_path: str) -> Suite:
                 where = (f"{path} ({', '.join(f'{k}={v}' for k, v in zip(grid, combo))}; settings[{i}]"
                          + (f"; draw {j}: {', '.join(f'{k}={v!r}' for k, v in draw.items())})" if search else ")"))
                 try:
-                    cfg = resolve((where, values))
+                    cfg = resolve((where, values), plugins=plugins)
                 except ConfigError as exc:
                     msg = str(exc)
                     raise ConfigError(msg if msg.startswith(str(path)) else f"{where}: {msg}") from None
@@ -123,3 +132,33 @@ def _table(raw: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: '{key}' must be a table ([{key}])")
     return value
+
+
+def _check_size(grid_points: int, settings: int, draws: int, seeds: int, path: Path) -> None:
+    """Refuse a suite past the caps (lossbench.caps) before any configuration is built:
+
+    configurations = grid points x settings x max(draws, 1) <= MAX_CONFIGS
+    runs           = configurations x seeds                 <= MAX_RUNS
+    """
+    if draws > caps.MAX_DRAWS:
+        raise ConfigError(f"{path}: search.draws is {draws:,}; lossbench draws at most {caps.MAX_DRAWS:,}")
+    configs = grid_points * settings * max(draws, 1)
+    product = f"{grid_points:,} grid points x {settings:,} settings" + (f" x {draws:,} draws" if draws else "")
+    if configs > caps.MAX_CONFIGS:
+        raise ConfigError(f"{path}: {product} = {configs:,} configurations; lossbench reads at most "
+                          f"{caps.MAX_CONFIGS:,} from one suite")  # fmt: skip
+    if configs * seeds > caps.MAX_RUNS:
+        raise ConfigError(f"{path}: {configs:,} configurations x {seeds} seeds = {configs * seeds:,} runs; "
+                          f"lossbench runs at most {caps.MAX_RUNS:,} from one suite")  # fmt: skip
+
+
+def _admit_searched_plugins(search: Any, plugins: Plugins, path: Path) -> None:
+    """Refuse a plugin loss named under [search.by-loss] unless the command line allows it, before the
+    search table is read (reading it looks each loss up)."""
+    by_loss = search.get("by-loss") if isinstance(search, dict) else None
+    for loss in by_loss if isinstance(by_loss, dict) else ():
+        if is_plugin(loss):
+            try:
+                plugins.admit(loss, on_command_line=False)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: [search.by-loss]: {exc}") from None
