@@ -231,3 +231,55 @@ def test_seed_failed_by_a_full_disk_resumes_from_its_last_checkpoint(killed: dic
     for m in history:  # step 4 was logged before its checkpoint failed, and again after the resume
         steps.setdefault(m.step, set()).add(m.value)
     assert sorted(steps) == [2, 4, 6] and all(len(v) == 1 for v in steps.values())  # the same numbers again
+
+
+# configurations whose checkpoints differ in structure: buffers (batch norm's counters), spectral
+# norm's parametrizations, packed D inputs, two scalars (dirac), optimisers with other state
+SHAPES = [
+    {"dataset": "ring8"},
+    {"dataset": "mnist", "arch": "dcgan"},  # batch norm in G: buffers, an int64 counter
+    {"dataset": "mnist", "arch": "dcgan", "d_norm": "spectral"},
+    {"dataset": "mnist", "arch": "infogan", "d_batchnorm": True},
+    {"dataset": "ring8", "arch": "pacgan-mlp", "pack": 2},
+    {"dataset": "dirac", "optimizer": "sgd"},
+    {"dataset": "ring8", "optimizer": "rmsprop"},
+]
+
+
+@pytest.mark.parametrize("flags", SHAPES, ids=lambda f: "-".join(map(str, f.values())))
+@pytest.mark.parametrize("seeds", [1, 2], ids=["single", "stacked"])
+def test_what_lossbench_writes_passes_and_one_change_does_not(flags: dict, seeds: int) -> None:
+    """A state after a step, as a checkpoint file holds it (seed by seed for stacked seeds), matches
+    the configuration's template; with one tensor reshaped or the step out of range it does not."""
+    import io
+
+    from lossbench.config import SpeedConfig
+    from lossbench.gan import data
+    from lossbench.train import validate
+    from lossbench.train.state import setup
+
+    cfg = resolve(("t", {**flags, "steps": 10}))
+    if seeds > 1 and flags.get("d_norm") == "spectral":
+        pytest.skip("--parallel-seeds refuses spectral norm")
+    shape = data.DATASETS.get(cfg.data.dataset).sample_shape
+    state = setup(cfg, list(range(seeds)) if seeds > 1 else 0, shape, torch.device("cpu"),
+                  SpeedConfig(parallel_seeds=seeds > 1))  # fmt: skip
+    players = state.players
+    for opt, params in ((players.opt_g, players.g_parameters()), (players.opt_d, players.d_parameters())):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+    state.step = 3
+    expected = validate.expected(cfg, "cpu")
+    for k in range(seeds):
+        blob = io.BytesIO()
+        torch.save(state.state_dict(k), blob)
+        blob.seek(0)
+        saved = torch.load(blob, map_location="cpu", weights_only=True)
+        assert validate.mismatch(saved, expected) is None
+        name, tensor = next(iter(saved["D"].items()))
+        saved["D"][name] = tensor.reshape(-1, 1) if tensor.dim() != 2 else tensor.reshape(-1)
+        problem = validate.mismatch(saved, expected)
+        assert problem.startswith("D") and f"{name}" in problem and " has shape " in problem, problem
+        saved["D"][name], saved["step"] = tensor, 11
+        assert validate.mismatch(saved, expected) == "step is 11, expected an integer in [0, 10]"
