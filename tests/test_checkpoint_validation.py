@@ -283,3 +283,44 @@ def test_what_lossbench_writes_passes_and_one_change_does_not(flags: dict, seeds
         assert problem.startswith("D") and f"{name}" in problem and " has shape " in problem, problem
         saved["D"][name], saved["step"] = tensor, 11
         assert validate.mismatch(saved, expected) == "step is 11, expected an integer in [0, 10]"
+
+
+HOSTILE = [  # (where, value): values a hand-edited file may hold, each named in the one line
+    (("opt_g", "param_groups", 0, "params"), [torch.arange(3), 1]), (("opt_g", "param_groups", 0, "lr"), float("nan")),
+    (("opt_g", "param_groups", 0, "betas"), (0.5,)), (("opt_g", "param_groups", 0, "fused"), "yes"),
+    (("opt_d", "param_groups"), {}), (("opt_d", "state"), []), (("opt_d", "state", torch.zeros(2)), {}),
+    (("opt_d", "state", 0, "step"), torch.zeros(2)), (("step",), torch.tensor(2)), (("step",), True),
+    (("step",), -1), (("window",), 3), (("streams", "data"), torch.zeros(5056)), (("streams", "data"), 7),
+    (("streams", "other"), torch.zeros(5056, dtype=torch.uint8)), (("acc_d",), torch.zeros(99)),
+    (("acc_g",), torch.zeros(3, dtype=torch.float64)), (("G",), [1, 2]), (("G", "0.weight"), "w"),
+    (("G", "0.bias"), torch.zeros(128).to_sparse()), (("opt_g",), None),
+]  # fmt: skip
+
+
+def test_hostile_values_are_named_never_raised() -> None:
+    """mismatch is total: whatever a file holds, it returns one line naming the entry, never raises."""
+    import io
+
+    from lossbench.gan import data
+    from lossbench.train import validate
+    from lossbench.train.state import setup
+
+    cfg = resolve(("t", {"dataset": "ring8", "steps": 4}))
+    state = setup(cfg, 0, data.DATASETS.get("ring8").sample_shape, torch.device("cpu"))
+    for opt, params in ((state.players.opt_g, state.players.g_parameters()),
+                        (state.players.opt_d, state.players.d_parameters())):  # fmt: skip
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+    state.step, state.window = 2, 1
+    blob = io.BytesIO()
+    torch.save(state.state_dict(), blob)
+    expected = validate.expected(cfg, "cpu")
+    for where, value in HOSTILE:
+        blob.seek(0)
+        saved = torch.load(blob, weights_only=True)
+        assert validate.mismatch(saved, expected) is None
+        _set(where, value)(saved)
+        problem = validate.mismatch(saved, expected)
+        assert isinstance(problem, str) and "\n" not in problem and problem.startswith(where[0]), (where, problem)
+    assert validate.mismatch([1], expected) == "holds a list, not a checkpoint's dictionary"

@@ -4,7 +4,9 @@ never leaves a corrupt latest checkpoint; read back with one clear error when un
 A checkpoint holds tensors, plain containers and numbers only, and is read with torch's
 `weights_only` unpickler: a file that would need anything more (any other class or function, which
 unpickling could call) is refused in one line, never unpickled, so whoever can write into a
-checkpoint folder cannot run code in the processes that resume from it.
+checkpoint folder cannot run code in the processes that resume from it. `load(path, expected)` then
+checks every value against what the state it goes into takes (train.validate) and refuses the
+first mismatch in one line, so a tampered file cannot crash the process in a kernel either.
 
 Seeds trained together (--parallel-seeds) checkpoint as one commit, all at the same step or none:
 a seed resumed at another step than its group-mates would train apart from them, on the single-seed

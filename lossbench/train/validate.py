@@ -133,7 +133,7 @@ def _where(prefix: str, key: Any) -> str:
     """How a message names an entry: G['0.weight'], opt_g.state[0].exp_avg, opt_d.param_groups[0].lr."""
     if isinstance(key, str) and key.isidentifier():
         return f"{prefix}.{key}" if prefix else key
-    return f"{prefix}[{key!r}]"
+    return f"{prefix}[{key!r:.60}]"
 
 
 def _keys(found: Any, template: dict, where: str, subset: bool = False) -> str | None:
@@ -177,9 +177,10 @@ def _optimizer(found: Any, template: dict[str, Any], where: str) -> str | None:
     if problem := _keys(found, template, where):
         return problem
     groups, expected_groups = found["param_groups"], template["param_groups"]
-    if not isinstance(groups, list) or len(groups) != len(expected_groups):
-        n = len(groups) if isinstance(groups, list) else type(groups).__name__
-        return f"{where}.param_groups has {n} groups, expected {len(expected_groups)}"
+    if not isinstance(groups, list):
+        return f"{where}.param_groups is a {type(groups).__name__}, expected a list of {len(expected_groups)}"
+    if len(groups) != len(expected_groups):
+        return f"{where}.param_groups has {len(groups)} groups, expected {len(expected_groups)}"
     for i, (group, want) in enumerate(zip(groups, expected_groups)):
         if problem := _group(group, want, f"{where}.param_groups[{i}]"):
             return problem
@@ -188,7 +189,7 @@ def _optimizer(found: Any, template: dict[str, Any], where: str) -> str | None:
         return f"{where}.state is a {type(state).__name__}, expected a dictionary"
     n = sum(len(g["params"]) for g in expected_groups)
     for index, entries in state.items():
-        at = f"{where}.state[{index!r}]"
+        at = f"{where}.state[{index!r:.40}]"
         if type(index) is not int or not 0 <= index < n:
             return f"{at} names no parameter (the optimiser has {n}, indices 0 to {n - 1})"
         if index not in per_param:
@@ -206,23 +207,23 @@ def _group(found: Any, template: dict[str, Any], where: str) -> str | None:
         return problem
     for key, want in template.items():
         value, at = found[key], _where(where, key)
-        if key == "params":
-            if value != want:
-                return f"{at} is {value!r}, expected {want!r}"
+        if key == "params":  # compared only once known to be a list of ints (a tensor's == is no bool)
+            if type(value) is not list or not all(type(i) is int for i in value) or value != want:
+                return f"{at} is {value!r:.80}, expected {want!r:.80}"
         elif key in KERNEL_CHOICES:
             if value is not None and type(value) is not bool:
-                return f"{at} is {value!r}, expected true, false or none"
+                return f"{at} is {value!r:.80}, expected true, false or none"
         elif want is None or isinstance(want, bool):
             if value is not want:
-                return f"{at} is {value!r}, expected {want!r}"
+                return f"{at} is {value!r:.80}, expected {want!r}"
         elif _is_number(want):
             if not _is_number(value):
-                return f"{at} is {value!r}, expected a finite number"
+                return f"{at} is {value!r:.80}, expected a finite number"
         elif isinstance(want, tuple):
             if not isinstance(value, (tuple, list)) or len(value) != len(want) or not all(map(_is_number, value)):
-                return f"{at} is {value!r}, expected {len(want)} finite numbers"
-        elif value != want:
-            return f"{at} is {value!r}, expected {want!r}"
+                return f"{at} is {value!r:.80}, expected {len(want)} finite numbers"
+        elif type(value) is not type(want) or value != want:
+            return f"{at} is {value!r:.80}, expected {want!r}"
     return None
 
 
