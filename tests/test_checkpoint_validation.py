@@ -286,7 +286,8 @@ def test_what_lossbench_writes_passes_and_one_change_does_not(flags: dict, seeds
 
 
 HOSTILE = [  # (where, value): values a hand-edited file may hold, each named in the one line
-    (("opt_g", "param_groups", 0, "params"), [torch.arange(3), 1]), (("opt_g", "param_groups", 0, "lr"), float("nan")),
+    (("opt_g", "param_groups", 0, "params"), [torch.arange(3), *range(1, 8)]),
+    (("opt_g", "param_groups", 0, "lr"), float("nan")),
     (("opt_g", "param_groups", 0, "betas"), (0.5,)), (("opt_g", "param_groups", 0, "fused"), "yes"),
     (("opt_d", "param_groups"), {}), (("opt_d", "state"), []), (("opt_d", "state", torch.zeros(2)), {}),
     (("opt_d", "state", 0, "step"), torch.zeros(2)), (("step",), torch.tensor(2)), (("step",), True),
