@@ -23,6 +23,8 @@ from lossbench.cli import main
 from lossbench.config import resolve
 from lossbench.train import checkpoint
 
+pytestmark = pytest.mark.xdist_group("checkpoint-validation")  # one worker builds the killed runs once
+
 TINY = ["--dataset", "ring8", "--steps", "4", "--log-every", "2", "--checkpoint-every", "2", "--metrics", "none",
         "--no-progress"]  # fmt: skip
 
