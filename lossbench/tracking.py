@@ -55,8 +55,9 @@ class SeedRun:
 
     @property
     def resumable(self) -> bool:
-        """Interrupted, or left running by a process that died."""
-        return self.outcome in ("interrupted", "running")
+        """Interrupted, left running by a process that died, or failed by an error (a full disk, an
+        unreachable store): each continues from its last checkpoint, which a failed write leaves intact."""
+        return self.outcome in ("interrupted", "running", "failed")
 
 
 @dataclass(frozen=True)

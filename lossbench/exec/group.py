@@ -36,7 +36,7 @@ from lossbench.exec.runs import SeedResult, run_tags
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
 from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
-from lossbench.train import checkpoint
+from lossbench.train import checkpoint, validate
 from lossbench.train.loop import Hooks, Outcome, train
 from lossbench.train.state import TrainState, setup, training_data
 
@@ -185,7 +185,7 @@ class _Group:
             # that a killed process made but did not finish renaming into place is finished first)
             path = checkpoint.recover(self.ctx.ex.checkpoints, m.run_id)
             if path is not None:
-                self.state.load_state_dict(checkpoint.load(path), k)
+                self.state.load_state_dict(checkpoint.load(path, validate.expected(cfg, self.ctx.device)), k)
             tracker.reopen(m.run_id)
             log.info("seed %d: continuing run %s at step %d", m.seed, m.run_id, self.state.step)
             return m.run_id

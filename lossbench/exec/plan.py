@@ -18,7 +18,7 @@ from lossbench.config import ExecConfig, RunConfig
 from lossbench.errors import CheckpointError
 from lossbench.exec import lease
 from lossbench.tracking import SeedRun, Tracker
-from lossbench.train import checkpoint
+from lossbench.train import checkpoint, validate
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +65,26 @@ def plan(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, parent_id: str | None
             log.warning("seed %d: run %s is being trained by %s; skipped", seed, resumable[0].run_id, owner)
             busy.append(seed)
         else:
-            members.append(_member(seed, resumable, ex, known.get(seed, frozenset())))
+            members.append(_member(seed, resumable, cfg, ex, known.get(seed, frozenset())))
     if parent_id is None and ex.resume:
         continued = {m.run_id for m in members if m.run_id}
         parent_id = next((r.parent_id for r in runs if r.run_id in continued and r.parent_id), None)
     return Plan(cfg.config_hash(), tuple(skipped), tuple(members), parent_id, tuple(busy))
 
 
-def _member(seed: int, resumable: list[SeedRun], ex: ExecConfig, known: frozenset[str]) -> Member:
+def _member(seed: int, resumable: list[SeedRun], cfg: RunConfig, ex: ExecConfig, known: frozenset[str]) -> Member:
     if not resumable:
         return Member(seed, known=known)
     run_id = resumable[0].run_id  # the newest
     path = checkpoint.current(ex.checkpoints, run_id)  # a group's seeds always agree on its step
     if path is not None:
+        expected = validate.expected(cfg, ex.device)  # the whole file checked before any run is touched
         try:
-            step = int(checkpoint.load(path)["step"])
+            step = checkpoint.load(path, expected)["step"]
         except CheckpointError:  # a staged file a resuming process renamed into place just now
             if (path := checkpoint.current(ex.checkpoints, run_id)) is None:
                 raise
-            step = int(checkpoint.load(path)["step"])
+            step = checkpoint.load(path, expected)["step"]
         return Member(seed, run_id, step, True, known)
     return Member(seed, run_id, known=known)  # it died before its first checkpoint: step 0, in the same run
 

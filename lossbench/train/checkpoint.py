@@ -4,7 +4,9 @@ never leaves a corrupt latest checkpoint; read back with one clear error when un
 A checkpoint holds tensors, plain containers and numbers only, and is read with torch's
 `weights_only` unpickler: a file that would need anything more (any other class or function, which
 unpickling could call) is refused in one line, never unpickled, so whoever can write into a
-checkpoint folder cannot run code in the processes that resume from it.
+checkpoint folder cannot run code in the processes that resume from it. `load(path, expected)` then
+checks every value against what the state it goes into takes (train.validate) and refuses the
+first mismatch in one line, so a tampered file cannot crash the process in a kernel either.
 
 Seeds trained together (--parallel-seeds) checkpoint as one commit, all at the same step or none:
 a seed resumed at another step than its group-mates would train apart from them, on the single-seed
@@ -43,10 +45,13 @@ import torch
 
 from lossbench.errors import CheckpointError
 from lossbench.files import write_atomically
+from lossbench.train import validate
+from lossbench.train.validate import Expected
 
 FILENAME = "latest.pt"
 COMMITS = "commits"  # <root>/commits/<id>.json: the group commits that are made
 _STAGED = re.compile(r"pending-([0-9a-f]{32})\.pt")
+_AGAIN = "Start the seed again without --resume, or delete that file"
 
 
 def path_for(root: Path, run_id: str) -> Path:
@@ -163,21 +168,26 @@ def save(state: dict[str, Any], path: Path) -> None:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path, expected: Expected | None = None) -> dict[str, Any]:
+    """The checkpoint at `path`, read as data only (torch's weights_only unpickler); with `expected`,
+    checked against it before it is returned (train.validate): one line names the first mismatch."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        # "Unsupported global: GLOBAL m.f ..." (not allowed) or "... GLOBAL os.f whose module os is blocked"
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if unsafe:
             raise CheckpointError(
                 f"checkpoint {path} needs {unsafe.group(1)} to load, which could run code; refused (not "
-                f"unpickled). Start the seed again without --resume, or delete that file"
+                f"unpickled). {_AGAIN}"
             ) from None
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (UnpicklingError)") from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"checkpoint {path} is not a lossbench checkpoint (no step)")
+    if expected is not None and (problem := validate.mismatch(state, expected)):
+        raise CheckpointError(f"checkpoint {path}: {problem}; not loaded. {_AGAIN}")
     return state
