@@ -23,7 +23,7 @@ import torch
 
 from lossbench import cards, paths
 from lossbench.errors import ConfigError
-from lossbench.gan import batches, data, losses, models, optim, penalties
+from lossbench.gan import batches, data, losses, models, optim, penalties, update_rules
 from lossbench.metrics import registry as metrics_registry
 from lossbench.plugins import Plugins, is_plugin
 from lossbench.registry import unknown_name_message
@@ -330,9 +330,7 @@ def validate(cfg: RunConfig) -> None:
     with torch.device("meta"):  # shape check only: no memory, no RNG
         models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
     optim.OPTIMIZERS.get(cfg.train.optimizer)
-    from lossbench.train import updates  # the trainer imports this module: looked up at call time
-
-    updates.check(cfg.train)
+    update_rules.check(cfg.train.updates, cfg.train.n_critic, cfg.train.consensus)
     batches.BATCHINGS.get(cfg.train.batching)
     if cfg.train.batching != "iid" and (n := data.size(cfg.data.dataset)) < cfg.train.batch_size:
         raise ConfigError(f"batching '{cfg.train.batching}' reads batches of {cfg.train.batch_size} without "

@@ -60,7 +60,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     draws = Draws(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, cfg.loss.instance_noise,
                   cfg.model.z_dist, state.samplers)  # fmt: skip
     seeds = _Seeds(P.size)
-    step = UPDATES.get(t.updates).step
+    step = UPDATES.get(t.updates)
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
             return seeds.ended("interrupted", state.step)
