@@ -37,44 +37,47 @@ def lucic() -> suites.Suite:
     return suites.load("lucic2018")
 
 
-def test_lucic2018_suite_is_the_papers_protocol(lucic: suites.Suite) -> None:
-    assert (lucic.seeds, lucic.reseeds, lucic.best_by) == (1, 50, "fid")  # one run per setting, best x 50
-    assert lucic.search is not None and lucic.search.draws == 100
+def test_lucic2018_suite_is_compare_gans_protocol(lucic: suites.Suite) -> None:
+    assert (lucic.seeds, lucic.reseeds, lucic.best_by) == (1, 50, "best_fid")  # best FID over checkpoints, x 50
+    assert lucic.search is not None and (lucic.search.draws, lucic.search.replay) == (100, "compare_gan")
     assert {c.loss.loss for c in lucic.configs} == LUCIC_LOSSES
     assert {c.data.dataset for c in lucic.configs} == {"mnist", "fashion-mnist", "cifar10"}
     assert len(lucic.configs) == 6 * 3 * 100
-    sizes = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
     for c in lucic.configs:
         assert (c.model.arch, c.model.z_dim, c.model.z_dist) == ("infogan", 64, "uniform")
         assert (c.train.optimizer, c.train.beta2, c.train.batch_size, c.train.pack) == ("adam", 0.999, 64, 1)
         assert (c.metrics.reference_split, c.metrics.fid_samples) == ("test", 10000)
         assert "fid" in c.metrics.metrics
+        # compare_gan's epoch of 50,000 examples: 20 (CIFAR-10: 100) * 50000 // 64 D steps
         epochs = 100 if c.data.dataset == "cifar10" else 20
-        assert c.train.epochs == epochs
-        assert c.train.steps == epochs * (sizes[c.data.dataset] // 64) // c.train.n_critic
-        # the paper's wide ranges
+        assert (c.train.epochs, c.train.epoch_samples) == (epochs, 50000)
+        assert c.train.steps * c.train.n_critic == epochs * 50000 // 64  # 15,625 or 78,125: 5^k, exact
+        assert c.metrics.eval_every == 5 * 50000 // 64 // c.train.n_critic  # save_checkpoint_steps 3,906
         assert c.train.lr_g == c.train.lr_d and 1e-5 <= c.train.lr_g <= 1e-2
-        assert 0.0 <= c.train.beta1 < 1.0 and 1 <= c.train.n_critic <= 5
+        assert 0.0 <= c.train.beta1 < 1.0 and c.train.n_critic in (1, 5)
+        assert c.train.g_noise == ("fresh" if c.loss.loss == "wgan-gp" else "d-step")
         if c.loss.loss == "wgan":
             assert 1e-3 <= c.train.weight_clip <= 1.0
         else:
             assert c.train.weight_clip == 0.0
         if c.loss.loss in ("wgan-gp", "dragan"):
-            assert 0.1 <= c.loss.penalty_weight <= 100.0 and not c.model.d_batchnorm
+            assert 0.1 <= c.loss.penalty_weight <= 100.0 and c.model.d_batchnorm_penalty
             assert c.loss.penalty == {"wgan-gp": "gp", "dragan": "dragan"}[c.loss.loss]
         else:
             assert c.loss.penalty == "none"
 
 
-def test_lucic2018_draws_cover_the_ranges_and_pair_across_losses(lucic: suites.Suite) -> None:
-    mm = [c for c in lucic.configs if c.loss.loss == "minimax" and c.data.dataset == "mnist"]
-    gp = [c for c in lucic.configs if c.loss.loss == "wgan-gp" and c.data.dataset == "mnist"]
-    lrs = [c.train.lr_g for c in mm]
-    assert min(lrs) < 1e-4 and max(lrs) > 1e-3  # log-uniform over three decades, not a grid of 4
-    assert {c.train.n_critic for c in mm} == {1, 2, 3, 4, 5}
-    assert {c.model.d_batchnorm for c in mm} == {True, False}
-    assert [c.train.lr_g for c in gp] == lrs  # the same draws for every loss (paired settings)
-    assert len({c.loss.penalty_weight for c in gp}) == 100
+def test_lucic2018_searches_disc_iters_in_1_5_and_batch_norm_for_every_loss(lucic: suites.Suite) -> None:
+    for loss in LUCIC_LOSSES:
+        mine = [c for c in lucic.configs if c.loss.loss == loss and c.data.dataset == "mnist"]
+        assert {c.train.n_critic for c in mine} == {1, 5}, loss  # AddRange("disc_iters", 1, [1, 5], discrete)
+        assert {c.model.d_batchnorm for c in mine} == {True, False}, loss  # WGAN-GP and DRAGAN too
+        lrs = [c.train.lr_g for c in mine]
+        assert min(lrs) < 1e-4 and max(lrs) > 1e-3  # log-uniform over three decades
+    # every data set re-seeds: the same 100 settings per loss on each
+    by = {d: [c.train.lr_g for c in lucic.configs if c.loss.loss == "dragan" and c.data.dataset == d]
+          for d in ("mnist", "fashion-mnist", "cifar10")}  # fmt: skip
+    assert by["mnist"] == by["fashion-mnist"] == by["cifar10"] and len(set(by["mnist"])) == 100
 
 
 def test_lucic2018_mnist_is_the_first_draws_of_lucic2018(lucic: suites.Suite) -> None:
@@ -137,6 +140,7 @@ def test_cli_dry_run_shows_steps_and_epochs_and_refuses_both(tmp_path: Path) -> 
     (["--z-dist", "cauchy"], "unknown z-dist 'cauchy'"),
     (["--d-batchnorm", "true", "--arch", "mlp"], "has no batch norm in D"),
     (["--d-batchnorm", "true", "--arch", "infogan", "--loss", "wgan-gp"], "d_batchnorm with penalty 'gp'"),
+    (["--g-noise", "last"], "'g_noise' must be fresh or d-step"),
     (["--dataset", "dirac", "--pack", "2"], "takes no packing"),
 ])  # fmt: skip
 def test_bad_protocol_options_are_one_line(flags: list[str], message: str, tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     One outcome per seed: a seed that diverges stops reporting, its siblings go on."""
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
     draws = Draws(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, cfg.loss.instance_noise,
-                  cfg.model.z_dist)  # fmt: skip
+                  cfg.model.z_dist, t.g_noise == "d-step")  # fmt: skip
     seeds = _Seeds(P.size)
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
@@ -89,7 +89,7 @@ def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> N
 def g_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
     its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
-    z = draws.noise()
+    z = draws.g_noise()
     real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
     g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
     d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
@@ -114,6 +114,8 @@ class Draws:
     z_dim: int
     sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
     z_dist: str = "normal"  # lossbench.gan.latent
+    reuse_d_noise: bool = False  # G's step takes the z of the D step before it (g_noise "d-step")
+    last: Tensor | None = None  # the latest z drawn
 
     def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
         n, bs = self.data.shape[0], self.batch_size
@@ -121,8 +123,14 @@ class Draws:
         return self.data.index_select(0, idx).view(len(self.streams), bs, *self.data.shape[1:])
 
     def noise(self) -> Tensor:  # (S, B, z_dim)
-        return torch.stack([latent.sample(self.z_dist, (self.batch_size, self.z_dim), s["noise"], self.data.device)
-                            for s in self.streams])  # fmt: skip
+        self.last = torch.stack([latent.sample(self.z_dist, (self.batch_size, self.z_dim), s["noise"], self.data.device)
+                                 for s in self.streams])  # fmt: skip
+        return self.last
+
+    def g_noise(self) -> Tensor:
+        """G's z: a fresh draw, or with reuse_d_noise the z of the D step just before (compare_gan's
+        run_single_train_step feeds G the batch_z of that D step), drawing nothing."""
+        return self.last if self.reuse_d_noise and self.last is not None else self.noise()
 
     def instance_noise(self, like: Tensor) -> Tensor | None:
         """sigma * N(0, 1) noise shaped like a batch of samples (S, B, *sample), or None when off."""
