@@ -308,6 +308,7 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     """One line per planned configuration with its measured estimate, then the total."""
     from lossbench.config import resolve_device
     from lossbench.exec import sweep as sweep_mod
+    from lossbench.exec.estimate import evaluations_per_seed
     from lossbench.exec.search import drawn_fields
     from lossbench.progress import duration, phase
 
@@ -324,7 +325,7 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
         timing = timing or "not timed" * bool(p.seeds)
         setting = " ".join(f"{k}={flat[k]:.3g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in drawn)
         click.echo(f"  {c.loss.loss:15s} {penalty:17s} {c.data.dataset:13s} {c.model.arch:6s} "
-                   f"steps {c.train.steps:6d}  seeds to run {list(p.seeds)}  {timing}"
+                   f"steps {c.train.steps:6d}  evals {evaluations_per_seed(c):3d}  seeds to run {list(p.seeds)}  {timing}"
                    + (f"  {c.config_hash()} {setting}" if setting else ""))  # fmt: skip
     train_s = sum(e.train_s for e in found if e)
     eval_s = sum(e.eval_s for e in found if e)
