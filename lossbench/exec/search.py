@@ -18,6 +18,10 @@ the suite is read, with its own hash:
     [search.by-loss.wgan]             # drawn only for the configurations of one loss
     weight_clip = {log-uniform = [1e-3, 1.0]}
 
+Replay: `replay = "compare_gan"` in [search] (with `draws`, and no seed, keys or by-loss) takes
+another program's own draws instead, in its order: draw k of a loss is that program's sample k
+(lossbench/exec/compare_gan.py: Lucic et al.'s settings, the loss's default first).
+
 Determinism: each key draws from its own stream, Python's `random.Random` seeded with the string
 "<seed>:<key>" (whose `random()` sequence Python keeps stable across versions), never from global
 state. So the same seed gives the same draws, another seed other draws; adding, removing or
