@@ -100,7 +100,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--arch", "arch", str, "mlp, mlp2d, dcgan, infogan, pacgan-mlp, dirac (default: the data set's)."),
     ("--dirac-init", "dirac_init", str, "arch dirac: initial THETA,PSI of G(z)=theta, D(x)=psi x (default 1,1)."),
     ("--d-norm", "d_norm", str, "Normalisation of D's weights: none or spectral."),
-    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); no gradient penalty."),
+    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); see --d-batchnorm-penalty."),
     ("--d-batchnorm-penalty", "d_batchnorm_penalty", bool,
      "Allow --d-batchnorm with a gradient penalty (through the penalty batch's statistics, as compare_gan)."),
     ("--z-dim", "z_dim", int, "Latent size."),

@@ -41,7 +41,7 @@ class ModelConfig:
     arch: str = "auto"  # "auto": the data set's default architecture
     z_dim: int = 100  # latent size
     z_dist: str = "normal"  # latent distribution: normal (N(0, 1)) | uniform (U(-1, 1)), per coordinate
-    d_batchnorm: bool = False  # batch norm in D where the architecture has it (infogan); no input-gradient penalty
+    d_batchnorm: bool = False  # batch norm in D where the architecture has it (infogan); with a penalty, see below
     d_batchnorm_penalty: bool = False  # allow d_batchnorm with an input-gradient penalty, as compare_gan ran it
     d_norm: str = "none"  # normalisation of D's weights: none | spectral
     dirac_theta: float = 1.0  # arch dirac: initial theta of G(z) = theta

@@ -484,7 +484,7 @@ def test_best_fid_is_the_min_over_a_runs_evaluations_and_its_generator_is_kept(t
              "d_batchnorm": True, "d_batchnorm_penalty": True, "g_noise": "d-step", "lr": 0.01, "steps": 8,
              "eval_every": 2, "log_every": 2, "fid_samples": 16, "metrics": "fid", "reference_split": "test"}
     args = [a for k, v in flags.items() if k != "lr" for a in (f"--{k.replace('_', '-')}", str(v))]
-    result = cli("run", *args, "--lr-g", "0.01", "--lr-d", "0.01", "--seed-start", "1", "--tracking-uri", uri,
+    result = cli("run", *args, "--lr-g", "0.01", "--lr-d", "0.01", "--seed-start", "4", "--tracking-uri", uri,
                  "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress")  # fmt: skip
     assert result.exit_code == 0, result.output
     cfg = resolve(("t", flags))
@@ -493,10 +493,10 @@ def test_best_fid_is_the_min_over_a_runs_evaluations_and_its_generator_is_kept(t
     history = [(m.value, m.step) for m in tracker.metric_history(r.run_id, "fid")]
     assert len(history) == 4  # steps 2, 4, 6 and the final 8
     assert (r.metrics["best_fid"], r.metrics["best_fid_step"]) == min(history)
-    assert min(history)[1] != 8  # this seed's best is not its last: the final FID is not the number
+    assert min(history)[1] not in (6, 8)  # this seed's best is neither its last evaluation nor its last in training
     best = Path(tracker.client.download_artifacts(r.run_id, "weights/generator_best.pt", str(tmp_path / "dl")))
     G, _ = models.build("infogan", (1, 28, 28), 64, "none", z_dist="uniform", d_batchnorm=True)
     G.load_state_dict(torch.load(best))
     train_set = data.load("mnist", None, "train")
     evaluate = make_evaluator(cfg, torch.device("cpu"), None, train_set, feature_cache, show=False)
-    assert evaluate(G, 1, int(min(history)[1]))["fid"] == pytest.approx(min(history)[0], rel=1e-4)
+    assert evaluate(G, 4, int(min(history)[1]))["fid"] == pytest.approx(min(history)[0], rel=1e-4)
