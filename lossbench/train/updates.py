@@ -64,7 +64,7 @@ def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> N
 def g_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
     its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
-    z = draws.noise()
+    z = draws.g_noise()
     real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
     g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
     d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
