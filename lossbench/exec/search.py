@@ -54,6 +54,7 @@ from lossbench.errors import ConfigError
 from lossbench.exec import compare_gan
 from lossbench.gan import losses
 from lossbench.metrics.registry import METRICS, higher_is_better
+from lossbench.plugins import is_plugin
 from lossbench.registry import unknown_name_message
 from lossbench.tracking import Tracker
 
@@ -172,7 +173,8 @@ def parse(raw: Any, where: str, fixed: set[str]) -> Search:
         raise ConfigError(f"{where}: 'search.by-loss' must be a table of tables ([search.by-loss.LOSS])")
     per_loss = []
     for loss, table in by_loss.items():
-        losses.get(loss)  # an unknown loss: one line with the closest name
+        if not is_plugin(loss):  # a plugin is imported only when it trains (the command line admitted it)
+            losses.get(loss)  # an unknown loss: one line with the closest name
         if not isinstance(table, dict) or not table:
             raise ConfigError(f"{where}: [search.by-loss.{loss}] must name at least one key and its distribution")
         _check_keys(table, f"search.by-loss.{loss}", where, fixed)
