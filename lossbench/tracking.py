@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -142,8 +143,24 @@ def redact(uri: str) -> str:
 
 
 def _wrap(action: str, uri: str, exc: Exception) -> TrackingError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    if "Max retries exceeded" in text:  # a tracking server that failed or stalled every try, in its bound
+        return TrackingError(f"tracking server {redact(uri)}: cannot {action}: {_gave_up(text)}")
+    first_line = text.splitlines()[0] if text else type(exc).__name__
     return TrackingError(f"tracking store {redact(uri)}: cannot {action} ({first_line[:200]})")
+
+
+def _gave_up(text: str) -> str:
+    """What MLflow's retrying HTTP client last saw ('too many 500 error responses', 'Read timed out'),
+    and the bound it gave up at."""
+    cause = re.sub(r"^\w+\(['\"]", "", text.rpartition("Caused by ")[2]).rpartition("): ")[2].split(". (")[0]
+    cause = cause.strip("')\"")[:120]
+    tries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)) + 1
+    timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
+    return (
+        f"{cause} after {tries} tries of at most {timeout} s each "
+        "(MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT set the bound)"
+    )
 
 
 class Tracker:

@@ -54,6 +54,19 @@ def test_kill_while_closing_a_seed_then_resume_trains_and_counts_each_seed_once(
     assert len(pd.read_csv(tmp_path / "report" / "runs.csv")) == 2
 
 
+def test_kill_while_closing_the_last_seed_then_resume_closes_the_parent(store: str, tmp_path: Path) -> None:
+    """The status write of the only seed lost: --resume trains nothing, and ends it and its parent."""
+    args = ["run", *TINY, "--tracking-uri", store, "--checkpoint-dir", str(tmp_path / "ckpt")]
+    assert lossbench(*args, check=False, env={"LOSSBENCH_FAULT": "after-outcome-tag"}).returncode == -9
+    (seed,) = runs_by_role(store)["seed"]
+    lossbench(*args, "--resume")
+    runs = runs_by_role(store)
+    assert [(r.info.run_id, r.info.status) for r in runs["seed"]] == [(seed.info.run_id, "FINISHED")]
+    (parent,) = runs["parent"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["lossbench.outcome"] == "finished"
+    assert parent.data.metrics["seeds_finished"] == 1 and "modes_mean" in parent.data.metrics
+
+
 def test_report_counts_a_seed_once_when_its_status_write_was_lost(store: str, tmp_path: Path) -> None:
     """Without --resume, the report reads a run killed between its writes as finished, once."""
     args = ["run", *TINY, "--seeds", "2", "--tracking-uri", store, "--checkpoint-dir", str(tmp_path / "ckpt")]
@@ -132,5 +145,6 @@ def test_a_server_that_fails_or_stalls_is_one_line_within_the_bound(api: str) ->
     finally:
         gen.close()
     error = _one_error_line(result)
-    assert uri in error, error
-    assert took < (30 if api == "500" else 40), took
+    seen = "too many 500 error responses" if api == "500" else "Read timed out"
+    assert f"tracking server {uri}: cannot open it: {seen} after 3 tries" in error, error
+    assert took < (30 if api == "500" else 60), took  # MLflow's defaults: about 4 minutes, or 16 minutes stalled
