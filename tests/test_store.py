@@ -17,6 +17,9 @@ import pandas as pd
 import pytest
 from test_cli import lossbench, runs_by_role
 
+from lossbench.outcomes import one_per_seed, settle
+from lossbench.tracking import RunRecord
+
 TINY = ["--dataset", "ring8", "--steps", "20", "--log-every", "10", "--fid-samples", "100", "--no-progress"]
 
 
@@ -24,6 +27,22 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     return error
+
+
+def test_settle_and_one_per_seed() -> None:
+    """RUNNING with a final outcome is that outcome's status; otherwise as stored; one run per
+    (configuration, seed): the newest finished, else the newest."""
+    assert settle("RUNNING", "finished") == ("FINISHED", "finished")
+    assert settle("RUNNING", "diverged") == ("FAILED", "diverged")
+    assert settle("RUNNING", "interrupted") == ("KILLED", "interrupted")  # a reopen killed before its tag
+    assert settle("RUNNING", "running") == ("RUNNING", "running")
+    assert settle("KILLED", "") == ("KILLED", "interrupted")  # an older store's run, without the tag
+    assert settle("FINISHED", "finished") == ("FINISHED", "finished")
+    table = [("a", 0, "finished", 1), ("a", 0, "finished", 3), ("a", 0, "interrupted", 5), ("a", 1, "failed", 2),
+             ("a", 1, "running", 4), ("b", 0, "failed", 1)]  # fmt: skip
+    runs = [RunRecord(f"r{i}", "", h, "", outcome, {}, {}, start, None, seed)
+            for i, (h, seed, outcome, start) in enumerate(table)]  # fmt: skip
+    assert [r.run_id for r in one_per_seed(runs)] == ["r1", "r4", "r5"]
 
 
 @pytest.mark.parametrize("point", ["after-outcome-tag", "after-close"])
@@ -67,6 +86,7 @@ def test_kill_while_closing_the_last_seed_then_resume_closes_the_parent(store: s
     assert parent.data.metrics["seeds_finished"] == 1 and "modes_mean" in parent.data.metrics
 
 
+@pytest.mark.slow
 def test_report_counts_a_seed_once_when_its_status_write_was_lost(store: str, tmp_path: Path) -> None:
     """Without --resume, the report reads a run killed between its writes as finished, once."""
     args = ["run", *TINY, "--seeds", "2", "--tracking-uri", store, "--checkpoint-dir", str(tmp_path / "ckpt")]
