@@ -578,5 +578,31 @@ def fid(first: str, second: str, samples: int, data_dir: str | None, device: str
     click.echo(json.dumps(sampling.fid_between(first, second, samples, data_dir, device), indent=2))
 
 
+@main.group(cls=Group)
+def classifier() -> None:
+    """The project's MNIST classifier (stacked-MNIST modes, fcd): shipped inside the package."""
+
+
+@classifier.command(name="train")
+@click.option("--data-dir", default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+def classifier_train(data_dir: str | None, seed: int) -> None:
+    """Re-train it on MNIST's train split (CPU, 1 thread, deterministic) and overwrite the shipped
+    weights and their card (sha256, command, seed, test accuracy); same machine, same checksum."""
+    from lossbench.metrics import classifier as cnn
+
+    cnn.main(data_dir, seed)
+
+
+@classifier.command(name="check")
+@click.option("--data-dir", default=None)
+def classifier_check(data_dir: str | None) -> None:
+    """Load the shipped weights (sha256 checked) and print their test accuracy."""
+    from lossbench.metrics import classifier as cnn
+
+    net = cnn.load()
+    click.echo(f"sha256 ok; test accuracy {cnn.accuracy(net, *cnn.mnist_split('test', data_dir)):.4%}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

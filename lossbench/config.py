@@ -360,7 +360,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}",
                           key="reference_split")  # fmt: skip
     points = not source.needs_files
-    metrics_registry.check(cfg.metrics.metrics, points=points)
+    metrics_registry.check(cfg.metrics.metrics, points=points, dataset=cfg.data.dataset)
     if not points and metrics_registry.evaluates(cfg.metrics.metrics) and cfg.metrics.fid_samples < 2:
         raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}", key="fid_samples")
 

@@ -378,7 +378,7 @@ def test_malformed_paper_file_is_one_line(text: str, message: str, tmp_path: Pat
 
 
 def test_shipped_paper_files_load() -> None:
-    assert cards.paper_names() == ["lucic2018", "pacgan2018", "veegan2017"]
+    assert cards.paper_names() == ["lucic2018", "pacgan2018", "pacgan2018-stacked", "veegan2017"]
     lucic = cards.paper("lucic2018")
     assert len(lucic.results) == 28 and lucic.protocol["reference_split"] == "test"
     mm = next(r for r in lucic.results if (r.model, r.dataset) == ("minimax", "mnist"))

@@ -380,3 +380,6 @@ def generate(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, batch
     ]
     G.train(was_training)
     return rescale(torch.cat(out), getattr(G, "data_range", STANDARD_RANGE), STANDARD_RANGE)
+
+
+from lossbench.gan import pacgan_dcgan as _pacgan_dcgan  # noqa: E402,F401  (registers arch pacgan-dcgan)
