@@ -397,7 +397,7 @@ def test_unknown_paper_is_one_line_naming_the_valid_ones(store: str, tmp_path: P
     result = cli("report", "--tracking-uri", store, "--experiment", "paper", "--out", str(out), "--against", "lucic")
     assert result.exit_code != 0 and result.stderr.count("\n") == 1
     assert result.stderr == ("Error: unknown paper 'lucic' (did you mean 'lucic2018'?); "
-                             "valid: lucic2018, pacgan2018, veegan2017\n")  # fmt: skip
+                             "valid: lucic2018, pacgan2018, pacgan2018-stacked, veegan2017\n")  # fmt: skip
     assert not out.exists() and not (tmp_path / "store").exists()
 
 
