@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -246,10 +247,11 @@ def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
 
 
 def _print_summary(summary: Any, cfg: Any) -> None:
-    """Per seed: outcome, step and final metrics; then mean ± std and median over finished seeds."""
-    import statistics
-
+    """Per seed: outcome, step and final metrics; then mean, std and median over finished seeds, and
+    the mean's 95% bootstrap interval (lo95, hi95) where a column has 3 seeds or more: all from
+    report.stats.describe, the report's own statistics."""
     from lossbench.metrics.registry import METRICS
+    from lossbench.report.stats import MIN_SEEDS_FOR_INTERVAL, describe
 
     keys = [k for name in cfg.metrics.metrics for k in METRICS.get(name).keys if not k.endswith("_std")]
     if any("fid" in s.metrics for s in summary.seeds):
@@ -263,12 +265,18 @@ def _print_summary(summary: Any, cfg: Any) -> None:
     finished = [s for s in summary.seeds if s.outcome == "finished"]
     columns = {k: [s.metrics[k] for s in finished if k in s.metrics] for k in keys}
     if finished and any(columns.values()):
-        def row(fn: Any) -> str:
-            return "".join(f"{fn(v):>{width}.4f}" if v else f"{'':>{width}}" for v in columns.values())
+        described = [describe(v) if v else None for v in columns.values()]
 
-        click.echo(f"  {'mean':>4}  {f'{len(finished)} seeds':<11} {'':>7}  " + row(statistics.fmean))
-        click.echo(f"  {'std':>4}  {'':<11} {'':>7}  " + row(lambda v: statistics.stdev(v) if len(v) > 1 else 0.0))
-        click.echo(f"  {'med':>4}  {'':<11} {'':>7}  " + row(statistics.median))
+        def row(stat: str) -> str:
+            return "".join(f"{getattr(d, stat):>{width}.4f}" if d and not math.isnan(getattr(d, stat))
+                           else f"{'':>{width}}" for d in described)  # fmt: skip
+
+        click.echo(f"  {'mean':>4}  {f'{len(finished)} seeds':<11} {'':>7}  " + row("mean"))
+        click.echo(f"  {'std':>4}  {'':<11} {'':>7}  " + row("std"))
+        click.echo(f"  {'med':>4}  {'':<11} {'':>7}  " + row("median"))
+        if any(d and d.n >= MIN_SEEDS_FOR_INTERVAL for d in described):
+            click.echo(f"  {'lo95':>4}  {'(bootstrap':<11} {'':>7}  " + row("ci_low"))
+            click.echo(f"  {'hi95':>4}  {' interval)':<11} {'':>7}  " + row("ci_high"))
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts().items()))
     click.echo(f"config {summary.config_hash}: {counts}; parent run {summary.parent_run_id}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -81,11 +82,51 @@ def test_summary_numbers_and_tests(store: str, tmp_path: Path) -> None:
     assert len(grids) == 3 and len({g.parent.name for g in grids}) == 3  # one median-seed grid per loss
     assert list(pd.read_csv(out / "summary.csv")["loss"]) == ["hinge", "minimax", "non-saturating"]
 
+    # uncertainty: the mean's bootstrap interval (report.stats.describe) and P(one beats the other)
+    d = report_stats.describe(MINIMAX)
+    assert (mm["fid_ci_low"], mm["fid_ci_high"]) == pytest.approx((d.ci_low, d.ci_high), abs=1e-9)
+    assert mm["fid_ci_low"] < 14.0 < mm["fid_ci_high"] and pd.isna(summary.loc["hinge", "fid_ci_low"])
+    assert f"| {d.interval()} |" in md and "| n/a (2 seeds; needs >= 3) |" in md
+    p_ns = report_stats.p_beats(NONSAT, MINIMAX)  # 24 of 25 pairs, 9.5 vs 10 the one close call... all won
+    assert p_ns == 1.0 and "(5 vs 5 seeds); P(non-saturating beats minimax on a random seed pair) = 1.00" in md
+    assert "P(hinge beats minimax on a random seed pair) = 0.70" in md  # 11: beats 4 of 5; 13: 3 of 5
+    # the protocol header of a store whose runs logged none of it: said so, not guessed
+    assert "- mnist (13 seed runs): metrics (names not logged); features not logged;" in md
+
+
+def test_header_states_the_protocol_of_a_real_run_and_why_sections_are_empty(
+    store: str, mnist_dir: str, tmp_path: Path
+) -> None:
+    lossbench("run", "--steps", "2", "--fid-samples", "8", "--metrics", "fid", "--eval-every", "1", "--reference-split",
+              "test", "--tracking-uri", store, "--data-dir", mnist_dir, "--no-progress")  # fmt: skip
+    out = tmp_path / "report"
+    lossbench("report", "--tracking-uri", store, "--out", str(out))
+    md, page = (out / "report.md").read_text(), (out / "index.html").read_text()
+    header = md.split("## Summary")[0]
+    protocol = ("mnist (1 seed run): metrics fid; features inception-v3-compat; 8 generated samples per evaluation "
+                "against 8 real ones from the test split (the same fixed subset for every run); evaluated every 1 "
+                "steps and at the last step (2)")  # fmt: skip
+    assert f"- {protocol}" in header and "Hesterberg's expanded level" in header
+    assert "- mnist: no pairwise tests: one configuration (non-saturating); a test needs two" in md
+    assert "| n/a (1 seed; needs >= 3) |" in md
+    assert "- Dirac-GAN trajectories in the (θ, ψ) plane: not drawn: no Dirac-GAN runs (no θ, ψ logged)" in md
+    for line in (protocol, "mnist: no pairwise tests: one configuration (non-saturating); a test needs two",
+                 "n/a (1 seed; needs &gt;= 3)", "not drawn: no Dirac-GAN runs"):  # fmt: skip
+        assert line in page, line
+    runs = pd.read_csv(out / "runs.csv")
+    assert (runs["fid_samples"].tolist(), runs["reference_split"].tolist(), runs["eval_every"].tolist()) == (
+        [8], ["test"], [1])
+
 
 def test_holm_and_expected_best() -> None:
     assert report_stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    curve = report_stats.expected_best(np.array([3.0, 1.0, 2.0]), draws=4000)
-    assert abs(curve[0] - 2.0) < 0.05 and abs(curve[1] - (1 * 2 / 3 + 2 * 1 / 3)) < 0.05 and curve[2] == 1.0
+    curve = report_stats.expected_best(np.array([3.0, 1.0, 2.0]))  # exact: best of 2 of 3 is 1 in 2 of 3 pairs
+    assert curve == pytest.approx([2.0, 1 * 2 / 3 + 2 * 1 / 3, 1.0], abs=1e-12)
+    assert report_stats.expected_best(np.array([3.0, 1.0, 2.0]), lower_is_better=False) == pytest.approx(
+        [2.0, 3 * 2 / 3 + 2 * 1 / 3, 3.0], abs=1e-12)
+    values = np.array([4.0, 1.0, 7.0, 2.0, 9.0])  # against every k-subset, enumerated
+    brute = [np.mean([min(c) for c in combinations(values, k)]) for k in range(1, 6)]
+    assert report_stats.expected_best(values) == pytest.approx(brute, abs=1e-12)
 
 
 def test_empty_store_is_a_clear_error(store: str, tmp_path: Path) -> None:

@@ -4,13 +4,13 @@ the Ray executor."""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 
 import lossbench
 from lossbench.config import ExecConfig, RunConfig, to_json
 from lossbench.exec.plan import Plan
 from lossbench.metrics.registry import METRICS
+from lossbench.report.stats import describe
 from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_OUTCOME, TAG_ROLE, Tracker
 
 
@@ -78,8 +78,8 @@ def close_parent(tracker: Tracker, cfg: RunConfig, plan: Plan, parent_id: str, t
     for key in sorted(keys):
         vals = [r.metrics[key] for r in finished if key in r.metrics]
         if vals:
-            values[f"{key}_mean"] = statistics.fmean(vals)
-            values[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            d = describe(vals)  # the report's statistics, computed in one place
+            values[f"{key}_mean"], values[f"{key}_std"] = d.mean, d.std
     tracker.log_metrics(parent_id, cfg.train.steps, values)
     tracker.end_run(parent_id, "FINISHED", {TAG_OUTCOME: "finished"})
     return summary(cfg, plan, parent_id, trained)

@@ -25,6 +25,7 @@ from lossbench.metrics.registry import higher_is_better
 from lossbench.progress import phase
 from lossbench.report import against as report_against
 from lossbench.report import figures as report_figures
+from lossbench.report import protocol as report_protocol
 from lossbench.report import stats as report_stats
 from lossbench.tracking import Tracker
 
@@ -84,6 +85,7 @@ def collect(tracker: Tracker, datasets: tuple[str, ...] = (), losses: tuple[str,
                 "outcome": outcome,
                 "wall_time_s": (end - r.start_time) / 1000.0,
                 "label": _label(p),
+                **report_protocol.columns(p),
                 **{k: m[k] for k in report_stats.SCORES if k in m},
                 **_equilibrium_distance(m),
             }
@@ -147,6 +149,10 @@ def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
         if s and f"{s}_mean" in summary:
             out[f"{s} mean ± std"] = [
                 "" if pd.isna(m) else f"{m:.4g} ± {sd:.2g}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])
+            ]
+            out[f"{s} mean: 95% CI"] = [
+                "" if pd.isna(n) else report_stats.interval_text(int(n), lo, hi)
+                for n, lo, hi in zip(summary[f"{s}_n"], summary[f"{s}_ci_low"], summary[f"{s}_ci_high"])
             ]
             out[f"{s} median [min, max]"] = [
                 "" if pd.isna(md) else f"{md:.4g} [{lo:.4g}, {hi:.4g}]"
@@ -233,7 +239,7 @@ def _write(
     hist = histories(tracker, runs, ("fid", "d_loss", "g_loss", "g_signal", "theta", "psi"))
     summary = summary.merge(report_stats.early_signal(hist, runs), on="config_hash", how="left")
 
-    figures = {
+    figures: dict[str, Path | None] = {
         f"Final {score} across seeds": report_figures.score_distribution(runs, score, figs / "distribution.png"),
         "FID over training": report_figures.curves(hist, runs, "fid", figs / "fid_curve.png"),
         "Discriminator loss": report_figures.curves(hist, runs, "d_loss", figs / "d_loss.png"),
@@ -246,16 +252,23 @@ def _write(
     }
     hist_fid = hist[hist["key"] == "fid"]
     if hist_fid.groupby("run_id")["step"].nunique().max(skipna=True) <= 1 if not hist_fid.empty else True:
-        figures.pop("FID over training")  # only final evaluations: no curve to draw
+        figures["FID over training"] = None  # only final evaluations: no curve to draw
+    missing = _not_drawn([k for k, v in figures.items() if v is None], score)
     figures = {k: v for k, v in figures.items() if v is not None}
     grids = median_seed_grid(tracker, runs, score, figs / "samples")
+    if not grids:
+        missing.append(f"Samples: no finished run with {score} logged a sample grid")
+    about = report_protocol.lines(runs) + report_protocol.statistics_lines(score, lower)
+    untested = report_stats.no_pairs(runs, score)
 
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     display = _display(summary, score)
     md = [f"# lossbench report: {experiment}", "", f"Store: `{tracker.uri}`; {len(runs)} seed runs.", ""]
+    md += ["## What each number is", "", *[f"- {line}" for line in about], ""]
     md += ["## Summary", "", _md_table(display), "", f"## Tests on final {score}", ""]
-    md += [f"- {t.statement}" for t in tests] or ["- no pairs to compare"]
+    md += [f"- {line}" for line in untested + [t.statement for t in tests]]
+    md += ["", "## Not shown", "", *[f"- {line}" for line in missing]] if missing else []
     beside = ""
     if paper is not None:
         records = [r for r in tracker.runs("seed") if (not datasets or r.params.get("dataset") in datasets)
@@ -265,7 +278,26 @@ def _write(
         md += ["", comparison.markdown()]
         beside = comparison.html()
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "index.html").write_text(_html(experiment, tracker.uri, display, tests, figures, grids, beside))
+    page = _html(experiment, tracker.uri, display, untested + [t.statement for t in tests], figures, grids, beside,
+                 about, missing)  # fmt: skip
+    (out / "index.html").write_text(page)
+
+
+WHY_NOT_DRAWN = {  # figure title (its start) -> why it has nothing to show
+    "Final": "no finished seed run has {score}",
+    "FID over training": "FID was evaluated only at the last step (eval_every 0), or not at all: no curve",
+    "Discriminator loss": "no run logged d_loss",
+    "Generator loss": "no run logged g_loss",
+    "G's learning signal": "no run logged g_signal",
+    "Dirac-GAN": "no Dirac-GAN runs (no θ, ψ logged)",
+    "Expected best": "no finished seed run has {score}",
+}
+
+
+def _not_drawn(titles: list[str], score: str) -> list[str]:
+    """'<figure>: not drawn: <why>' for each figure with nothing to show."""
+    return [f"{t}: not drawn: {next(w for k, w in WHY_NOT_DRAWN.items() if t.startswith(k)).format(score=score)}"
+            for t in titles]  # fmt: skip
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -285,23 +317,29 @@ def _img(path: Path) -> str:
 
 
 def _html(
-    experiment: str, uri: str, display: pd.DataFrame, tests: list, figures: dict, grids: dict, beside: str = ""
-) -> str:
+    experiment: str, uri: str, display: pd.DataFrame, tests: list[str], figures: dict, grids: dict, beside: str = "",
+    about: list[str] = (), missing: list[str] = (),
+) -> str:  # fmt: skip
     table = display.to_html(index=False, escape=True, classes="summary", table_id="summary", na_rep="")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: {html.escape(experiment)}</title>",
         f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
         f"<h1>lossbench report: {html.escape(experiment)}</h1><p>Store: <code>{html.escape(uri)}</code></p>",
+        "<h2>What each number is</h2><ul id='protocol'>",
+        *[f"<li>{html.escape(line)}</li>" for line in about],
+        "</ul>",
         "<h2>Summary across seeds</h2>",
         table,
         "<h2>Pairwise tests (two-sided Mann-Whitney U, Holm-corrected per data set)</h2><ul>",
-        *[f"<li>{html.escape(t.statement)}</li>" for t in tests],
+        *[f"<li>{html.escape(t)}</li>" for t in tests],
         "</ul>",
         beside,
         "<h2>Figures</h2>",
         *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in figures.items()],
         "<h2>Samples (median seed)</h2>",
         *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in grids.items()],
+        *(["<h2>Not shown</h2><ul id='not-shown'>", *[f"<li>{html.escape(m)}</li>" for m in missing], "</ul>"]
+          if missing else []),  # fmt: skip
         "</body></html>",
     ]
     return "\n".join(parts)

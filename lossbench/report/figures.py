@@ -12,7 +12,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lossbench.report import stats as report_stats  # noqa: E402
-from lossbench.report.stats import expected_best  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -94,16 +93,23 @@ def trajectories(history: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path 
 
 
 def budget(runs: pd.DataFrame, score: str, path: Path, lower_is_better: bool = True) -> Path | None:
-    """Expected best score against the number of runs drawn (Lucic et al. 2018, fig. 4 style)."""
+    """Expected best score against the number of runs drawn (Lucic et al. 2018, fig. 4 style), per
+    configuration over its seeds, with a 95% percentile bootstrap band over those seeds (resampled
+    with replacement, the curve recomputed on each; report_stats.expected_best_band) where it has
+    at least 3."""
     done = report_stats.finished_with(runs, score)
     if done.empty:
         return None
     fig, panels = _panels(sorted(done["dataset"].unique()), 3.4)
     for ax, dataset in panels:
         for label, group in done[done["dataset"] == dataset].groupby("label"):
-            curve = expected_best(group[score].to_numpy(), lower_is_better)
-            ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", label=label)
-        ax.set_title(f"{dataset}: expected best {score} vs runs drawn", fontsize=9)
+            values = group[score].to_numpy()
+            curve, k = report_stats.expected_best(values, lower_is_better), np.arange(1, len(values) + 1)
+            (line,) = ax.plot(k, curve, marker="o", label=label)
+            if (band := report_stats.expected_best_band(values, lower_is_better)) is not None:
+                ax.fill_between(k, band[0], band[1], color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{dataset}: expected best {score} vs runs drawn\n(band: 95% bootstrap over seeds, n >= 3)",
+                     fontsize=9)  # fmt: skip
         ax.set_xlabel("number of runs (budget)")
         ax.legend(fontsize=7)
     return _save(fig, path)
