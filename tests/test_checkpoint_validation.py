@@ -341,7 +341,7 @@ def test_an_epoch_samplers_state_is_checked_before_it_indexes() -> None:
 
     cfg = resolve(("t", {"dataset": "ring8", "steps": 4, "batching": "epoch"}))
     state = setup(cfg, 0, data.DATASETS.get("ring8").sample_shape, torch.device("cpu"))
-    state.samplers[0].draw(1000, torch.Generator().manual_seed(0))  # mid-epoch: a permutation and a position
+    state.samplers[0].draw(100_000, torch.Generator().manual_seed(0))  # mid-epoch: a permutation and a position
     blob = io.BytesIO()
     torch.save(state.state_dict(), blob)
     expected = validate.expected(cfg, "cpu")
@@ -353,9 +353,54 @@ def test_an_epoch_samplers_state_is_checked_before_it_indexes() -> None:
         return validate.mismatch(saved, expected)
 
     assert tampered(lambda b: None) is None
-    assert tampered(lambda b: b.update(order=b["order"] + 1)) == "batches.order is not a permutation of 0..999"
+    assert tampered(lambda b: b.update(order=b["order"] + 1)) == "batches.order is not a permutation of 0..99999"
     assert tampered(lambda b: b["order"].__setitem__(1, b["order"][0].item())) == \
-        "batches.order is not a permutation of 0..999"  # fmt: skip
-    assert tampered(lambda b: b.update(pos=1001)) == "batches.pos is 1001, expected an integer in [0, 1000]"
+        "batches.order is not a permutation of 0..99999"  # fmt: skip
+    assert tampered(lambda b: b.update(pos=100_001)) == "batches.pos is 100001, expected an integer in [0, 100000]"
     assert tampered(lambda b: b.update(order=b["order"].float())).startswith("batches.order has dtype torch.float32")
     assert tampered(lambda b: b.update(extra=1)) == "batches.extra is not expected (unknown key)"
+
+
+def test_values_no_run_writes_are_refused() -> None:
+    """Values lossbench never writes, though of the right shape and type: a negative or NaN Adam
+    step count, a non-positive eps, betas outside [0, 1), a NaN weight; and an epoch batching's
+    checkpoint without its sampler state (no file written since the field exists lacks it)."""
+    import io
+
+    from lossbench.gan import data
+    from lossbench.train import validate
+    from lossbench.train.state import setup
+
+    cfg = resolve(("t", {"dataset": "ring8", "steps": 4, "batching": "epoch"}))
+    state = setup(cfg, 0, data.DATASETS.get("ring8").sample_shape, torch.device("cpu"))
+    for opt, params in ((state.players.opt_g, state.players.g_parameters()),
+                        (state.players.opt_d, state.players.d_parameters())):  # fmt: skip
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+    state.samplers[0].draw(100_000, torch.Generator().manual_seed(0))
+    blob = io.BytesIO()
+    torch.save(state.state_dict(), blob)
+    expected = validate.expected(cfg, "cpu")
+
+    def tampered(change: Callable[[dict[str, Any]], None]) -> str | None:
+        blob.seek(0)
+        saved = torch.load(blob, weights_only=True)
+        change(saved)
+        return validate.mismatch(saved, expected)
+
+    weight = next(iter(state.state_dict()["G"]))
+    assert tampered(lambda s: None) is None
+    assert tampered(lambda s: s["opt_g"]["state"][0]["step"].fill_(-1e30)) == "opt_g.state[0].step is negative, " \
+        "expected a count of steps taken"  # fmt: skip
+    assert tampered(lambda s: s["opt_g"]["state"][0]["step"].fill_(float("nan"))) == \
+        "opt_g.state[0].step holds NaN or infinite values"  # fmt: skip
+    assert tampered(lambda s: s["opt_d"]["param_groups"][0].update(eps=-1.0)) == \
+        "opt_d.param_groups[0].eps is -1.0, expected a positive number"  # fmt: skip
+    assert tampered(lambda s: s["opt_d"]["param_groups"][0].update(betas=(0.5, 1.5))) == \
+        "opt_d.param_groups[0].betas is (0.5, 1.5), expected numbers in [0, 1)"  # fmt: skip
+    assert tampered(lambda s: s["G"][weight].view(-1)[0].fill_(float("nan"))) == \
+        f"G[{weight!r}] holds NaN or infinite values"  # fmt: skip
+    assert tampered(lambda s: s.pop("batches")) == "batches is missing"
+    assert tampered(lambda s: s["batches"].update(order=torch.arange(10))) == \
+        "batches.order has 10 indices, expected a permutation of the training set's 100000"  # fmt: skip

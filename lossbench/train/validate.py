@@ -55,6 +55,8 @@ class Expected:
 
     template: dict[str, Any]  # module states, optimiser states (filled), streams and accumulators
     steps: int  # the configured steps: a checkpoint's step lies in [0, steps]
+    batches_required: bool = False  # an epoch batching: the sampler's state must be there (no older file lacks it)
+    examples: int | None = None  # the training set's size, where the registry knows it without loading
 
 
 def expected(cfg: RunConfig, device: torch.device | str | None) -> Expected:
@@ -83,7 +85,8 @@ def _expected(cfg: RunConfig, device: str | None) -> Expected:
         "acc_g": torch.zeros(len(G_KEYS)),
         BATCHES: {},
     }
-    return Expected(template, cfg.train.steps)
+    sizes = data.DATASETS.get(cfg.data.dataset).sizes
+    return Expected(template, cfg.train.steps, cfg.train.batching != "iid", sizes.get("train"))
 
 
 def _generator_state(device: str | None) -> Tensor | None:
@@ -111,7 +114,7 @@ def mismatch(state: Any, exp: Expected) -> str | None:
     if not isinstance(state, dict):
         return f"holds a {type(state).__name__}, not a checkpoint's dictionary"
     t = exp.template
-    if problem := _keys(state, {k: v for k, v in t.items() if k != BATCHES or k in state}, ""):
+    if problem := _keys(state, {k: v for k, v in t.items() if k != BATCHES or k in state or exp.batches_required}, ""):
         return problem
     for key in MODULES:
         if problem := _tensor_dict(state[key], t[key], key):
@@ -128,7 +131,7 @@ def mismatch(state: Any, exp: Expected) -> str | None:
     for key in ACCUMULATORS:
         if problem := _accumulator(state[key], t[key], key):
             return problem
-    return _batches(state.get(BATCHES, {}))
+    return _batches(state.get(BATCHES, {}), exp.examples)
 
 
 def _where(prefix: str, key: Any) -> str:
@@ -163,6 +166,8 @@ def _tensor(found: Any, template: Tensor, where: str) -> str | None:
         return f"{where} has shape {_shape(found.shape)}, expected {_shape(template.shape)}"
     if found.dtype != template.dtype:
         return f"{where} has dtype {found.dtype}, expected {template.dtype}"
+    if found.is_floating_point() and not bool(torch.isfinite(found).all()):
+        return f"{where} holds NaN or infinite values"
     return None
 
 
@@ -201,6 +206,8 @@ def _optimizer(found: Any, template: dict[str, Any], where: str) -> str | None:
         for key, t in per_param[index].items():
             if problem := _tensor(entries[key], t, _where(at, key)):
                 return problem
+            if key == "step" and bool((entries[key] < 0).any()):
+                return f"{_where(at, key)} is negative, expected a count of steps taken"
     return None
 
 
@@ -221,12 +228,19 @@ def _group(found: Any, template: dict[str, Any], where: str) -> str | None:
         elif _is_number(want):
             if not _is_number(value):
                 return f"{at} is {value!r:.80}, expected a finite number"
+            if key in _POSITIVE and value <= 0 or value < 0:
+                return f"{at} is {value!r:.80}, expected a {'positive' if key in _POSITIVE else 'non-negative'} number"
         elif isinstance(want, tuple):
             if not isinstance(value, (tuple, list)) or len(value) != len(want) or not all(map(_is_number, value)):
                 return f"{at} is {value!r:.80}, expected {len(want)} finite numbers"
+            if key == "betas" and not all(0 <= b < 1 for b in value):
+                return f"{at} is {value!r:.80}, expected numbers in [0, 1)"
         elif type(value) is not type(want) or value != want:
             return f"{at} is {value!r:.80}, expected {want!r}"
     return None
+
+
+_POSITIVE = {"lr", "eps"}  # an optimiser's hyperparameters that must be > 0; every other number must be >= 0
 
 
 def _is_number(x: Any) -> bool:
@@ -241,9 +255,10 @@ def _integer(found: Any, where: str, low: int, high: int) -> str | None:
     return None
 
 
-def _batches(found: Any) -> str | None:
+def _batches(found: Any, examples: int | None) -> str | None:
     """A sampler's state: empty (iid, or before the first draw), or an epoch's permutation of the
-    training set's n inputs (int64, each index once) and the inputs of it already read (0..n)."""
+    training set's n inputs (int64, each index once; n = `examples` where known) and the inputs of it
+    already read (0..n)."""
     if not isinstance(found, dict) or not found:
         return None if found == {} else f"{BATCHES} is a {type(found).__name__}, expected a dictionary"
     if problem := _keys(found, {"order": None, "pos": None}, BATCHES):
@@ -253,6 +268,8 @@ def _batches(found: Any) -> str | None:
         return f"{BATCHES}.order is a {type(order).__name__}, expected a tensor of indices on the cpu"
     if order.dtype != torch.int64 or order.dim() != 1:
         return f"{BATCHES}.order has dtype {order.dtype} and shape {_shape(order.shape)}, expected int64 of shape (n,)"
+    if examples is not None and order.numel() != examples:
+        return f"{BATCHES}.order has {order.numel()} indices, expected a permutation of the training set's {examples}"
     if not torch.equal(torch.sort(order).values, torch.arange(order.numel())):
         return f"{BATCHES}.order is not a permutation of 0..{order.numel() - 1}"
     return _integer(found["pos"], f"{BATCHES}.pos", 0, order.numel())
