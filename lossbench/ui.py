@@ -18,14 +18,21 @@ def beyond_loopback(host: str) -> bool:
     does not resolve at all."""
     name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        return not ipaddress.ip_address(name).is_loopback
+        return not _loopback(name)
     except ValueError:  # a name: what it resolves to
         pass
     try:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return True
-    return not infos or any(not ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    return not infos or any(not _loopback(info[4][0].split("%")[0]) for info in infos)
+
+
+def _loopback(address: str) -> bool:
+    """A loopback address, an IPv4-mapped IPv6 one (::ffff:127.0.0.1) included."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def warning(host: str, port: int) -> str:
