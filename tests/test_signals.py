@@ -1,4 +1,4 @@
-"""The counterfactual learning signals (lossbench.train.signals): at known logits they equal their
+"""The counterfactual learning signals (lossbench.train.counterfactual): at known logits they equal their
 closed forms through the players' own code, on a run they equal `g_signal` for the loss trained
 (both update rules), and seeds trained together log the same values as alone."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lossbench.gan import losses
-from lossbench.train import signals
+from lossbench.train import counterfactual as signals
 from lossbench.train.players import g_objective
 from lossbench.train.state import G_KEYS
 from lossbench.train.updates import g_row

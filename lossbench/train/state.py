@@ -17,13 +17,13 @@ from lossbench import rng
 from lossbench.config import RunConfig, SpeedConfig, arch_options
 from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
-from lossbench.train import signals
+from lossbench.train import counterfactual
 from lossbench.train.players import D_STATS, Players, Single, Stacked
 from lossbench.train.speed import Precision
 
 D_KEYS = (*D_STATS, "d_grad_norm")  # the D-step accumulator's columns: means over a log window
 # the G-step accumulator's columns; new ones go last, so an older checkpoint's fill a prefix
-G_KEYS = ("g_loss", "g_signal", "g_grad_norm", *signals.KEYS)
+G_KEYS = ("g_loss", "g_signal", "g_grad_norm", *counterfactual.KEYS)
 LOSS_KEYS = (*D_STATS, "g_loss")  # a non-finite one of these means the seed diverged
 
 

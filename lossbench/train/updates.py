@@ -30,7 +30,7 @@ from lossbench.registry import Registry
 from lossbench.train.consensus import consensus_gradients
 from lossbench.train.draws import Draws
 from lossbench.train.players import Players, learning_signal, pack
-from lossbench.train.signals import counterfactual_signals
+from lossbench.train.counterfactual import counterfactual_signals
 
 if TYPE_CHECKING:
     from lossbench.config import TrainConfig
@@ -83,7 +83,7 @@ def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> N
 
 def g_row(P: Players, g_loss: Tensor, d_fake: Tensor, d_fake_grad: Tensor, grad_norm: Tensor) -> Tensor:
     """The G step's accumulator row per seed (S, len(G_KEYS)): L_G, g_signal (off the trained loss's
-    dL_G/dd_f), ||grad_G L_G||, then the counterfactual signals on the same d_f (train.signals)."""
+    dL_G/dd_f), ||grad_G L_G||, then the counterfactual signals on the same d_f (train.counterfactual)."""
     signal = learning_signal(d_fake_grad).reshape(P.size)
     own = torch.stack([g_loss.detach(), signal, grad_norm], dim=1)
     return torch.cat([own, counterfactual_signals(d_fake.reshape(P.size, -1))], dim=1)
