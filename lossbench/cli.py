@@ -101,11 +101,14 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--arch", "arch", str, "mlp, mlp2d, dcgan, infogan, pacgan-mlp, dirac (default: the data set's)."),
     ("--dirac-init", "dirac_init", str, "arch dirac: initial THETA,PSI of G(z)=theta, D(x)=psi x (default 1,1)."),
     ("--d-norm", "d_norm", str, "Normalisation of D's weights: none or spectral."),
-    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); no gradient penalty."),
+    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); see --d-batchnorm-penalty."),
+    ("--d-batchnorm-penalty", "d_batchnorm_penalty", bool,
+     "Allow --d-batchnorm with a gradient penalty (through the penalty batch's statistics, as compare_gan)."),
     ("--z-dim", "z_dim", int, "Latent size."),
     ("--z-dist", "z_dist", str, "Latent distribution: normal (N(0,1)) or uniform (U(-1,1))."),
     ("--steps", "steps", int, "Budget in generator steps."),
     ("--epochs", "epochs", int, "Budget in passes of D over the training set (instead of --steps)."),
+    ("--epoch-samples", "epoch_samples", int, "Examples in an epoch (compare_gan: 50000); 0 = the training set."),
     ("--batch-size", "batch_size", int, "Batch size."),
     ("--n-critic", "n_critic", int, "D steps per G step."),
     ("--updates", "updates", str, "alternating (D steps, then G) or simultaneous (both at one point; n_critic 1)."),
@@ -121,12 +124,14 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--beta1", "beta1", float, "Adam beta1."),
     ("--beta2", "beta2", float, "Adam beta2."),
     ("--weight-clip", "weight_clip", float, "Clip D's weights to [-c, c]; 0 = off."),
+    ("--g-noise", "g_noise", str, "G's z: fresh, or d-step (the z of the D step before it, as compare_gan)."),
     ("--log-every", "log_every", int, "Steps between logged loss means."),
     ("--sample-every", "sample_every", int, "Steps between sample grids."),
     ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints."),
     ("--metrics", "metrics", str, "Comma list: fid,is,kid,pr,dc (images) or modes (2-D); none: no evaluation."),
     ("--fid-samples", "fid_samples", int, "Generated samples per evaluation (default 10000)."),
     ("--eval-every", "eval_every", int, "Steps between evaluations (0 = only at the end)."),
+    ("--eval-epochs", "eval_epochs", int, "Epochs between evaluations (instead of --eval-every; 0 = off)."),
     ("--reference-split", "reference_split", str, "Real statistics from train or test."),
     ("--mode-samples", "mode_samples", int, "2-D data: generated points scored for modes (default 2500)."),
     ("--mode-threshold", "mode_threshold", int, "2-D data: high-quality samples that capture a mode (default 1)."),
@@ -326,6 +331,7 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     """One line per planned configuration with its measured estimate, then the total."""
     from lossbench.config import resolve_device
     from lossbench.exec import sweep as sweep_mod
+    from lossbench.exec.estimate import evaluations_per_seed
     from lossbench.exec.search import drawn_fields
     from lossbench.plugins import is_plugin
     from lossbench.progress import duration, phase
@@ -345,7 +351,7 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
         timing = timing or "not timed" * bool(p.seeds)
         setting = " ".join(f"{k}={flat[k]:.3g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in drawn)
         click.echo(f"  {c.loss.loss:15s} {penalty:17s} {c.data.dataset:13s} {c.model.arch:6s} "
-                   f"steps {c.train.steps:6d}  seeds to run {list(p.seeds)}  {timing}"
+                   f"steps {c.train.steps:6d}  evals {evaluations_per_seed(c):3d}  seeds to run {list(p.seeds)}  {timing}"
                    + (f"  {c.config_hash()} {setting}" if setting else ""))  # fmt: skip
     train_s = sum(e.train_s for e in found if e)
     eval_s = sum(e.eval_s for e in found if e)
@@ -570,6 +576,32 @@ def fid(first: str, second: str, samples: int, data_dir: str | None, device: str
     from lossbench.exec import sampling
 
     click.echo(json.dumps(sampling.fid_between(first, second, samples, data_dir, device), indent=2))
+
+
+@main.group(cls=Group)
+def classifier() -> None:
+    """The project's MNIST classifier (stacked-MNIST modes, fcd): shipped inside the package."""
+
+
+@classifier.command(name="train")
+@click.option("--data-dir", default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+def classifier_train(data_dir: str | None, seed: int) -> None:
+    """Re-train it on MNIST's train split (CPU, 1 thread, deterministic) and overwrite the shipped
+    weights and their card (sha256, command, seed, test accuracy); same machine, same checksum."""
+    from lossbench.metrics import classifier as cnn
+
+    cnn.main(data_dir, seed)
+
+
+@classifier.command(name="check")
+@click.option("--data-dir", default=None)
+def classifier_check(data_dir: str | None) -> None:
+    """Load the shipped weights (sha256 checked) and print their test accuracy."""
+    from lossbench.metrics import classifier as cnn
+
+    net = cnn.load()
+    click.echo(f"sha256 ok; test accuracy {cnn.accuracy(net, *cnn.mnist_split('test', data_dir)):.4%}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ import torch
 
 from lossbench import cards, paths
 from lossbench.errors import ConfigError
-from lossbench.gan import batches, data, losses, models, optim, penalties
+from lossbench.gan import batches, data, losses, models, optim, penalties, update_rules
 from lossbench.metrics import registry as metrics_registry
 from lossbench.plugins import Plugins, is_plugin
 from lossbench.registry import unknown_name_message
@@ -42,7 +42,8 @@ class ModelConfig:
     arch: str = "auto"  # "auto": the data set's default architecture
     z_dim: int = 100  # latent size
     z_dist: str = "normal"  # latent distribution: normal (N(0, 1)) | uniform (U(-1, 1)), per coordinate
-    d_batchnorm: bool = False  # batch norm in D where the architecture has it (infogan); no input-gradient penalty
+    d_batchnorm: bool = False  # batch norm in D where the architecture has it (infogan); with a penalty, see below
+    d_batchnorm_penalty: bool = False  # allow d_batchnorm with an input-gradient penalty, as compare_gan ran it
     d_norm: str = "none"  # normalisation of D's weights: none | spectral
     dirac_theta: float = 1.0  # arch dirac: initial theta of G(z) = theta
     dirac_psi: float = 1.0  # arch dirac: initial psi of D(x) = psi * x
@@ -58,6 +59,7 @@ class DataConfig:
 class TrainConfig:
     steps: int = 2000  # budget, in generator steps
     epochs: int = 0  # alternative budget: passes of D over the training set (steps derived); 0 = use steps
+    epoch_samples: int = 0  # examples in an epoch (compare_gan: 50000 on MNIST); 0 = the training set's size
     batch_size: int = 64
     n_critic: int = 1  # D steps per G step
     updates: str = "alternating"  # update rule: alternating | simultaneous (lossbench.train.updates)
@@ -70,6 +72,7 @@ class TrainConfig:
     beta1: float = 0.5  # Adam only
     beta2: float = 0.999  # Adam only
     weight_clip: float = 0.0  # clip D's weights to [-c, c] after each D step; 0 = off (WGAN)
+    g_noise: str = "fresh"  # G's step: fresh (its own z) | d-step (the z of the D step before it, as compare_gan)
     log_every: int = 50  # steps between reads of the loss accumulators
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 500  # steps between checkpoints
@@ -80,6 +83,7 @@ class MetricConfig:
     metrics: tuple[str, ...] = ()  # empty: the data set's defaults (fid, is, kid / modes)
     fid_samples: int = 10000  # generated samples per evaluation (Lucic et al. 2018)
     eval_every: int = 0  # generator steps between evaluations; 0 = only at the end
+    eval_epochs: int = 0  # alternative: epochs between evaluations (eval_every derived as steps are); 0 = off
     reference_split: str = "train"  # real statistics from train or test
     mode_samples: int = 2500  # 2-D mixtures: generated points scored for modes (VEEGAN, PacGAN)
     mode_threshold: int = 1  # 2-D mixtures: high-quality samples that capture a mode (PacGAN's code: 1)
@@ -119,7 +123,8 @@ class RunConfig:
 ADDED_FIELDS: dict[str, Any] = {
     "instance_noise": 0.0, "dirac_theta": 1.0, "dirac_psi": 1.0, "z_dist": "normal", "d_batchnorm": False,
     "epochs": 0, "pack": 1, "mode_samples": 2500, "mode_threshold": 1, "updates": "alternating", "consensus": 0.0,
-    "batching": "iid", "g_bn_stats": "batch",
+    "batching": "iid", "g_bn_stats": "batch", "d_batchnorm_penalty": False, "epoch_samples": 0, "g_noise": "fresh",
+    "eval_epochs": 0,
 }  # fmt: skip
 
 _SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
@@ -129,7 +134,8 @@ KEYS: dict[str, tuple[str, Any]] = {
 }
 _POSITIVE = {"steps", "batch_size", "n_critic", "z_dim", "log_every", "sample_every", "checkpoint_every", "pack",
              "mode_samples", "mode_threshold"}  # fmt: skip
-_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise", "epochs", "consensus"}
+_NON_NEGATIVE = {"penalty_weight", "weight_clip", "eval_every", "instance_noise", "epochs", "epoch_samples",
+                 "eval_epochs", "consensus"}
 # a key that stands for several fields: dirac_init = "theta,psi" (or [theta, psi]); lr = one number for
 # both players (lr_g = lr_d, as compare_gan's single learning rate), or "g,d"
 ALIASES: dict[str, tuple[str, ...]] = {"dirac_init": ("dirac_theta", "dirac_psi"), "lr": ("lr_g", "lr_d")}
@@ -234,6 +240,8 @@ def resolve(*layers: tuple[str, dict[str, Any]], plugins: Plugins = Plugins()) -
     both = "epochs" in level and level["epochs"] == level.get("steps") and merged["epochs"][0] != 0
     if level.get("steps", -1) > level.get("epochs", -1):
         merged.pop("epochs", None)
+    if level.get("eval_every", -1) > level.get("eval_epochs", -1):  # the same for the evaluation schedule
+        merged.pop("eval_epochs", None)
 
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     for key, (value, where) in merged.items():
@@ -252,10 +260,12 @@ def resolve(*layers: tuple[str, dict[str, Any]], plugins: Plugins = Plugins()) -
             points=not source.needs_files
         )
 
+    t = sections["train"]
+    per_epoch = [t.get(k, getattr(TrainConfig, k)) for k in ("batch_size", "n_critic", "epoch_samples")]
+    if (e := sections["metrics"].get("eval_epochs")) and e > 0:
+        sections["metrics"]["eval_every"] = epochs_to_steps(dataset, e, *per_epoch)
     if sections["train"].get("epochs"):
-        t = sections["train"]
-        steps = epochs_to_steps(dataset, t["epochs"], *(t.get(k, getattr(TrainConfig, k))
-                                                        for k in ("batch_size", "n_critic")))  # fmt: skip
+        steps = epochs_to_steps(dataset, t["epochs"], *per_epoch)
         if both and t["epochs"] > 0 and t.get("steps") != steps:  # a negative count: validate names it
             raise ConfigError(f"{merged['epochs'][1]}: set either 'steps' or 'epochs', not both ({t['epochs']} "
                               f"epochs are {steps} steps here, not {t.get('steps')})")  # fmt: skip
@@ -268,6 +278,7 @@ def resolve(*layers: tuple[str, dict[str, Any]], plugins: Plugins = Plugins()) -
     return cfg
 
 
+G_NOISE = ("fresh", "d-step")  # TrainConfig.g_noise
 COMMAND_LINE = "command line"  # the layer of flags: its errors need no prefix, the flag names itself
 
 
@@ -284,11 +295,16 @@ def _named(where: str, exc: ConfigError) -> ConfigError:
     return ConfigError(f"{where}: {message}", key=exc.key)
 
 
-def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int) -> int:
+def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int, epoch_samples: int = 0) -> int:
     """Generator steps of `epochs` passes of D over the N training samples, as compare_gan and PacGAN
     count them: an epoch is floor(N / batch_size) D steps, and G steps once every n_critic D steps:
 
         steps = max(1, floor(epochs * floor(N / batch_size) / n_critic))
+
+    With `epoch_samples` E > 0 an epoch is E examples, counted as compare_gan's TuneParams counts
+    them (`20 * epoch // BATCH_SIZE`, epoch = 50000 on MNIST: 15,625 D steps):
+
+        steps = max(1, floor(floor(epochs * E / batch_size) / n_critic))
 
     Packing does not enter it: each of D's batch_size inputs is then `pack` samples, so an epoch
     reads pack * N samples, as PacGAN's data set holds N packed examples (its
@@ -296,6 +312,8 @@ def epochs_to_steps(dataset: str, epochs: int, batch_size: int, n_critic: int) -
     """
     if epochs < 0 or min(batch_size, n_critic) < 1:
         return 1  # validate names the bad key
+    if epoch_samples > 0:
+        return max(1, epochs * epoch_samples // batch_size // n_critic)
     n = data.size(dataset, "train")
     return max(1, epochs * (n // batch_size) // n_critic)
 
@@ -320,9 +338,12 @@ def validate(cfg: RunConfig) -> None:
         if not 0 <= flat[key] < 1:
             raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}", key=key)
     penalty = penalties.PENALTIES.get(cfg.loss.penalty)
-    if cfg.model.d_batchnorm and penalty.input_gradient:  # two keys at fault: the message names both
+    if cfg.model.d_batchnorm and penalty.input_gradient and not cfg.model.d_batchnorm_penalty:  # two keys at fault
         raise ConfigError(f"d_batchnorm with penalty '{cfg.loss.penalty}': a gradient penalty needs each sample's "
-                          f"own grad_x D(x), which batch norm in D mixes across the batch; switch one off")  # fmt: skip
+                          f"own grad_x D(x), which batch norm in D mixes across the batch; switch one off (or set "
+                          f"d_batchnorm_penalty = true for compare_gan's protocol)")  # fmt: skip
+    if cfg.train.g_noise not in G_NOISE:
+        raise ConfigError(f"'g_noise' must be {' or '.join(G_NOISE)}, got {cfg.train.g_noise!r}", key="g_noise")
     source = data.DATASETS.get(cfg.data.dataset)
     if source.archs and cfg.model.arch not in source.archs:
         raise ConfigError(f"data set '{cfg.data.dataset}' takes arch {' or '.join(source.archs)}, "
@@ -330,9 +351,7 @@ def validate(cfg: RunConfig) -> None:
     with torch.device("meta"):  # shape check only: no memory, no RNG
         models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
     optim.OPTIMIZERS.get(cfg.train.optimizer)
-    from lossbench.train import updates  # the trainer imports this module: looked up at call time
-
-    updates.check(cfg.train)
+    update_rules.check(cfg.train.updates, cfg.train.n_critic, cfg.train.consensus)
     batches.BATCHINGS.get(cfg.train.batching)
     if cfg.train.batching != "iid" and (n := data.size(cfg.data.dataset)) < cfg.train.batch_size:
         raise ConfigError(f"batching '{cfg.train.batching}' reads batches of {cfg.train.batch_size} without "
@@ -341,7 +360,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"'reference_split' must be train or test, got {cfg.metrics.reference_split!r}",
                           key="reference_split")  # fmt: skip
     points = not source.needs_files
-    metrics_registry.check(cfg.metrics.metrics, points=points)
+    metrics_registry.check(cfg.metrics.metrics, points=points, dataset=cfg.data.dataset)
     if not points and metrics_registry.evaluates(cfg.metrics.metrics) and cfg.metrics.fid_samples < 2:
         raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}", key="fid_samples")
 

@@ -10,14 +10,27 @@ Off the training loop's path: metrics go through MLflow's asynchronous batch log
 are uploaded by one background thread. `flush()` waits for both and turns any failure into one
 TrackingError; it runs before a run is ended, before history is read back, and at the end of each
 group of seeds, so nothing is lost or reported out of order.
+
+A run's close is two writes, its outcome tag then its status (`end_run`; MLflow's `log_batch` cannot
+set a status nor `set_terminated` a tag, and one transaction for both would need its private store
+API): the tag is the commit point. Every query returns runs settled (lossbench.outcomes: RUNNING
+with a final outcome is that outcome's status), seed runs one per (configuration, seed), and
+`end_stale` writes a status a killed process did not, when a configuration is resumed.
+
+Store setup is inside the one-line error path: a local sqlite store's first use (MLflow creates its
+schema then) is serialised across processes by a file lock beside the database (`mlflow.db.lock`),
+a corrupt store is one TrackingError naming its file, and a tracking server's requests are bounded
+(HTTP_TIMEOUT_S, HTTP_RETRIES, through MLflow's own variables, unless the user sets them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +38,7 @@ from typing import Any
 
 from lossbench import paths
 from lossbench.errors import TrackingError
+from lossbench.outcomes import STATUS_OF, fault, one_per_seed, settle
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +50,9 @@ TAG_LOSS = "lossbench.loss"
 TAG_DATASET = "lossbench.dataset"
 TAG_ERROR = "lossbench.error"
 PARENT_TAG = "mlflow.parentRunId"
+# a tracking server's bound (MLflow's own defaults, 120 s and 7 retries, are 4 minutes of silence for a
+# server that fails requests, and none at all for one that stalls); the user's own values win
+HTTP_TIMEOUT_S, HTTP_RETRIES = 20, 2
 # MLflow 3 shows an experiment as "model training" (runs table), not GenAI (traces), by this tag...
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # ...and, in the versions that ignore it, by this query parameter of the experiment page
@@ -73,6 +90,7 @@ class RunRecord:
     metrics: dict[str, float]
     start_time: int
     end_time: int | None
+    seed: int = -1
 
 
 @dataclass(frozen=True)
@@ -88,8 +106,11 @@ class SeedResult:
     config_hash: str
     seed: int
     run_id: str
-    finished: bool  # MLflow status FINISHED (diverged, failed, interrupted and running runs are not)
+    finished: bool  # status FINISHED, settled (diverged, failed, interrupted and running runs are not)
     metrics: dict[str, float]  # the latest value of each metric
+    outcome: str = ""
+    parent_id: str = ""
+    start_time: int = 0
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -123,8 +144,24 @@ def redact(uri: str) -> str:
 
 
 def _wrap(action: str, uri: str, exc: Exception) -> TrackingError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    if "Max retries exceeded" in text:  # a tracking server that failed or stalled every try, in its bound
+        return TrackingError(f"tracking server {redact(uri)}: cannot {action}: {_gave_up(text)}")
+    first_line = text.splitlines()[0] if text else type(exc).__name__
     return TrackingError(f"tracking store {redact(uri)}: cannot {action} ({first_line[:200]})")
+
+
+def _gave_up(text: str) -> str:
+    """What MLflow's retrying HTTP client last saw ('too many 500 error responses', 'Read timed out'),
+    and the bound it gave up at."""
+    cause = re.sub(r"^\w+\(['\"]", "", text.rpartition("Caused by ")[2]).rpartition("): ")[2].split(". (")[0]
+    cause = cause.strip("')\"")[:120]
+    tries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)) + 1
+    timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
+    return (
+        f"{cause} after {tries} tries of at most {timeout} s each "
+        "(MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT set the bound)"
+    )
 
 
 class Tracker:
@@ -148,11 +185,17 @@ class Tracker:
             if db.exists() and not os.access(db, os.W_OK) and create:
                 raise TrackingError(f"tracking store {self.uri}: the database file is read-only")
         if self.uri.startswith(("http://", "https://")):
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
             _check_reachable(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment, self.experiment_id = experiment, ""
-        if experiment is not None:
-            self.experiment_id = self._open_experiment(experiment, create)
+        with _setup_lock(self.uri if create else ""):
+            try:
+                self.client = MlflowClient(tracking_uri=self.uri)  # a new sqlite store gets its schema here
+            except Exception as exc:  # a corrupt database, a server's refusal: one line
+                raise _wrap("open it", self.uri, exc) from None
+            if experiment is not None:
+                self.experiment_id = self._open_experiment(experiment, create)
         self._pending: list[Any] = []  # RunOperations of asynchronous metric batches
         self._buffer: dict[str, list[Any]] = {}  # run id -> metrics not yet handed to MLflow
         self._buffer_since = time.monotonic()
@@ -165,8 +208,12 @@ class Tracker:
             if exp is None:
                 if not create:
                     raise TrackingError(f"no experiment '{experiment}' in {redact(self.uri)}")
-                return self.client.create_experiment(experiment, artifact_location=_artifact_root(self.uri),
-                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})  # fmt: skip
+                try:
+                    return self.client.create_experiment(experiment, artifact_location=_artifact_root(self.uri),
+                                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})  # fmt: skip
+                except Exception:  # another process (on a server, unlocked) created it just now
+                    if (exp := self.client.get_experiment_by_name(experiment)) is None:
+                        raise
             return exp.experiment_id
         except TrackingError:
             raise
@@ -190,14 +237,32 @@ class Tracker:
         return run_id
 
     def reopen(self, run_id: str) -> None:
-        """Mark an interrupted run RUNNING again, to continue it under the same id."""
+        """Mark an interrupted run RUNNING again, to continue it under the same id: the status, then the
+        outcome (a kill between the two leaves it as it was, by `settle`)."""
         self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {TAG_OUTCOME: "running"})
 
     def end_run(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+        """End a run: everything sent before, then its tags (the outcome: the commit point), then its status."""
         self.flush(raise_errors=False)  # an ending run keeps everything sent before it ended
         if tags:
             self.set_tags(run_id, tags)
+            fault("after-outcome-tag")
         self.client.set_terminated(run_id, status=status)
+        fault("after-close")
+
+    def end_stale(self, config_hash: str, live: Callable[[str], bool]) -> list[str]:
+        """The repair on resume: write the status a killed process did not, for the configuration's runs
+        (seeds and parent) left RUNNING with a final outcome, unless `live` says a process holds one (it
+        is writing that very status). Returns their ids."""
+        running = self._search(f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and attributes.status = 'RUNNING'")
+        stale = {r.info.run_id: outcome for r in running
+                 if (outcome := r.data.tags.get(TAG_OUTCOME, "")) in STATUS_OF and not live(r.info.run_id)}  # fmt: skip
+        for run_id, outcome in stale.items():
+            self.client.set_terminated(run_id, status=STATUS_OF[outcome])
+            log.info("run %s: ended %s (its outcome, %s, was stored before its process was killed)", run_id,
+                     STATUS_OF[outcome], outcome)  # fmt: skip
+        return list(stale)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -269,51 +334,59 @@ class Tracker:
 
     # --- queries ------------------------------------------------------------------------------
 
-    def seed_runs(self, config_hash: str) -> list[SeedRun]:
-        """Every seed run of a configuration (one query), newest first."""
+    def seed_runs(self, config_hash: str, role: str = "seed") -> list[SeedRun]:
+        """Every seed run (or, with role parent, every parent run: seed -1) of a configuration (one query),
+        newest first, settled."""
         out = [
             SeedRun(
-                seed=int(r.data.tags[TAG_SEED]),
-                run_id=r.info.run_id,
-                status=r.info.status,
-                outcome=r.data.tags.get(TAG_OUTCOME, ""),
-                parent_id=r.data.tags.get(PARENT_TAG),
-                start_time=r.info.start_time,
+                int(r.data.tags.get(TAG_SEED, -1)),
+                r.info.run_id,
+                *_settled(r),
+                r.data.tags.get(PARENT_TAG),
+                r.info.start_time,
             )
-            for r in self._search(f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{TAG_ROLE}` = 'seed'")
+            for r in self._search(f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{TAG_ROLE}` = '{role}'")
         ]
         return sorted(out, key=lambda r: -r.start_time)
 
     def runs(self, role: str = "seed") -> list[RunRecord]:
-        """Every run of the experiment with this role (seed or parent)."""
-        return [
+        """Every run of the experiment with this role (seed or parent), settled; seed runs one per
+        (configuration, seed) (`one_per_seed`)."""
+        out = [
             RunRecord(
                 run_id=r.info.run_id,
                 parent_id=r.data.tags.get(PARENT_TAG, ""),
                 config_hash=r.data.tags.get(TAG_CONFIG_HASH, ""),
-                status=r.info.status,
-                outcome=r.data.tags.get(TAG_OUTCOME, ""),
+                status=(settled := _settled(r))[0],
+                outcome=settled[1],
                 params=dict(r.data.params),
                 metrics=dict(r.data.metrics),
                 start_time=r.info.start_time,
                 end_time=r.info.end_time,
+                seed=int(r.data.tags.get(TAG_SEED, -1)),
             )
             for r in self._search(f"tags.`{TAG_ROLE}` = '{role}'")
         ]
+        return one_per_seed(out) if role == "seed" else out
 
     def seed_results(self, config_hashes: set[str]) -> list[SeedResult]:
-        """The seed runs of these configurations with their final metrics (one query of the experiment)."""
-        return [
+        """The seed runs of these configurations with their final metrics (one query of the experiment),
+        one per (configuration, seed) (`one_per_seed`)."""
+        where = f" and tags.`{TAG_CONFIG_HASH}` = '{next(iter(config_hashes))}'" if len(config_hashes) == 1 else ""
+        return one_per_seed(
             SeedResult(
                 config_hash=r.data.tags[TAG_CONFIG_HASH],
                 seed=int(r.data.tags.get(TAG_SEED, -1)),
                 run_id=r.info.run_id,
-                finished=r.info.status == "FINISHED",
+                finished=(settled := _settled(r))[0] == "FINISHED",
                 metrics=dict(r.data.metrics),
+                outcome=settled[1],
+                parent_id=r.data.tags.get(PARENT_TAG, ""),
+                start_time=r.info.start_time,
             )
-            for r in self._search(f"tags.`{TAG_ROLE}` = 'seed'")
+            for r in self._search(f"tags.`{TAG_ROLE}` = 'seed'{where}")
             if r.data.tags.get(TAG_CONFIG_HASH) in config_hashes
-        ]
+        )
 
     def _search(self, filter_string: str = "") -> Iterable[Any]:
         token = None
@@ -334,6 +407,33 @@ class Tracker:
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         self.flush()
         return [MetricPoint(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+
+def _settled(r: Any) -> tuple[str, str]:
+    return settle(r.info.status, r.data.tags.get(TAG_OUTCOME, ""))
+
+
+@contextlib.contextmanager
+def _setup_lock(uri: str) -> Iterator[None]:
+    """For a local sqlite store, an exclusive lock on `<db>.lock` beside it while MLflow opens it (and
+    creates its schema and the experiment, on first use): concurrent first runs would otherwise race
+    to create the same tables. Nothing for other stores, or where the lock file cannot be made."""
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only folder: nothing will be created there either
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:

@@ -327,3 +327,35 @@ def test_hostile_values_are_named_never_raised() -> None:
         problem = validate.mismatch(saved, expected)
         assert isinstance(problem, str) and "\n" not in problem and problem.startswith(where[0]), (where, problem)
     assert validate.mismatch([1], expected) == "holds a list, not a checkpoint's dictionary"
+
+
+def test_an_epoch_samplers_state_is_checked_before_it_indexes() -> None:
+    """An epoch batching's checkpointed permutation indexes the training set: it passes as written,
+    and an index out of range, a repeated index or a position past the epoch is one line, never an
+    index into data."""
+    import io
+
+    from lossbench.gan import data
+    from lossbench.train import validate
+    from lossbench.train.state import setup
+
+    cfg = resolve(("t", {"dataset": "ring8", "steps": 4, "batching": "epoch"}))
+    state = setup(cfg, 0, data.DATASETS.get("ring8").sample_shape, torch.device("cpu"))
+    state.samplers[0].draw(1000, torch.Generator().manual_seed(0))  # mid-epoch: a permutation and a position
+    blob = io.BytesIO()
+    torch.save(state.state_dict(), blob)
+    expected = validate.expected(cfg, "cpu")
+
+    def tampered(change: Callable[[dict[str, Any]], None]) -> str | None:
+        blob.seek(0)
+        saved = torch.load(blob, weights_only=True)
+        change(saved["batches"])
+        return validate.mismatch(saved, expected)
+
+    assert tampered(lambda b: None) is None
+    assert tampered(lambda b: b.update(order=b["order"] + 1)) == "batches.order is not a permutation of 0..999"
+    assert tampered(lambda b: b["order"].__setitem__(1, b["order"][0].item())) == \
+        "batches.order is not a permutation of 0..999"  # fmt: skip
+    assert tampered(lambda b: b.update(pos=1001)) == "batches.pos is 1001, expected an integer in [0, 1000]"
+    assert tampered(lambda b: b.update(order=b["order"].float())).startswith("batches.order has dtype torch.float32")
+    assert tampered(lambda b: b.update(extra=1)) == "batches.extra is not expected (unknown key)"

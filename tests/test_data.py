@@ -19,7 +19,8 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 def test_sizes_are_known_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000), "cifar10": (50000, 10000),
-                "ring8": (100000, 100000), "grid25": (100000, 100000), "dirac": (1024, 1024)}  # fmt: skip
+                "ring8": (100000, 100000), "grid25": (100000, 100000), "dirac": (1024, 1024),
+                "stacked-mnist": (128000, 26000)}  # fmt: skip
     assert set(expected) == set(data.names())
     monkeypatch.setenv("LOSSBENCH_DATA_DIR", str(tmp_path / "nothing-here"))  # loading would fail (no network)
     assert {name: (data.size(name, "train"), data.size(name, "test")) for name in expected} == expected

@@ -39,8 +39,11 @@ class FakeStore:
     def __init__(self, runs: list[SeedRun]) -> None:
         self.runs = runs
 
-    def seed_runs(self, config_hash: str) -> list[SeedRun]:
-        return self.runs
+    def seed_runs(self, config_hash: str, role: str = "seed") -> list[SeedRun]:
+        return self.runs if role == "seed" else []
+
+    def end_stale(self, config_hash: str, live: object) -> list[str]:
+        return []  # nothing left RUNNING with a final outcome here
 
 
 def test_resume_plan_skips_finished_and_leased_seeds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -37,44 +37,47 @@ def lucic() -> suites.Suite:
     return suites.load("lucic2018")
 
 
-def test_lucic2018_suite_is_the_papers_protocol(lucic: suites.Suite) -> None:
-    assert (lucic.seeds, lucic.reseeds, lucic.best_by) == (1, 50, "fid")  # one run per setting, best x 50
-    assert lucic.search is not None and lucic.search.draws == 100
+def test_lucic2018_suite_is_compare_gans_protocol(lucic: suites.Suite) -> None:
+    assert (lucic.seeds, lucic.reseeds, lucic.best_by) == (1, 50, "best_fid")  # best FID over checkpoints, x 50
+    assert lucic.search is not None and (lucic.search.draws, lucic.search.replay) == (100, "compare_gan")
     assert {c.loss.loss for c in lucic.configs} == LUCIC_LOSSES
     assert {c.data.dataset for c in lucic.configs} == {"mnist", "fashion-mnist", "cifar10"}
     assert len(lucic.configs) == 6 * 3 * 100
-    sizes = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
     for c in lucic.configs:
         assert (c.model.arch, c.model.z_dim, c.model.z_dist) == ("infogan", 64, "uniform")
         assert (c.train.optimizer, c.train.beta2, c.train.batch_size, c.train.pack) == ("adam", 0.999, 64, 1)
         assert (c.metrics.reference_split, c.metrics.fid_samples) == ("test", 10000)
         assert "fid" in c.metrics.metrics
+        # compare_gan's epoch of 50,000 examples: 20 (CIFAR-10: 100) * 50000 // 64 D steps
         epochs = 100 if c.data.dataset == "cifar10" else 20
-        assert c.train.epochs == epochs
-        assert c.train.steps == epochs * (sizes[c.data.dataset] // 64) // c.train.n_critic
-        # the paper's wide ranges
+        assert (c.train.epochs, c.train.epoch_samples) == (epochs, 50000)
+        assert c.train.steps * c.train.n_critic == epochs * 50000 // 64  # 15,625 or 78,125: 5^k, exact
+        assert c.metrics.eval_every == 5 * 50000 // 64 // c.train.n_critic  # save_checkpoint_steps 3,906
         assert c.train.lr_g == c.train.lr_d and 1e-5 <= c.train.lr_g <= 1e-2
-        assert 0.0 <= c.train.beta1 < 1.0 and 1 <= c.train.n_critic <= 5
+        assert 0.0 <= c.train.beta1 < 1.0 and c.train.n_critic in (1, 5)
+        assert c.train.g_noise == ("fresh" if c.loss.loss == "wgan-gp" else "d-step")
         if c.loss.loss == "wgan":
             assert 1e-3 <= c.train.weight_clip <= 1.0
         else:
             assert c.train.weight_clip == 0.0
         if c.loss.loss in ("wgan-gp", "dragan"):
-            assert 0.1 <= c.loss.penalty_weight <= 100.0 and not c.model.d_batchnorm
+            assert 0.1 <= c.loss.penalty_weight <= 100.0 and c.model.d_batchnorm_penalty
             assert c.loss.penalty == {"wgan-gp": "gp", "dragan": "dragan"}[c.loss.loss]
         else:
             assert c.loss.penalty == "none"
 
 
-def test_lucic2018_draws_cover_the_ranges_and_pair_across_losses(lucic: suites.Suite) -> None:
-    mm = [c for c in lucic.configs if c.loss.loss == "minimax" and c.data.dataset == "mnist"]
-    gp = [c for c in lucic.configs if c.loss.loss == "wgan-gp" and c.data.dataset == "mnist"]
-    lrs = [c.train.lr_g for c in mm]
-    assert min(lrs) < 1e-4 and max(lrs) > 1e-3  # log-uniform over three decades, not a grid of 4
-    assert {c.train.n_critic for c in mm} == {1, 2, 3, 4, 5}
-    assert {c.model.d_batchnorm for c in mm} == {True, False}
-    assert [c.train.lr_g for c in gp] == lrs  # the same draws for every loss (paired settings)
-    assert len({c.loss.penalty_weight for c in gp}) == 100
+def test_lucic2018_searches_disc_iters_in_1_5_and_batch_norm_for_every_loss(lucic: suites.Suite) -> None:
+    for loss in LUCIC_LOSSES:
+        mine = [c for c in lucic.configs if c.loss.loss == loss and c.data.dataset == "mnist"]
+        assert {c.train.n_critic for c in mine} == {1, 5}, loss  # AddRange("disc_iters", 1, [1, 5], discrete)
+        assert {c.model.d_batchnorm for c in mine} == {True, False}, loss  # WGAN-GP and DRAGAN too
+        lrs = [c.train.lr_g for c in mine]
+        assert min(lrs) < 1e-4 and max(lrs) > 1e-3  # log-uniform over three decades
+    # every data set re-seeds: the same 100 settings per loss on each
+    by = {d: [c.train.lr_g for c in lucic.configs if c.loss.loss == "dragan" and c.data.dataset == d]
+          for d in ("mnist", "fashion-mnist", "cifar10")}  # fmt: skip
+    assert by["mnist"] == by["fashion-mnist"] == by["cifar10"] and len(set(by["mnist"])) == 100
 
 
 def test_lucic2018_mnist_is_the_first_draws_of_lucic2018(lucic: suites.Suite) -> None:
@@ -137,6 +140,7 @@ def test_cli_dry_run_shows_steps_and_epochs_and_refuses_both(tmp_path: Path) -> 
     (["--z-dist", "cauchy"], "unknown z-dist 'cauchy'"),
     (["--d-batchnorm", "true", "--arch", "mlp"], "has no batch norm in D"),
     (["--d-batchnorm", "true", "--arch", "infogan", "--loss", "wgan-gp"], "d_batchnorm with penalty 'gp'"),
+    (["--g-noise", "last"], "'g_noise' must be fresh or d-step"),
     (["--dataset", "dirac", "--pack", "2"], "takes no packing"),
 ])  # fmt: skip
 def test_bad_protocol_options_are_one_line(flags: list[str], message: str, tmp_path: Path) -> None:
@@ -400,3 +404,99 @@ def test_a_dry_run_never_downloads(tmp_path: Path) -> None:
     assert "timing the plan: 2 configurations on cpu: done in" in result.stderr  # a long timing shows itself
     assert "  no penalty " in result.stdout  # the penalty column in words, not "nonex0"
     assert list(empty.iterdir()) == []
+
+
+# --- compare_gan's schedule, batch norm with a penalty, G's noise (Lucic et al. 2018) -------------
+
+
+def test_compare_gan_epoch_and_evaluation_schedule() -> None:
+    """TuneParams: training_steps = 20 * 50000 // 64 D steps, save_checkpoint_steps = 5 * 50000 // 64."""
+    assert epochs_to_steps("mnist", 20, 64, 1, epoch_samples=50000) == 15625
+    assert epochs_to_steps("mnist", 20, 64, 5, epoch_samples=50000) == 3125
+    assert epochs_to_steps("cifar10", 100, 64, 1, epoch_samples=50000) == 78125
+    cfg = resolve(("suite", {"epochs": 20, "epoch_samples": 50000, "eval_epochs": 5, "n_critic": 5}))
+    assert (cfg.train.steps, cfg.metrics.eval_every) == (3125, 781)
+    assert resolve(("json", cfg.flat())) == cfg  # its flat form resolves to itself
+    # a higher layer's eval_every wins over a lower layer's eval_epochs
+    assert resolve(("suite", {"eval_epochs": 5}), ("flags", {"eval_every": 10})).metrics.eval_every == 10
+    assert resolve(("d", {})).config_hash() == resolve(("d", {"epoch_samples": 0, "eval_epochs": 0, "g_noise": "fresh",
+                                                       "d_batchnorm_penalty": False})).config_hash()  # fmt: skip
+
+
+def test_sweep_dry_run_shows_the_evaluation_schedule(tmp_path: Path) -> None:
+    result = cli("sweep", "lucic2018-mnist", "--dry-run", "--format", "json", "--loss", "wgan",
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 6 and {r["n_critic"] for r in rows} == {1, 5}
+    for r in rows:  # 4 evaluations every 5 epochs (3,906 D steps) and the final one
+        assert (r["steps"] * r["n_critic"], r["eval_every"]) == (15625, 3906 // r["n_critic"])
+        assert r["evaluations"] == 5
+
+
+def test_batch_norm_with_a_gradient_penalty_is_compare_gans() -> None:
+    """compare_gan's WGAN_GP and DRAGAN call D on the penalty's points alone, in training mode, and take
+    tf.gradients of the summed outputs: the gradient runs through that batch's own mean and variance.
+    Allowed only with d_batchnorm_penalty; the penalty equals that computation by hand."""
+    with pytest.raises(ConfigError, match="d_batchnorm with penalty 'gp'"):
+        resolve(("t", {"arch": "infogan", "loss": "wgan-gp", "d_batchnorm": True}))
+    cfg = resolve(("t", {"arch": "infogan", "loss": "wgan-gp", "d_batchnorm": True, "d_batchnorm_penalty": True}))
+    assert cfg.model.d_batchnorm and cfg.loss.penalty == "gp"
+    torch.manual_seed(0)
+    _, D = models.build("infogan", (1, 28, 28), 64, "none", d_batchnorm=True)
+    real, fake, a = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28), torch.rand(8, 1, 1, 1)
+    got = penalties.PENALTIES.get("gp").fn(D, real, fake, (a,))
+    x_hat = (a * real + (1 - a) * fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(D(x_hat).sum(), x_hat)  # through the batch statistics of x_hat
+    assert got.item() == pytest.approx((g.flatten(1).norm(dim=1) - 1).pow(2).mean().item(), rel=1e-5)
+    # the batch's coupling counts: sample 0's own output alone has another gradient at x_0
+    (own,) = torch.autograd.grad(D(x_hat)[0].sum(), x_hat)
+    assert not torch.allclose(own[0], g[0], atol=1e-6)
+
+
+def test_g_noise_d_step_reuses_the_d_steps_z_and_draws_nothing() -> None:
+    from lossbench.train.loop import Draws
+
+    def draws(reuse: bool) -> Draws:
+        return Draws(torch.zeros(10, 2), [{"noise": torch.Generator().manual_seed(3)}], 4, 5, reuse_d_noise=reuse)
+
+    fresh, reuse = draws(False), draws(True)
+    z_fresh, z_reuse = fresh.noise(), reuse.noise()
+    assert torch.equal(z_fresh, z_reuse)
+    assert torch.equal(reuse.g_noise(), z_reuse)  # G's step on the D step's z
+    g_fresh = fresh.g_noise()
+    assert not torch.equal(g_fresh, z_fresh)  # a fresh draw
+    assert torch.equal(reuse.noise(), g_fresh)  # reuse drew nothing for G: its next D step takes draw 2
+
+
+@pytest.mark.slow  # about a minute of CPU (Inception at five evaluations)
+def test_best_fid_is_the_min_over_a_runs_evaluations_and_its_generator_is_kept(tmp_path: Path, feature_cache: Path) -> None:
+    """compare_gan's number is the best FID over a run's checkpoints (BestFIDPerModel): best_fid is the
+    min over every logged fid, best_fid_step its step, and weights/generator_best.pt scores exactly it
+    (each evaluation draws its own stream, eval/<step>). The run is the protocol's: infogan with batch
+    norm in D and WGAN-GP through it, G on the D step's z, evaluations on a schedule."""
+    from lossbench.exec.evaluation import make_evaluator
+    from lossbench.gan import data
+    from lossbench.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    flags = {"dataset": "mnist", "arch": "infogan", "z_dist": "uniform", "z_dim": 64, "loss": "wgan-gp",
+             "d_batchnorm": True, "d_batchnorm_penalty": True, "g_noise": "d-step", "lr": 0.01, "steps": 8,
+             "eval_every": 2, "log_every": 2, "fid_samples": 16, "metrics": "fid", "reference_split": "test"}
+    args = [a for k, v in flags.items() if k != "lr" for a in (f"--{k.replace('_', '-')}", str(v))]
+    result = cli("run", *args, "--lr-g", "0.01", "--lr-d", "0.01", "--seed-start", "4", "--tracking-uri", uri,
+                 "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cfg = resolve(("t", flags))
+    tracker = Tracker(uri, "lossbench")
+    (r,) = tracker.seed_results({cfg.config_hash()})
+    history = [(m.value, m.step) for m in tracker.metric_history(r.run_id, "fid")]
+    assert len(history) == 4  # steps 2, 4, 6 and the final 8
+    assert (r.metrics["best_fid"], r.metrics["best_fid_step"]) == min(history)
+    assert min(history)[1] not in (6, 8)  # this seed's best is neither its last evaluation nor its last in training
+    best = Path(tracker.client.download_artifacts(r.run_id, "weights/generator_best.pt", str(tmp_path / "dl")))
+    G, _ = models.build("infogan", (1, 28, 28), 64, "none", z_dist="uniform", d_batchnorm=True)
+    G.load_state_dict(torch.load(best))
+    train_set = data.load("mnist", None, "train")
+    evaluate = make_evaluator(cfg, torch.device("cpu"), None, train_set, feature_cache, show=False)
+    assert evaluate(G, 4, int(min(history)[1]))["fid"] == pytest.approx(min(history)[0], rel=1e-4)

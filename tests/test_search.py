@@ -214,7 +214,7 @@ def test_json_dry_run_plans_both_stages(first_stage: tuple[str, str]) -> None:
     assert len(runs) == 6 * 3 and {r["stage"] for r in runs} == {"search"}
     keys = set(suite.configs[0].flat())
     for r, (cfg, seed) in zip(runs, [(c, s) for c in suite.configs for s in range(3)]):
-        assert set(r) == keys | {"stage", "config_hash", "seed"} and list(r)[:3] == ["stage", "loss", "dataset"]
+        assert set(r) == keys | {"stage", "config_hash", "evaluations", "seed"} and list(r)[:3] == ["stage", "loss", "dataset"]
         assert r["seed"] == seed and r["config_hash"] == cfg.config_hash() and r["lr_g"] == cfg.train.lr_g
         assert resolve(("json", {k: v for k, v in r.items() if k in keys})) == cfg  # every key, exactly
     assert "stage seeds: needs first-stage results" in fresh.stderr
@@ -378,7 +378,7 @@ def test_malformed_paper_file_is_one_line(text: str, message: str, tmp_path: Pat
 
 
 def test_shipped_paper_files_load() -> None:
-    assert cards.paper_names() == ["lucic2018", "pacgan2018", "veegan2017"]
+    assert cards.paper_names() == ["lucic2018", "pacgan2018", "pacgan2018-stacked", "veegan2017"]
     lucic = cards.paper("lucic2018")
     assert len(lucic.results) == 28 and lucic.protocol["reference_split"] == "test"
     mm = next(r for r in lucic.results if (r.model, r.dataset) == ("minimax", "mnist"))
@@ -399,3 +399,103 @@ def test_unknown_paper_is_one_line_naming_the_valid_ones(store: str, tmp_path: P
     assert result.stderr == ("Error: unknown paper 'lucic' (did you mean 'lucic2018'?); "
                              "valid: lucic2018, pacgan2018, veegan2017\n")  # fmt: skip
     assert not out.exists() and not (tmp_path / "store").exists()
+
+
+# --- compare_gan's own draws, replayed (Lucic et al. 2018) ----------------------------------------
+
+
+def test_compare_gan_replay_is_its_own_sequence() -> None:
+    """The first draws of each loss, computed here from Python's random directly with compare_gan's
+    algorithm (generate_tasks_lib.GetTasks / TuneParams / GetSample, params.py's wide ranges, read at
+    623f646), independently of lossbench.exec.compare_gan:
+
+        random.seed(123); per model in GAN, GAN_MINMAX, WGAN, WGAN_GP, DRAGAN, VAE, LSGAN, BEGAN: the
+        default first, then 99 samples, each one random() per parameter in sorted name order;
+        Python 2 choice(seq) = seq[int(random() * len(seq))]; uniform(a, b) = a + (b - a) * random();
+        a log-scale parameter is 10 ** uniform(lo, hi) over the exponents.
+
+    Parameters per model (sorted): beta1, disc_iters, discriminator_batchnorm, learning_rate (4), plus
+    weight_clipping (WGAN: 5, last), lambda (WGAN_GP, DRAGAN: 5, before learning_rate), lambda and
+    gamma (BEGAN: 6)."""
+    import random as py_random
+
+    rng = py_random.Random(123)
+    u = rng.random
+
+    def first_two(extra: str | None, extra_range: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
+        out = []
+        for _ in range(2):
+            d = {"beta1": 0.0 + (1.0 - 0.0) * u(), "n_critic": [1, 5][int(u() * 2)],
+                 "d_batchnorm": [True, False][int(u() * 2)]}  # fmt: skip
+            if extra == "penalty_weight":  # "lambda" sorts before "learning_rate"
+                d["penalty_weight"] = 10 ** (extra_range[0] + (extra_range[1] - extra_range[0]) * u())
+            d["lr"] = 10 ** (-5.0 + 3.0 * u())
+            if extra == "weight_clip":  # "weight_clipping" sorts last
+                d["weight_clip"] = 10 ** (extra_range[0] + (extra_range[1] - extra_range[0]) * u())
+            out.append(d)
+        return out
+
+    def skip(n_params: int) -> None:  # the rest of the model's 99 samples
+        for _ in range(97 * n_params):
+            u()
+
+    expected = {}
+    expected["non-saturating"] = first_two(None); skip(4)  # noqa: E702  GAN
+    expected["minimax"] = first_two(None); skip(4)  # noqa: E702  GAN_MINMAX
+    expected["wgan"] = first_two("weight_clip", (-3.0, 0.0)); skip(5)  # noqa: E702
+    expected["wgan-gp"] = first_two("penalty_weight", (-1.0, 2.0)); skip(5)  # noqa: E702
+    expected["dragan"] = first_two("penalty_weight", (-1.0, 2.0)); skip(5)  # noqa: E702
+    for _ in range(99 * 4):  # VAE: its draws are consumed
+        u()
+    expected["least-squares"] = first_two(None)
+    defaults = {  # each model's own default setting is its sample 0 (the issue's list, params.py)
+        "non-saturating": {"beta1": 0.0, "lr": 5e-5, "n_critic": 1, "d_batchnorm": True},
+        "minimax": {"beta1": 0.0, "lr": 5e-5, "n_critic": 1, "d_batchnorm": True},
+        "least-squares": {"beta1": 0.5, "lr": 2e-4, "n_critic": 1, "d_batchnorm": True},
+        "wgan": {"beta1": 0.5, "lr": 5e-5, "n_critic": 5, "d_batchnorm": True, "weight_clip": 0.01},
+        "wgan-gp": {"beta1": 0.5, "lr": 1e-4, "n_critic": 5, "d_batchnorm": False, "penalty_weight": 10.0},
+        "dragan": {"beta1": 0.5, "lr": 1e-4, "n_critic": 1, "d_batchnorm": True, "penalty_weight": 10.0},
+    }
+    from lossbench.exec import compare_gan
+
+    for loss, draws in expected.items():
+        got = compare_gan.settings(loss, 3)
+        assert [{k: g[k] for k in defaults[loss]} for g in got[:1]] == [defaults[loss]], loss
+        for want, g in zip(draws, got[1:]):
+            assert {k: g[k] for k in want} == pytest.approx(want, rel=1e-12), loss
+    # and pinned, so a change of Python's random would show: GAN's first draw
+    assert compare_gan.settings("non-saturating", 2)[1]["lr"] == pytest.approx(2.1042663234335317e-05, rel=1e-12)
+
+
+def test_compare_gan_replay_draws_disc_iters_from_1_5_and_defaults_first() -> None:
+    from lossbench.exec import compare_gan
+
+    for loss in compare_gan.LOSSES.values():
+        got = compare_gan.settings(loss, 100)
+        assert len(got) == 100 and {s["n_critic"] for s in got} == {1, 5}, loss  # never 2, 3 or 4
+        assert {s["d_batchnorm"] for s in got} == {True, False}, loss
+    assert compare_gan.settings("wgan-gp", 1) == [
+        {"beta1": 0.5, "lr": 1e-4, "n_critic": 5, "d_batchnorm": False, "penalty_weight": 10.0, "g_noise": "fresh"}]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('replay = "compare-gan"', "unknown replay 'compare-gan'"),
+    ('replay = "compare_gan"\nseed = 3', "drop search.seed"),
+])  # fmt: skip
+def test_bad_replay_is_one_line_at_load(extra: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(f'[base]\ndataset = "mnist"\narch = "mlp"\nsteps = 10\n[grid]\nloss = ["minimax"]\n'
+                    f'[search]\ndraws = 3\n{extra}\n')  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        suites.load(str(path))
+
+
+def test_replay_refuses_a_loss_it_never_drew_and_more_than_its_draws(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    text = '[base]\ndataset = "mnist"\narch = "mlp"\nsteps = 10\n[grid]\nloss = ["{loss}"]\n[search]\ndraws = {n}\nreplay = "compare_gan"\n'
+    path.write_text(text.format(loss="hinge", n=3))
+    with pytest.raises(ConfigError, match="compare_gan drew no settings for loss 'hinge'"):
+        suites.load(str(path))
+    path.write_text(text.format(loss="minimax", n=101))
+    with pytest.raises(ConfigError, match="drew 100 settings per model"):
+        suites.load(str(path))

@@ -181,8 +181,6 @@ def test_suite_past_a_cap_is_refused_before_expansion(text: str, message: str, t
 
 
 
-@pytest.mark.xfail(strict=True, reason="lossbench/exec/search.py's parse looks each [search.by-loss] loss up, which "
-                                       "imports a plugin; suites.load admits it first (a one-line fix there)")
 def test_dry_run_imports_no_plugin_under_search_by_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lossbench.plugins import Plugins
 

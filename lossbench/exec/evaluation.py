@@ -4,6 +4,7 @@ weights or a bad sample count fail here, before any training time is spent."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,8 +16,8 @@ from lossbench import rng
 from lossbench.config import RunConfig
 from lossbench.gan import data
 from lossbench.gan.models import generate
+from lossbench.metrics import classified, modes
 from lossbench.metrics import features as metrics
-from lossbench.metrics import modes
 from lossbench.metrics import registry as metrics_registry
 from lossbench.progress import phase
 
@@ -64,7 +65,8 @@ def _batches(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, size:
 
 def needs_images(cfg: RunConfig, train_set: data.Dataset) -> bool:
     """Whether evaluating this configuration runs Inception (image metrics, not 'none' or 2-D modes)."""
-    return train_set.modes is None and metrics_registry.evaluates(cfg.metrics.metrics)
+    rest = tuple(n for n in cfg.metrics.metrics if n not in classified.owned(cfg.metrics.metrics, cfg.data.dataset))
+    return train_set.modes is None and metrics_registry.evaluates(rest)
 
 
 def open_extractor(cfg: RunConfig, device: torch.device, train_set: data.Dataset) -> metrics.Extractor | None:
@@ -93,6 +95,20 @@ def make_evaluator(
     def stream(seed: int, step: int) -> torch.Generator:
         # its own stream per evaluation, so evaluating never shifts the training streams
         return rng.generator(seed, f"eval/{step}", device)
+
+    if own := classified.owned(m.metrics, cfg.data.dataset):  # the MNIST classifier's: stacked modes, fcd
+        n_fcd = m.fid_samples if "fcd" in own else 0
+        score = classified.evaluator(own, metrics.real_subset(reference_set(cfg, data_dir, train_set).x, n_fcd)
+                                     if n_fcd else train_set.x[:0], m.mode_samples, n_fcd)  # fmt: skip
+        rest = tuple(n for n in m.metrics if n not in own) or ("none",)
+        others = make_evaluator(dataclasses.replace(cfg, metrics=dataclasses.replace(m, metrics=rest)), device,
+                                data_dir, train_set, cache_dir, extractor, show)  # fmt: skip
+
+        def evaluate_classified(G: nn.Module, seed: int, step: int) -> dict[str, float]:
+            g = stream(seed, step)
+            return metrics.drop_missing(score(lambda n: generate(G, n, z_dim, g))) | others(G, seed, step)
+
+        return evaluate_classified
 
     if train_set.modes is not None:  # VEEGAN's and PacGAN's protocol: mode_samples points, not fid_samples
         modes_, std = train_set.modes, train_set.mode_std or 0.0

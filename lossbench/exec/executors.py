@@ -63,7 +63,7 @@ def run_here(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
     """Plan, then train every planned seed of `cfg` here under its parent run."""
     ctx = Context.open(cfg, ex, preflight=True)
     p = plan(ctx.tracker, cfg, ctx.ex)
-    if not p.members:
+    if p.idle:
         log.info("configuration %s: every seed finished or in training elsewhere; nothing to do", cfg.config_hash())
         return summary(cfg, p, None, [])
     parent_id = open_parent(ctx.tracker, cfg, ctx.ex, p)
@@ -123,7 +123,7 @@ def _drive(ray: Any, tracker: Tracker, jobs: list[Job], opts: ExecutorOptions) -
     pending: dict[Any, tuple[int, list[int]]] = {}  # task ref -> (job index, its seeds)
     try:
         for i, ((cfg, ex), p) in enumerate(zip(jobs, plans)):
-            if p.members:
+            if not p.idle:
                 parents[i] = open_parent(tracker, cfg, ex, p)
             for group in groups(p.members, ex.speed.parallel_seeds):
                 seeds = [m.seed for m in group]

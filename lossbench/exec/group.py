@@ -210,8 +210,7 @@ class _Group:
         hooks = Hooks(
             log=lambda k, step, values: tracker.log_metrics(self.run_ids[k], step, values | self._readouts(k)),
             samples=self._log_samples,
-            evaluate=lambda k, step, G: tracker.log_metrics(self.run_ids[k], step, self.ctx.evaluate(G, self.seeds[k],
-                                                                                                step)),
+            evaluate=self._evaluate,
             checkpoint=lambda k, step, st: self._stage_checkpoint(st, k),
             checkpoint_commit=self._commit_checkpoint,
             progress=bar.update,
@@ -264,6 +263,24 @@ class _Group:
         path = samples.save_path(xs, ys, keys, self._folder(k) / "trajectory.png", f"seed {self.seeds[k]}")
         self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
 
+    def _evaluate(self, k: int, step: int, G: torch.nn.Module) -> None:
+        """An evaluation during training, logged; G's weights kept as generator_best.pt when its FID is
+        the run's best so far (strictly lower than every earlier one, as best_fid_step picks the first)."""
+        tracker, run_id = self.ctx.tracker, self.run_ids[k]
+        values = self.ctx.evaluate(G, self.seeds[k], step)
+        earlier = [m.value for m in tracker.metric_history(run_id, "fid")] if "fid" in values else []
+        tracker.log_metrics(run_id, step, values)
+        if "fid" in values and all(values["fid"] < v for v in earlier):
+            self._keep_best(k, step, G)
+
+    def _keep_best(self, k: int, step: int, G: torch.nn.Module) -> None:
+        """G's weights at the run's best evaluation, in the store (weights/generator_best.pt), so a
+        resumed run keeps them; one local file per step, as an upload reads it until flush()."""
+        (folder := self._folder(k) / f"best-{step}").mkdir(exist_ok=True)
+        path = folder / "generator_best.pt"
+        torch.save(G.state_dict(), path)
+        self.ctx.tracker.log_artifact(self.run_ids[k], path, "weights")
+
     def _folder(self, k: int) -> Path:
         folder = self.workdir / str(self.seeds[k])
         folder.mkdir(exist_ok=True)
@@ -313,6 +330,8 @@ class _Group:
         G = self.state.players.generator(k)
         final = self.ctx.evaluate(G, seed, outcome.step)
         final |= _best(tracker, run_id, final, outcome.step)
+        if final.get("best_fid_step") == outcome.step and "fid" in final and final["best_fid"] == final["fid"]:
+            self._keep_best(k, outcome.step, G)  # the last evaluation is the best: its weights are the best ones
         tracker.log_metrics(run_id, outcome.step, final)
         for name, module in (("generator.pt", G), ("discriminator.pt", self.state.players.discriminator(k))):
             torch.save(module.state_dict(), self._folder(k) / name)

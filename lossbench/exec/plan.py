@@ -4,7 +4,14 @@ For each seed of the execution config: skip it (it already finished and the call
 seeds or resumes), continue its run (resuming, and it was interrupted or left running by a process
 that died: from its checkpoint when it has one, else from step 0 in the same run), skip it while a
 live process holds its run's lease (exec.lease; one line says who), or start a new run. The plan
-also names the parent run to continue (the one its interrupted seeds belong to), if any.
+also names the parent run to continue (the one its interrupted seeds belong to, else, resuming, the
+configuration's newest parent that has not finished), if any.
+
+Resuming first repairs what a SIGKILL between a run's two closing writes left (tracking.end_stale):
+a run left RUNNING with a final outcome tag ends with that outcome's status, unless a live process
+holds its lease. Readers already count such a run as ended (outcomes.settle), so a seed whose
+status write was lost is skipped as finished, never trained again; and a parent left RUNNING or
+KILLED between seeds is reused, not duplicated, so its aggregates cover every seed.
 `lossbench run`, the Ray executor (driver and tasks) and `lossbench sweep` all plan with it, and
 group seeds with `groups`.
 """
@@ -42,11 +49,19 @@ class Plan:
     parent_id: str | None  # the parent run to continue; None: open a new one
     busy: tuple[int, ...] = ()  # seeds whose run another live process is training
 
+    @property
+    def idle(self) -> bool:
+        """Nothing to do: no seed to train and no unfinished parent to close (a kill after its last
+        seed's close left it RUNNING; seeds in training elsewhere leave it to their process)."""
+        return not self.members and not (self.parent_id and not self.busy)
+
 
 def plan(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, parent_id: str | None = None) -> Plan:
     """Plan ex's seeds of cfg; with parent_id, only runs under that parent count (a Ray task's retry).
     A corrupt or unsafe checkpoint fails here, before any run is touched. Resuming skips finished seeds
     too: a resume continues the configuration, it never trains a finished seed again."""
+    if ex.resume:  # the repair (never in a dry run's planning, which skips finished seeds without it)
+        tracker.end_stale(cfg.config_hash(), lambda run_id: lease.holder(ex.checkpoints, run_id) is not None)
     every = tracker.seed_runs(cfg.config_hash())
     runs = every if parent_id is None else [r for r in every if r.parent_id == parent_id]
     known: dict[int, frozenset[str]] = {}
@@ -69,7 +84,14 @@ def plan(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, parent_id: str | None
     if parent_id is None and ex.resume:
         continued = {m.run_id for m in members if m.run_id}
         parent_id = next((r.parent_id for r in runs if r.run_id in continued and r.parent_id), None)
+        parent_id = parent_id or _unfinished_parent(tracker, cfg.config_hash())
     return Plan(cfg.config_hash(), tuple(skipped), tuple(members), parent_id, tuple(busy))
+
+
+def _unfinished_parent(tracker: Tracker, config_hash: str) -> str | None:
+    """The configuration's newest parent run that did not finish (left RUNNING by a kill, or KILLED
+    between seeds): a resume goes on under it rather than opening a second one."""
+    return next((r.run_id for r in tracker.seed_runs(config_hash, role="parent") if r.status != "FINISHED"), None)
 
 
 def _member(seed: int, resumable: list[SeedRun], cfg: RunConfig, ex: ExecConfig, known: frozenset[str]) -> Member:

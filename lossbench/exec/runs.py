@@ -11,7 +11,7 @@ import lossbench
 from lossbench.config import ExecConfig, RunConfig, to_json
 from lossbench.exec.plan import Plan
 from lossbench.metrics.registry import METRICS
-from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_ROLE, Tracker
+from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_OUTCOME, TAG_ROLE, Tracker
 
 
 @dataclass
@@ -46,7 +46,8 @@ def open_parent(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, plan: Plan) ->
         tracker.reopen(plan.parent_id)
         return plan.parent_id
     params = cfg.flat() | {"seeds": len(ex.seed_values()), "lossbench_version": lossbench.__version__}
-    parent_id = tracker.start_run(f"{cfg.loss.loss}/{cfg.data.dataset}", params, run_tags(cfg) | {TAG_ROLE: "parent"})
+    tags = run_tags(cfg) | {TAG_ROLE: "parent", TAG_OUTCOME: "running"}
+    parent_id = tracker.start_run(f"{cfg.loss.loss}/{cfg.data.dataset}", params, tags)
     tracker.log_text(parent_id, to_json(cfg), "config.json")
     return parent_id
 
@@ -54,7 +55,7 @@ def open_parent(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, plan: Plan) ->
 def kill_parents(tracker: Tracker, parent_ids: list[str]) -> None:
     """Training stopped by an exception or a signal: its parent runs end KILLED."""
     for parent_id in parent_ids:
-        tracker.end_run(parent_id, "KILLED")
+        tracker.end_run(parent_id, "KILLED", {TAG_OUTCOME: "interrupted"})
 
 
 def summary(cfg: RunConfig, plan: Plan, parent_id: str | None, trained: list[SeedResult]) -> RunSummary:
@@ -63,11 +64,15 @@ def summary(cfg: RunConfig, plan: Plan, parent_id: str | None, trained: list[See
 
 
 def close_parent(tracker: Tracker, cfg: RunConfig, plan: Plan, parent_id: str, trained: list[SeedResult]) -> RunSummary:
-    """Across-seed aggregates on the parent run (the MLflow UI's compare view), then FINISHED."""
-    finished = [r for r in trained if r.outcome == "finished"]
+    """Across-seed aggregates on the parent run (the MLflow UI's compare view), then FINISHED. The
+    aggregates are over every seed run under the parent as the store has it (one per seed), so a
+    parent resumed after a kill between seeds counts the seeds finished before it too."""
+    tracker.flush()
+    runs = [r for r in tracker.seed_results({cfg.config_hash()}) if r.parent_id == parent_id]
+    finished = [r for r in runs if r.finished]
     values: dict[str, float] = {
         "seeds_finished": float(len(finished)),
-        "seeds_diverged": float(sum(r.outcome == "diverged" for r in trained)),
+        "seeds_diverged": float(sum(r.outcome == "diverged" for r in runs)),
     }
     keys = {k for name in cfg.metrics.metrics for k in METRICS.get(name).keys} | {"best_fid"}
     for key in sorted(keys):
@@ -76,5 +81,5 @@ def close_parent(tracker: Tracker, cfg: RunConfig, plan: Plan, parent_id: str, t
             values[f"{key}_mean"] = statistics.fmean(vals)
             values[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
     tracker.log_metrics(parent_id, cfg.train.steps, values)
-    tracker.end_run(parent_id, "FINISHED")
+    tracker.end_run(parent_id, "FINISHED", {TAG_OUTCOME: "finished"})
     return summary(cfg, plan, parent_id, trained)

@@ -18,6 +18,10 @@ the suite is read, with its own hash:
     [search.by-loss.wgan]             # drawn only for the configurations of one loss
     weight_clip = {log-uniform = [1e-3, 1.0]}
 
+Replay: `replay = "compare_gan"` in [search] (with `draws`, and no seed, keys or by-loss) takes
+another program's own draws instead, in its order: draw k of a loss is that program's sample k
+(lossbench/exec/compare_gan.py: Lucic et al.'s settings, the loss's default first).
+
 Determinism: each key draws from its own stream, Python's `random.Random` seeded with the string
 "<seed>:<key>" (whose `random()` sequence Python keeps stable across versions), never from global
 state. So the same seed gives the same draws, another seed other draws; adding, removing or
@@ -47,13 +51,16 @@ from typing import Any
 
 from lossbench.config import ALIASES, KEYS, RunConfig
 from lossbench.errors import ConfigError
+from lossbench.exec import compare_gan
 from lossbench.gan import losses
 from lossbench.metrics.registry import METRICS, higher_is_better
+from lossbench.plugins import is_plugin
 from lossbench.registry import unknown_name_message
 from lossbench.tracking import Tracker
 
 DISTRIBUTIONS = ("choice", "int-range", "log-uniform", "uniform")
-SEARCH_KEYS = ("draws", "seed", "keys", "by-loss")
+SEARCH_KEYS = ("draws", "seed", "keys", "by-loss", "replay")
+REPLAYS = {"compare_gan": compare_gan}  # replay = NAME: another program's own draws (lossbench.exec.compare_gan)
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,12 @@ class Search:
     seed: int
     keys: tuple[Distribution, ...]
     by_loss: tuple[tuple[str, tuple[Distribution, ...]], ...] = ()  # (loss, its own keys)
+    replay: str = ""  # one of REPLAYS: its draws instead of keys and by-loss
 
     def settings(self, loss: str | None = None) -> list[dict[str, Any]]:
         """The draws, in order: one {key: value} per draw (with `loss`'s own keys, if it has any)."""
+        if self.replay:
+            return REPLAYS[self.replay].settings(loss or "", self.draws)
         columns = {}
         for d in (*self.keys, *dict(self.by_loss).get(loss or "", ())):
             rng = random.Random(f"{self.seed}:{d.key}")
@@ -152,6 +162,8 @@ def parse(raw: Any, where: str, fixed: set[str]) -> Search:
         raise ConfigError(f"{where}: search.draws must be an integer >= 1, got {draws!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"{where}: search.seed must be an integer >= 0, got {seed!r}")
+    if "replay" in raw:
+        return _replay(raw, draws, where, fixed)
     keys = raw.get("keys", {})
     if not isinstance(keys, dict) or not keys:
         raise ConfigError(f"{where}: [search.keys] must name at least one key and its distribution")
@@ -161,7 +173,8 @@ def parse(raw: Any, where: str, fixed: set[str]) -> Search:
         raise ConfigError(f"{where}: 'search.by-loss' must be a table of tables ([search.by-loss.LOSS])")
     per_loss = []
     for loss, table in by_loss.items():
-        losses.get(loss)  # an unknown loss: one line with the closest name
+        if not is_plugin(loss):  # a plugin is imported only when it trains (the command line admitted it)
+            losses.get(loss)  # an unknown loss: one line with the closest name
         if not isinstance(table, dict) or not table:
             raise ConfigError(f"{where}: [search.by-loss.{loss}] must name at least one key and its distribution")
         _check_keys(table, f"search.by-loss.{loss}", where, fixed)
@@ -169,6 +182,23 @@ def parse(raw: Any, where: str, fixed: set[str]) -> Search:
             raise ConfigError(f"{where}: '{both[0]}' is in both [search.keys] and [search.by-loss.{loss}]; keep one")
         per_loss.append((loss, tuple(_distribution(k, v, where) for k, v in table.items())))
     return Search(draws, seed, tuple(_distribution(k, v, where) for k, v in keys.items()), tuple(per_loss))
+
+
+def _replay(raw: dict[str, Any], draws: int, where: str, fixed: set[str]) -> Search:
+    """search.replay = NAME: that program's own draws, in its order; nothing else to draw."""
+    name = raw["replay"]
+    if name not in REPLAYS:
+        raise ConfigError(f"{where}: search.replay: {unknown_name_message('replay', str(name), list(REPLAYS))}")
+    if other := sorted(set(raw) & {"seed", "keys", "by-loss"}):
+        raise ConfigError(f"{where}: search.replay = '{name}' draws its own settings (its seed, keys and order); "
+                          f"drop search.{other[0]}")  # fmt: skip
+    if both := sorted({f for k in REPLAYS[name].fields() for f in (k, *ALIASES.get(k, ()))} & fixed):
+        raise ConfigError(f"{where}: '{both[0]}' is both replayed from {name} and set by [grid] or [[settings]]; "
+                          "keep one")  # fmt: skip
+    if draws > REPLAYS[name].SAMPLES:
+        raise ConfigError(f"{where}: search.draws: {name} drew {REPLAYS[name].SAMPLES} settings per model; "
+                          f"replay at most that many, not {draws}")  # fmt: skip
+    return Search(draws, 0, (), (), name)
 
 
 def _check_keys(table: dict[str, Any], name: str, where: str, fixed: set[str]) -> None:
@@ -183,6 +213,8 @@ def drawn_fields(search: Search | None) -> list[str]:
     """The configuration fields the search draws (aliases as their fields), in the table's order."""
     if search is None:
         return []
+    if search.replay:
+        return list(dict.fromkeys(f for k in REPLAYS[search.replay].fields() for f in ALIASES.get(k, (k,))))
     keys = [d.key for d in search.keys] + [d.key for _, ds in search.by_loss for d in ds]
     return list(dict.fromkeys(f for k in keys for f in ALIASES.get(k, (k,))))
 

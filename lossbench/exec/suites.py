@@ -20,6 +20,7 @@
     lr_d = {log-uniform = [1e-5, 1e-2]}
     [search.by-loss.wgan]        # keys drawn only for one loss's configurations
     weight_clip = {log-uniform = [1e-3, 1.0]}
+    # or, instead of seed, keys and by-loss: replay = "compare_gan" (that program's own draws)
 
 The [search] table, its distributions, its determinism and the second stage are described in
 lossbench/exec/search.py. Every configuration is resolved (and so validated) when the suite is read,
@@ -104,7 +105,10 @@ def load(name_or_path: str, plugins: Plugins = Plugins()) -> Suite:
             point = base | dict(zip(grid, combo)) | setting
             point |= by_dataset.get(point.get("dataset", DataConfig.dataset), {})
             loss = point.get("loss", LossConfig.loss)
-            draws = search.settings(loss if isinstance(loss, str) else None) if search else [{}]
+            try:
+                draws = search.settings(loss if isinstance(loss, str) else None) if search else [{}]
+            except ConfigError as exc:  # a replay that drew nothing for this loss
+                raise ConfigError(f"{path}: search.replay: {exc}") from None
             for j, draw in enumerate(draws):
                 values = point | draw
                 where = (f"{path} ({', '.join(f'{k}={v}' for k, v in zip(grid, combo))}; settings[{i}]"

@@ -85,12 +85,13 @@ def _plan(cfgs: list[RunConfig], seeds: int, stage: str, tracker: Tracker, max_r
 
 def json_lines(planned: list[Planned]) -> list[str]:
     """One JSON object per planned (configuration, seed): stage, loss, dataset, every config key, its
-    hash and the seed."""
+    hash, the seed, and its evaluations per seed (the final one included: the schedule's cost)."""
     out = []
     for p in planned:
         flat = p.cfg.flat()
         head = {"stage": p.stage, "loss": flat.pop("loss"), "dataset": flat.pop("dataset")}
-        out += [json.dumps(head | flat | {"config_hash": p.cfg.config_hash(), "seed": s}) for s in p.seeds]
+        tail = {"config_hash": p.cfg.config_hash(), "evaluations": evaluations_per_seed(p.cfg)}
+        out += [json.dumps(head | flat | tail | {"seed": s}) for s in p.seeds]
     return out
 
 

@@ -232,3 +232,10 @@ def _dirac(split: str) -> Dataset:
 
 DATASETS.add("dirac", DataSource(lambda root, split: _dirac(split), "dirac", (1,), False, archs=("dirac",),
                                  default_metrics=("none",), sizes={"train": 1024, "test": 1024}))  # fmt: skip
+
+
+# --- stacked MNIST: three MNIST digits as R, G, B (lossbench.gan.stacked) ----------------------
+from lossbench.gan import stacked as _stacked  # noqa: E402
+
+DATASETS.add(_stacked.NAME, DataSource(_stacked.load, "pacgan-dcgan", (3, 28, 28), needs_files=True,
+                                       default_metrics=("modes",), sizes=dict(_stacked.SIZES)))  # fmt: skip

@@ -9,7 +9,8 @@ A builder takes (shape, z_dim, pack=1, d_batchnorm=False, **options):
   default D uses no statistic across the batch, so per-sample gradient penalties stay valid and the
   trainer may score real and fake samples in one call (lossbench.train.players); a D with batch
   statistics is scored on real and fake batches separately, and takes no input-gradient penalty
-  (the configuration refuses that pairing). Its batch norm always uses the batch's statistics
+  (the configuration refuses that pairing) unless d_batchnorm_penalty, compare_gan's protocol: the
+  penalty's points are then one more batch, and grad_x runs through its statistics. Its batch norm always uses the batch's statistics
   (D is never run in eval mode), so it keeps no running averages.
 
 Each G carries two plain attributes set by `build`: `z_dist` (its latent distribution,
@@ -379,3 +380,6 @@ def generate(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, batch
     ]
     G.train(was_training)
     return rescale(torch.cat(out), getattr(G, "data_range", STANDARD_RANGE), STANDARD_RANGE)
+
+
+from lossbench.gan import pacgan_dcgan as _pacgan_dcgan  # noqa: E402,F401  (registers arch pacgan-dcgan)

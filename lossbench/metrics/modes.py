@@ -68,3 +68,36 @@ def mode_metrics(samples: Tensor, modes: Tensor, std: float, threshold: int = DE
     else:
         reverse_kl = math.nan  # no high-quality sample: the histogram is 0/0
     return {"modes": float(captured), "high_quality": total / len(samples), "reverse_kl": reverse_kl}
+
+
+# --- stacked MNIST: modes are digit triples ---------------------------------------------------
+# fjxmlzn/PacGAN, stacked_MNIST_experiments/VEEGAN_experiment/model.py (DCGAN.log_metrics) and
+# config.py: num_test_sample = 26,000 generated images per evaluation; each of the three channels
+# is classified by the MNIST classifier (evaluate.py: the argmax of its softmax) and the triple of
+# digits is the sample's mode; "mode coverage" is the number of distinct triples seen (so a mode is
+# captured by one sample), and KL = JSD().KLD(p, q) = sum_{k: p_k > 0} p_k log(p_k / q_k) with p the
+# histogram of triples over the 1,000 modes and q uniform (1/1,000): KL(p || u), natural log, as
+# reverse_kl above. VEEGAN (Srivastava et al. 2017, Table 2) reports the same two numbers.
+
+TRIPLES = 1000  # 10^3 digit triples
+STACKED_SAMPLES = 26_000  # generated images PacGAN scores per evaluation
+
+
+def triple_mode_metrics(digits: Tensor, threshold: int = DEFAULT_THRESHOLD) -> dict[str, float]:
+    """{"modes", "reverse_kl"} of digit labels `digits` (N x 3, each in 0..9), one row per sample:
+
+        t_i = 100 d_i0 + 10 d_i1 + d_i2,  c_t = #{i : t_i = t}    (t in 0..999)
+        modes      = #{t : c_t >= threshold}                      (threshold 1 in PacGAN's code)
+        reverse_kl = sum_{t : c_t > 0} p_t log(1000 p_t),  p_t = c_t / N   (= KL(p || uniform))
+    """
+    if threshold < 1:
+        raise ValueError(f"threshold must be >= 1 sample, got {threshold}")
+    d = torch.as_tensor(digits).detach().cpu().long()
+    if d.dim() != 2 or d.shape[1] != 3 or len(d) == 0:
+        raise ValueError(f"digits must be N x 3 with N >= 1, got shape {tuple(d.shape)}")
+    if bool(((d < 0) | (d > 9)).any()):
+        raise ValueError("digits must lie in 0..9")
+    counts = torch.bincount(d[:, 0] * 100 + d[:, 1] * 10 + d[:, 2], minlength=TRIPLES).double()
+    p = counts[counts > 0] / counts.sum()
+    reverse_kl = max(0.0, float((p * (p * TRIPLES).log()).sum()))
+    return {"modes": float(int((counts >= threshold).sum())), "reverse_kl": reverse_kl}

@@ -15,6 +15,16 @@ class MetricSpec:
     higher_is_better: bool  # the direction of its keys (and of best_NAME) ...
     points: bool | None  # for 2-D point data (True), images (False), or any (None)
     lower_is_better: tuple[str, ...] = ()  # ... except these keys, where lower is better (modes: reverse_kl)
+    datasets: tuple[str, ...] = ()  # image data sets it applies to (its own scorer); () = by `points` alone
+
+    def applies(self, points: bool, dataset: str | None) -> bool:
+        """Whether it scores this data: 2-D points by `points`; images by `points`, and when
+        `datasets` is set only those (modes: 2-D mixtures and stacked-mnist; fcd: mnist, stacked-mnist)."""
+        if points:
+            return self.points in (True, None)
+        if self.datasets:
+            return dataset in self.datasets
+        return self.points in (False, None)
 
     def __post_init__(self) -> None:
         if stray := set(self.lower_is_better) - set(self.keys):
@@ -28,7 +38,9 @@ METRICS.add("kid", MetricSpec(("kid_mean", "kid_std"), higher_is_better=False, p
 METRICS.add("pr", MetricSpec(("precision", "recall"), higher_is_better=True, points=False))
 METRICS.add("dc", MetricSpec(("density", "coverage"), higher_is_better=True, points=False))
 METRICS.add("modes", MetricSpec(("modes", "high_quality", "reverse_kl"), higher_is_better=True, points=True,
-                                lower_is_better=("reverse_kl",)))  # fmt: skip
+                                lower_is_better=("reverse_kl",), datasets=("stacked-mnist",)))  # fmt: skip
+# the classifier Frechet distance (lossbench.metrics.classified): the project's MNIST CNN, never Inception
+METRICS.add("fcd", MetricSpec(("fcd",), higher_is_better=False, points=False, datasets=("mnist", "stacked-mnist")))
 METRICS.add("none", MetricSpec((), higher_is_better=False, points=None))  # no evaluation: losses only
 
 
@@ -41,15 +53,16 @@ def defaults_for(points: bool) -> tuple[str, ...]:
     return ("modes",) if points else ("fid", "is", "kid")
 
 
-def check(names: tuple[str, ...], points: bool) -> None:
+def check(names: tuple[str, ...], points: bool, dataset: str | None = None) -> None:
     if "none" in names and len(names) > 1:
         raise ConfigError(f"metric 'none' (no evaluation) cannot be combined with others: {', '.join(names)}",
                           key="metrics")  # fmt: skip
     for name in names:
-        if METRICS.get(name).points not in (points, None):
+        if not METRICS.get(name).applies(points, dataset):
             kind = "2-D point" if points else "image"
-            valid = [n for n in METRICS.names() if METRICS.get(n).points in (points, None)]
-            raise ConfigError(f"metric '{name}' does not apply to {kind} data; valid: {', '.join(valid)}",
+            kind = f"{kind} data set '{dataset}'" if dataset else f"{kind} data"
+            valid = [n for n in METRICS.names() if METRICS.get(n).applies(points, dataset)]
+            raise ConfigError(f"metric '{name}' does not apply to {kind}; valid: {', '.join(valid)}",
                               key="metrics")  # fmt: skip
 
 

@@ -27,6 +27,8 @@ class Draws:
     sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
     z_dist: str = "normal"  # lossbench.gan.latent
     samplers: list[Sampler] = field(default_factory=list)  # per seed (lossbench.gan.batches)
+    reuse_d_noise: bool = False  # G's step takes the z of the D step before it (g_noise "d-step")
+    last: Tensor | None = None  # the latest z drawn
 
     def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
         n, bs = self.data.shape[0], self.batch_size
@@ -34,8 +36,14 @@ class Draws:
         return self.data.index_select(0, idx).view(len(self.streams), bs, *self.data.shape[1:])
 
     def noise(self) -> Tensor:  # (S, B, z_dim)
-        return torch.stack([latent.sample(self.z_dist, (self.batch_size, self.z_dim), s["noise"], self.data.device)
-                            for s in self.streams])  # fmt: skip
+        self.last = torch.stack([latent.sample(self.z_dist, (self.batch_size, self.z_dim), s["noise"], self.data.device)
+                                 for s in self.streams])  # fmt: skip
+        return self.last
+
+    def g_noise(self) -> Tensor:
+        """G's z: a fresh draw, or with reuse_d_noise the z of the D step just before (compare_gan's
+        run_single_train_step feeds G the batch_z of that D step), drawing nothing."""
+        return self.last if self.reuse_d_noise and self.last is not None else self.noise()
 
     def instance_noise(self, like: Tensor) -> Tensor | None:
         """sigma * N(0, 1) noise shaped like a batch of samples (S, B, *sample), or None when off."""

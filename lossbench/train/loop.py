@@ -58,9 +58,9 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     One outcome per seed: a seed that diverges stops reporting, its siblings go on."""
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
     draws = Draws(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, cfg.loss.instance_noise,
-                  cfg.model.z_dist, state.samplers)  # fmt: skip
+                  cfg.model.z_dist, state.samplers, reuse_d_noise=t.g_noise == "d-step")  # fmt: skip
     seeds = _Seeds(P.size)
-    step = UPDATES.get(t.updates).step
+    step = UPDATES.get(t.updates)
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
             return seeds.ended("interrupted", state.step)

@@ -19,13 +19,12 @@ state's accumulators and advances state.step by one generator step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from lossbench.errors import ConfigError
+from lossbench.gan.update_rules import RULES
 from lossbench.registry import Registry
 from lossbench.train.consensus import consensus_gradients
 from lossbench.train.draws import Draws
@@ -39,25 +38,7 @@ if TYPE_CHECKING:
 StepFn = Callable[["Players", Draws, "TrainState", "TrainConfig"], None]
 
 
-@dataclass(frozen=True)
-class UpdateRule:
-    step: StepFn
-    critic_steps: bool  # takes n_critic D steps per G step (else exactly one of each)
-    consensus: bool  # takes the consensus term (gradients of both players at one point)
-
-
-UPDATES: Registry[UpdateRule] = Registry("update rule", key="updates")
-
-
-def check(t: TrainConfig) -> None:
-    """Refuse combinations a rule does not define, in one line naming the key at fault."""
-    rule = UPDATES.get(t.updates)
-    if not rule.critic_steps and t.n_critic != 1:
-        raise ConfigError(f"updates '{t.updates}' takes one step of each player on the same fakes: n_critic must "
-                          f"be 1, got {t.n_critic}", key="n_critic")  # fmt: skip
-    if t.consensus > 0 and not rule.consensus:
-        raise ConfigError(f"consensus {t.consensus} needs updates 'simultaneous' (both players' gradients at one "
-                          f"point), not '{t.updates}'", key="consensus")  # fmt: skip
+UPDATES: Registry[StepFn] = Registry("update rule", key="updates")  # the names of lossbench.gan.update_rules
 
 
 def clip_weights(P: Players, c: float) -> None:
@@ -92,7 +73,7 @@ def g_row(P: Players, g_loss: Tensor, d_fake: Tensor, d_fake_grad: Tensor, grad_
 def g_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
     its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
-    z = draws.noise()
+    z = draws.g_noise()
     real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
     g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
     d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
@@ -148,5 +129,6 @@ def simultaneous(P: Players, draws: Draws, state: TrainState, t: TrainConfig) ->
     state.window += 1
 
 
-UPDATES.add("alternating", UpdateRule(alternating, critic_steps=True, consensus=False))
-UPDATES.add("simultaneous", UpdateRule(simultaneous, critic_steps=False, consensus=True))
+UPDATES.add("alternating", alternating)
+UPDATES.add("simultaneous", simultaneous)
+assert set(UPDATES.names()) == set(RULES.names()), "a step function for every update rule, and no other"

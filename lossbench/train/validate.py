@@ -46,6 +46,7 @@ KERNEL_CHOICES = ("fused", "foreach")  # group switches that pick kernels, not t
 MODULES = ("G", "D")
 OPTIMIZERS = ("opt_g", "opt_d")
 STREAMS, ACCUMULATORS = "streams", ("acc_d", "acc_g")
+BATCHES = "batches"  # the seed's batch sampler (lossbench.gan.batches); checkpoints before batching hold none
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def _expected(cfg: RunConfig, device: str | None) -> Expected:
         STREAMS: {name: _generator_state(device) for name in rng.STREAMS},
         "acc_d": torch.zeros(len(D_KEYS)),
         "acc_g": torch.zeros(len(G_KEYS)),
+        BATCHES: {},
     }
     return Expected(template, cfg.train.steps)
 
@@ -109,7 +111,7 @@ def mismatch(state: Any, exp: Expected) -> str | None:
     if not isinstance(state, dict):
         return f"holds a {type(state).__name__}, not a checkpoint's dictionary"
     t = exp.template
-    if problem := _keys(state, t, ""):
+    if problem := _keys(state, {k: v for k, v in t.items() if k != BATCHES or k in state}, ""):
         return problem
     for key in MODULES:
         if problem := _tensor_dict(state[key], t[key], key):
@@ -126,7 +128,7 @@ def mismatch(state: Any, exp: Expected) -> str | None:
     for key in ACCUMULATORS:
         if problem := _accumulator(state[key], t[key], key):
             return problem
-    return None
+    return _batches(state.get(BATCHES, {}))
 
 
 def _where(prefix: str, key: Any) -> str:
@@ -237,6 +239,23 @@ def _integer(found: Any, where: str, low: int, high: int) -> str | None:
     if not low <= found <= high:
         return f"{where} is {found:.6g}, expected an integer in [{low}, {high}]"
     return None
+
+
+def _batches(found: Any) -> str | None:
+    """A sampler's state: empty (iid, or before the first draw), or an epoch's permutation of the
+    training set's n inputs (int64, each index once) and the inputs of it already read (0..n)."""
+    if not isinstance(found, dict) or not found:
+        return None if found == {} else f"{BATCHES} is a {type(found).__name__}, expected a dictionary"
+    if problem := _keys(found, {"order": None, "pos": None}, BATCHES):
+        return problem
+    order = found["order"]
+    if not isinstance(order, Tensor) or order.layout != torch.strided or order.device.type != "cpu":
+        return f"{BATCHES}.order is a {type(order).__name__}, expected a tensor of indices on the cpu"
+    if order.dtype != torch.int64 or order.dim() != 1:
+        return f"{BATCHES}.order has dtype {order.dtype} and shape {_shape(order.shape)}, expected int64 of shape (n,)"
+    if not torch.equal(torch.sort(order).values, torch.arange(order.numel())):
+        return f"{BATCHES}.order is not a permutation of 0..{order.numel() - 1}"
+    return _integer(found["pos"], f"{BATCHES}.pos", 0, order.numel())
 
 
 def _streams(found: Any, template: dict[str, Tensor | None]) -> str | None:
