@@ -8,13 +8,13 @@ import math
 
 import pytest
 import torch
+from test_fast_paths import PARALLEL, train
 
 from lossbench.gan import losses
 from lossbench.train import counterfactual as signals
 from lossbench.train.players import g_objective
 from lossbench.train.state import G_KEYS
 from lossbench.train.updates import g_row
-from test_fast_paths import PARALLEL, float64, train  # noqa: F401 - float64 is a fixture
 
 
 def sig(x: float) -> float:
@@ -30,6 +30,14 @@ CLOSED = {
 }
 TRAINED = {"minimax": "g_signal_minimax", "non-saturating": "g_signal_ns", "dragan": "g_signal_ns",
            "least-squares": "g_signal_ls"}  # fmt: skip
+
+
+@pytest.fixture
+def float64():
+    """In float64 the stacked and plain paths round alike to 1e-9 over these runs (test_fast_paths)."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
 
 
 class _One:

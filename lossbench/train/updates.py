@@ -27,9 +27,9 @@ from torch import Tensor
 from lossbench.gan.update_rules import RULES
 from lossbench.registry import Registry
 from lossbench.train.consensus import consensus_gradients
+from lossbench.train.counterfactual import counterfactual_signals
 from lossbench.train.draws import Draws
 from lossbench.train.players import Players, learning_signal, pack
-from lossbench.train.counterfactual import counterfactual_signals
 
 if TYPE_CHECKING:
     from lossbench.config import TrainConfig

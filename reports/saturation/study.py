@@ -65,8 +65,8 @@ def spread(x: np.ndarray) -> str:
 
 def analyse(data: dict, steps: int, eval_every: int) -> str:
     first, early = eval_every, 2 * eval_every
-    md = ["| optimiser, n_critic | minimax fcd, step %d (median [min-max], 5 seeds) | non-saturating | ratio of medians | p (one-sided U) | p Holm | rejects? | predicted |" % steps,
-          "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    md = [f"| optimiser, n_critic | minimax fcd, step {steps} (median [min-max], 5 seeds) | non-saturating | "
+          "ratio of medians | p (one-sided U) | p Holm | rejects? | predicted |", "|---|---|---|---|---|---|---|---|"]
     ps, rows = [], []
     for cell in CELLS:
         mm, ns = at(data[cell]["minimax"], "fcd", steps), at(data[cell]["non-saturating"], "fcd", steps)
@@ -77,26 +77,30 @@ def analyse(data: dict, steps: int, eval_every: int) -> str:
                   f"{p:.3f} | {ph:.3f} | {'yes' if ph < ALPHA else 'no'} | {'yes' if PREDICTED[cell] else 'no'} |")
     mm, ns = at(data[("adam", 5)]["minimax"], "fcd", early), at(data[("adam", 5)]["non-saturating"], "fcd", early)
     md += ["", f"S1 (Adam, n_critic 5, step {early}): minimax {spread(mm)}, non-saturating {spread(ns)}, "
-               f"one-sided U p = {mwu_greater(mm, ns):.3f} (predicted < {ALPHA})", ""]  # fmt: skip
-    md += [f"S2, on each run's own logits, median over the first {steps // 10} steps (minimax runs | non-saturating runs):", "",
-           "| optimiser, n_critic | g_signal_minimax | g_signal_ns | g_signal_minimax | g_signal_ns | minimax runs' d_fake |",
-           "|---|---|---|---|---|---|"]  # fmt: skip
+           f"one-sided U p = {mwu_greater(mm, ns):.3f} (predicted < {ALPHA})", ""]
+    md += [f"S2, on each run's own logits, median over the first {steps // 10} steps "
+           "(minimax runs | non-saturating runs):", "",
+           "| optimiser, n_critic | g_signal_minimax | g_signal_ns | g_signal_minimax | g_signal_ns | "
+           "minimax runs' d_fake |", "|---|---|---|---|---|---|"]
     for cell in CELLS:
         vals = [early_median(data[cell][loss], key, steps // 10) for loss in LOSSES
                 for key in ("g_signal_minimax", "g_signal_ns")]  # fmt: skip
         d = early_median(data[cell]["minimax"], "d_fake", steps // 10)
         md.append(f"| {cell[0]}, {cell[1]} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {d:.2f} |")
-    md += ["", f"S3, fcd improvement of the median seed from step {first} to step {steps} (1 - fcd_{steps} / fcd_{first}):", "",
-           "| optimiser, n_critic | minimax | non-saturating |", "|---|---|---|"]  # fmt: skip
+    md += ["", f"S3, fcd improvement of the median seed from step {first} to step {steps} "
+           f"(1 - fcd_{steps} / fcd_{first}):", "",
+           "| optimiser, n_critic | minimax | non-saturating |", "|---|---|---|"]
     for cell in CELLS:
         gains = [1 - np.median(at(data[cell][loss], "fcd", steps)) / np.median(at(data[cell][loss], "fcd", first))
                  for loss in LOSSES]  # fmt: skip
         md.append(f"| {cell[0]}, {cell[1]} | {100 * gains[0]:.0f}% | {100 * gains[1]:.0f}% |")
     if SEED_LOOP in data[("adam", 1)]:
-        seed, ns = at(data[("adam", 1)][SEED_LOOP], "fcd", steps), at(data[("adam", 1)]["non-saturating"], "fcd", steps)
+        seed = at(data[("adam", 1)][SEED_LOOP], "fcd", steps)
+        ns = at(data[("adam", 1)]["non-saturating"], "fcd", steps)
         p = float(stats.mannwhitneyu(seed, ns, alternative="two-sided", method="exact").pvalue)
         md += ["", f"The seed's loop (non-saturating, Adam, n_critic 1, epoch batching): fcd at step {steps} "
-                   f"{spread(seed)}; beside non-saturating, Adam, n_critic 1 ({spread(ns)}): two-sided U p = {p:.3f}"]  # fmt: skip
+               f"{spread(seed)}; beside non-saturating, Adam, n_critic 1 ({spread(ns)}): "
+               f"two-sided U p = {p:.3f}"]
     return "\n".join(md)
 
 
