@@ -16,6 +16,8 @@ Each figure is the best of --repeat timings (the median for logging), as timeit 
             none: the overhead in % of step time
   features  Inception feature extraction (FID/KID/IS), images/s, with the FLOP count used
   signals   the cost of the learning signal (g_signal, g_grad_norm, d_grad_norm) in % of step time
+  counterfactual  the cost of the counterfactual signals (g_signal_minimax, _ns, _ls) in % of step
+            time, one seed and --seeds stacked
   profile   torch.profiler over the seeds trained together: host and device time per step, kernels per
             step, the operators that take the most time (what bounds the step)
 """
@@ -375,8 +377,44 @@ def bench_signals(device: torch.device, args: argparse.Namespace) -> None:
           f"{100 * max(ratios):.1f}]")  # fmt: skip
 
 
+def bench_counterfactual(device: torch.device, args: argparse.Namespace) -> None:
+    """The cost of the counterfactual signals (lossbench.train.counterfactual) on every G step: whole
+    runs with and without them (replaced by zeros of the same shape), alternating in one process,
+    medians of --repeat; and the added operations alone (the signals on a (S, B) d_f and the row's
+    concatenation), timed back to back with plain steps on the same state."""
+    import statistics
+    from unittest import mock
+
+    from lossbench.train import counterfactual, updates
+
+    x, shape, _ = dataset("mnist", device)
+    cfg = configure("mnist", "mlp", args.steps, sample_every=10**9, checkpoint_every=10**9)
+    k = len(counterfactual.KEYS)
+    off = mock.patch.object(updates, "counterfactual_signals", lambda d: torch.zeros(d.shape[0], k, device=d.device))
+    for seeds, speed in (([0], None), (list(range(args.seeds)), SpeedConfig(parallel_seeds=True))):
+        on_t, off_t, ratios = [], [], []
+        for _ in range(args.repeat):
+            on_t.append(time_training(cfg, x, shape, device, seeds, speed))
+            with off:
+                off_t.append(time_training(cfg, x, shape, device, seeds, speed))
+            step = min(on_t[-1], off_t[-1]) / args.steps
+            d_fake, row = torch.randn(len(seeds), cfg.train.batch_size, device=device), torch.zeros(len(seeds), 3)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(100):
+                torch.cat([row, counterfactual.counterfactual_signals(d_fake)], dim=1)
+            sync(device)
+            ratios.append((time.perf_counter() - start) / 100 / step)
+        a, b = statistics.median(on_t), statistics.median(off_t)
+        print(f"counterfactual mlp/mnist, {len(seeds)} seed(s){' stacked' if speed else ''}, {args.steps} steps, "
+              f"median of {args.repeat}: {args.steps / b:.1f} steps/s without, {args.steps / a:.1f} with "
+              f"({100 * (a - b) / b:+.1f}% of step time end to end); the added operations alone: "
+              f"{100 * statistics.median(ratios):.2f}% of step time [{100 * min(ratios):.2f}-{100 * max(ratios):.2f}]")
+
+
 BENCHES = {"matmul": bench_matmul, "train": bench_train, "seeds": bench_seeds, "logging": bench_logging,
-           "features": bench_features, "signals": bench_signals, "profile": bench_profile}  # fmt: skip
+           "features": bench_features, "signals": bench_signals, "counterfactual": bench_counterfactual,
+           "profile": bench_profile}  # fmt: skip
 
 
 def main() -> None:

@@ -123,7 +123,8 @@ def learning_signal(d_fake_grad: Tensor) -> Tensor:
         g_signal = B * mean_i |dL_G / d d_f,i|
 
     how much gradient each fake's logit passes back to G (minimax: sigma(d_f), which vanishes when D
-    rejects the fakes; non-saturating: 1 - sigma(d_f)). Read off the G step's own backward pass."""
+    rejects the fakes; non-saturating: 1 - sigma(d_f)). Read off the G step's own backward pass;
+    what the other losses would pass through the same d_f is lossbench.train.counterfactual's."""
     return d_fake_grad.abs().mean(-1) * d_fake_grad.shape[-1]
 
 

@@ -17,11 +17,13 @@ from lossbench import rng
 from lossbench.config import RunConfig, SpeedConfig, arch_options
 from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
+from lossbench.train import counterfactual
 from lossbench.train.players import D_STATS, Players, Single, Stacked
 from lossbench.train.speed import Precision
 
 D_KEYS = (*D_STATS, "d_grad_norm")  # the D-step accumulator's columns: means over a log window
-G_KEYS = ("g_loss", "g_signal", "g_grad_norm")  # the G-step accumulator's columns
+# the G-step accumulator's columns; new ones go last, so an older checkpoint's fill a prefix
+G_KEYS = ("g_loss", "g_signal", "g_grad_norm", *counterfactual.KEYS)
 LOSS_KEYS = (*D_STATS, "g_loss")  # a non-finite one of these means the seed diverged
 
 
@@ -70,7 +72,7 @@ class TrainState:
                 g.set_state(state["streams"][name])
         self.samplers[k].load_state_dict(state.get("batches", {}))  # checkpoints before batching hold none
         for acc, saved in ((self.acc_d[k], state["acc_d"]), (self.acc_g[k], state["acc_g"])):
-            saved = saved.reshape(-1)  # checkpoints before the learning signals hold fewer columns
+            saved = saved.reshape(-1)  # older checkpoints hold fewer columns: the rest start the window at 0
             acc.zero_()
             acc[: saved.numel()].copy_(saved)
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from lossbench.gan.update_rules import RULES
 from lossbench.registry import Registry
 from lossbench.train.consensus import consensus_gradients
+from lossbench.train.counterfactual import counterfactual_signals
 from lossbench.train.draws import Draws
 from lossbench.train.players import Players, learning_signal, pack
 
@@ -61,6 +62,14 @@ def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> N
     state.acc_d += torch.cat([stats, grad_norm[:, None]], dim=1)
 
 
+def g_row(P: Players, g_loss: Tensor, d_fake: Tensor, d_fake_grad: Tensor, grad_norm: Tensor) -> Tensor:
+    """The G step's accumulator row per seed (S, len(G_KEYS)): L_G, g_signal (off the trained loss's
+    dL_G/dd_f), ||grad_G L_G||, then the counterfactual signals on the same d_f (train.counterfactual)."""
+    signal = learning_signal(d_fake_grad).reshape(P.size)
+    own = torch.stack([g_loss.detach(), signal, grad_norm], dim=1)
+    return torch.cat([own, counterfactual_signals(d_fake.reshape(P.size, -1))], dim=1)
+
+
 def g_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
     its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
@@ -70,10 +79,9 @@ def g_step(P: Players, draws: Draws, state: TrainState) -> None:
     d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
     P.opt_g.zero_grad(set_to_none=True)
     g_loss.sum().backward()
-    signal = learning_signal(d_fake.grad).reshape(P.size)
     grad_norm = P.grad_norms(P.g_parameters())
     P.opt_g.step()
-    state.acc_g += torch.stack([g_loss.detach(), signal, grad_norm], dim=1)
+    state.acc_g += g_row(P, g_loss, d_fake, d_fake.grad, grad_norm)
     state.step += 1
     state.window += 1
 
@@ -116,8 +124,7 @@ def simultaneous(P: Players, draws: Draws, state: TrainState, t: TrainConfig) ->
     P.opt_g.step()
     clip_weights(P, t.weight_clip)
     state.acc_d += torch.cat([stats, d_norm[:, None]], dim=1)
-    signal = learning_signal(d_fake_grad).reshape(P.size)
-    state.acc_g += torch.stack([g_loss.detach(), signal, g_norm], dim=1)
+    state.acc_g += g_row(P, g_loss, d_fake, d_fake_grad, g_norm)
     state.step += 1
     state.window += 1
 
