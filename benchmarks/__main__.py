@@ -338,7 +338,7 @@ def bench_signals(device: torch.device, args: argparse.Namespace) -> None:
     import statistics
     from unittest import mock
 
-    from lossbench.train import loop, players
+    from lossbench.train import players, updates
 
     x, shape, _ = dataset("mnist", device)
     cfg = configure("mnist", "mlp", args.steps, sample_every=10**9, checkpoint_every=10**9)
@@ -350,7 +350,7 @@ def bench_signals(device: torch.device, args: argparse.Namespace) -> None:
     for _ in range(args.repeat):
         with_signal.append(time_training(cfg, x, shape, device, [0]))
         with mock.patch.object(players.Single, "grad_norms", zeros), \
-                mock.patch.object(loop, "learning_signal", lambda grad: torch.zeros((), device=device)):
+                mock.patch.object(updates, "learning_signal", lambda grad: torch.zeros((), device=device)):
             without.append(time_training(cfg, x, shape, device, [0]))
     a, b = statistics.median(with_signal), statistics.median(without)
     # direct: the added operations alone, timed back to back with plain steps on the same state
