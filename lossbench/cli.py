@@ -555,8 +555,10 @@ def ui(tracking_uri: str | None, experiment: str, port: int, host: str, open_: b
 def sample(
     run_id: str, count: int, out: str, seed: int, tracking_uri: str | None, device: str, allow_plugins: tuple[str, ...]
 ) -> None:  # fmt: skip
-    """Write N PNGs (or points.csv for 2-D data) from a run's saved generator. A run whose loss is a
-    plugin is refused unless --allow-plugin names that plugin: the store does not choose code to run."""
+    """Write N PNGs (or points.csv for 2-D data) from a run's saved generator, or from a logged one:
+    RUN_ID may be a runs:/<run id>/generator (or generator_best) or models:/<name>@<alias> URI. A run
+    whose loss is a plugin is refused unless --allow-plugin names that plugin: the store does not choose
+    code to run (a logged generator is a torch program: it needs no loss, nor any plugin)."""
     from lossbench.exec import sampling
 
     written = sampling.write_samples(run_id, count, Path(out), seed, tracking_uri, device, _plugins(allow_plugins))

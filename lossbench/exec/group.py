@@ -27,8 +27,8 @@ import torch
 import lossbench
 from lossbench import progress, rng
 from lossbench.config import ExecConfig, RunConfig, resolve_exec
-from lossbench.errors import CheckpointError, ConfigError, LossbenchError
-from lossbench.exec import lease, samples
+from lossbench.errors import CheckpointError, ConfigError, LossbenchError, TrackingError
+from lossbench.exec import generators, lease, samples
 from lossbench.exec.estimate import estimate
 from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, real_cached, reference_set
 from lossbench.exec.plan import Member
@@ -339,8 +339,22 @@ class _Group:
         if self.has_readouts:  # the path of the architecture's scalars (the Dirac-GAN's theta, psi)
             self._log_path(k)
         tracker.flush()
+        self._log_models(k, G, outcome.step)
         tracker.end_run(run_id, "FINISHED", {TAG_OUTCOME: "finished"})
         return SeedResult(seed, run_id, "finished", outcome.step, final)
+
+    def _log_models(self, k: int, G: torch.nn.Module, step: int) -> None:
+        """The last and best generators as MLflow models (exec.generators); a failure is a warning: the
+        run's weights are stored already."""
+        tracker, run_id = self.ctx.tracker, self.run_ids[k]
+        best = None
+        if "weights/generator_best.pt" in tracker.artifacts(run_id, "weights"):
+            best = tracker.download(run_id, "weights/generator_best.pt", self._folder(k) / "best-model")
+        try:
+            took = generators.log_models(tracker, run_id, G, self.ctx.cfg.model.z_dim, step, best)
+            log.info("seed %d: generator logged as an MLflow model in %.1f s", self.seeds[k], took)
+        except TrackingError as exc:
+            log.warning("seed %d: %s", self.seeds[k], exc)
 
 
 def _best(tracker: Tracker, run_id: str, final: dict[str, float], step: int) -> dict[str, float]:

@@ -1,0 +1,67 @@
+"""Generators as MLflow models, and MLflow's conventions on lossbench's runs: a logged generator loads
+with `mlflow.pytorch.load_model` in a process that never imports lossbench and gives the run's own
+samples; `lossbench sample` reads runs:/ and models:/ URIs; inputs, descriptions, tags; the registry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from mlflow import MlflowClient
+from test_cli import lossbench, runs_by_role
+
+TINY = ("--steps", "2", "--metrics", "none", "--no-progress")
+
+LOAD = """
+import sys, torch, mlflow, mlflow.pytorch
+mlflow.set_tracking_uri(sys.argv[1])
+G = mlflow.pytorch.load_model(sys.argv[2])
+z = torch.load(sys.argv[3])
+with torch.no_grad():
+    torch.save(G(z), sys.argv[4])
+print(sorted(m for m in sys.modules if m.split(".")[0] == "lossbench"))
+"""
+
+
+def _seed_run(store: str, *args: str):
+    lossbench("run", "--dataset", "ring8", *TINY, "--tracking-uri", store, *args)
+    (run,) = runs_by_role(store)["seed"]
+    return run
+
+
+def test_logged_generator_loads_without_lossbench_and_gives_the_runs_samples(store: str, tmp_path: Path) -> None:
+    run_id = _seed_run(store).info.run_id
+    from lossbench.exec.sampling import load_generator
+    from lossbench.gan.models import STANDARD_RANGE, rescale
+
+    G, cfg = load_generator(run_id, store, torch.device("cpu"))
+    z = torch.randn(5, cfg.model.z_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        own = rescale(G.eval()(z), getattr(G, "data_range", STANDARD_RANGE), STANDARD_RANGE)
+    torch.save(z, tmp_path / "z.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the loader cannot see the worktree
+    proc = subprocess.run([sys.executable, "-c", LOAD, store, f"runs:/{run_id}/generator", str(tmp_path / "z.pt"),
+                           str(tmp_path / "x.pt")], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"  # no lossbench module was imported to load it
+    loaded = torch.load(tmp_path / "x.pt")
+    assert loaded.shape == own.shape == (5, 2)
+    torch.testing.assert_close(loaded, own, rtol=0, atol=1e-6)
+    (model,) = MlflowClient(store).search_logged_models([runs_by_role(store)["seed"][0].info.experiment_id])
+    assert (model.name, model.source_run_id) == ("generator", run_id)  # on the run's page, in its experiment
+
+
+def test_sample_reads_a_runs_uri(store: str, tmp_path: Path) -> None:
+    run_id = _seed_run(store).info.run_id
+    lossbench("sample", f"runs:/{run_id}/generator", "-n", "7", "--out", str(tmp_path / "a"), "--tracking-uri", store)
+    lossbench("sample", run_id, "-n", "7", "--out", str(tmp_path / "b"), "--tracking-uri", store)
+    from_uri = (tmp_path / "a" / "points.csv").read_text().splitlines()
+    assert len(from_uri) == 8
+    assert from_uri == (tmp_path / "b" / "points.csv").read_text().splitlines()  # same latents, same samples
+    bad = lossbench("sample", f"runs:/{run_id}/nothing", "--out", str(tmp_path / "c"), "--tracking-uri", store,
+                    check=False)  # fmt: skip
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "no logged generator" in bad.stderr
