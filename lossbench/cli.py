@@ -174,6 +174,8 @@ speed_options = _options(
                  help="torch's fused Adam (one kernel per update), or its multi-kernel foreach form."),
     click.option("--cuda-graphs", is_flag=True,
                  help="CUDA graphs of G and D (torch.compile's reduce-overhead mode); CUDA only."),
+    click.option("--system-metrics/--no-system-metrics", default=False, show_default=True,
+                 help="MLflow's system metrics (CPU, memory, GPU) sampled on each seed run; needs psutil."),
 )  # fmt: skip
 
 executor_options = _options(
@@ -241,6 +243,7 @@ def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
         checkpoint_dir=kwargs["checkpoint_dir"],
         resume=kwargs["resume"],
         progress=not kwargs["no_progress"],
+        system_metrics=kwargs.get("system_metrics", False),
         **extra,
     )
 
@@ -438,7 +441,10 @@ def sweep(
         return
     (st,) = stages
     ex = _exec_config(kwargs | {"seeds": 1, "seed_start": 0, "resume": True, "no_progress": kwargs["no_progress"]})
-    summaries = sweep_mod.run(plans[st], ex, executor, opts)
+    summaries = sweep_mod.run(plans[st], ex, executor, opts, spec)
+    if st == "seeds":  # each (loss, data set)'s best configuration, in MLflow's model registry
+        for line in sweep_mod.register_best(spec, tracker, loss_filter, dataset_filter):
+            say(line)
     counts: dict[str, int] = {}
     for s in summaries:
         for k, n in s.counts().items():

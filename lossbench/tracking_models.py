@@ -106,6 +106,14 @@ def register(client: Any, name: str, run_id: str, model_name: str, alias: str, d
     return int(mv.version)
 
 
+def alias_run(client: Any, name: str, alias: str) -> str | None:
+    """The run of the version `alias` points at in registered model `name`; None when there is none."""
+    try:
+        return client.get_model_version_by_alias(name, alias).run_id
+    except Exception:  # noqa: BLE001 - no such model or alias
+        return None
+
+
 def _model_id(client: Any, run_id: str, model_name: str) -> str | None:
     """The id of the logged model `model_name` of the run (its latest), or None."""
     run = client.get_run(run_id)

@@ -17,7 +17,8 @@ ROOT = Path(lossbench.__file__).parent
 # A module may import modules of its own rank or lower, never higher.
 RANK = {
     "errors": 0, "registry": 0, "rng": 0, "paths": 0, "cards": 0, "tracking": 0, "progress": 0, "procs": 0, "files": 0,
-    "tracking_models": 0, "outcomes": 0, "folders": 0, "manifest": 0, "ui": 0, "caps": 0, "plugins": 0,
+    "tracking_models": 0, "tracking_conventions": 0, "outcomes": 0, "folders": 0, "manifest": 0, "ui": 0, "caps": 0,
+    "plugins": 0,
     "lossbench": 1,  # the package root: lossbench.mode_metrics defers to gan and metrics
     "gan": 1, "metrics": 1, "losses": 1, "penalties": 1,  # losses/penalties: public re-exports of gan's
     "config": 2,
@@ -25,7 +26,8 @@ RANK = {
     "exec": 4,
     "cli": 5, "__main__": 6,
 }  # fmt: skip
-MLFLOW_MODULES = {"lossbench.tracking", "lossbench.tracking_models"}  # the store; generators as MLflow models
+# the store; generators as MLflow models; MLflow's conventions (inputs, descriptions, images, system metrics)
+MLFLOW_MODULES = {"lossbench.tracking", "lossbench.tracking_models", "lossbench.tracking_conventions"}
 NEVER = {"metrics": {"train", "exec", "cli"}, "report": {"train", "exec", "cli"}, "gan": {"config", "train", "exec"}}
 
 

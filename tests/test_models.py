@@ -4,6 +4,7 @@ samples; `lossbench sample` reads runs:/ and models:/ URIs; inputs, descriptions
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -65,3 +66,60 @@ def test_sample_reads_a_runs_uri(store: str, tmp_path: Path) -> None:
     bad = lossbench("sample", f"runs:/{run_id}/nothing", "--out", str(tmp_path / "c"), "--tracking-uri", store,
                     check=False)  # fmt: skip
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "no logged generator" in bad.stderr
+
+
+def test_runs_record_their_data_description_stage_commit_and_sample_images(store: str) -> None:
+    seed = _seed_run(store)
+    client = MlflowClient(store)
+    (parent,) = runs_by_role(store)["parent"]
+    from lossbench.tracking_conventions import DataInput, git_commit
+
+    digest = DataInput("ring8", "train", 100_000, 1, "training").digest
+    for run in (seed, parent):
+        (inp,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert (inp.dataset.name, inp.dataset.digest) == ("ring8:train", digest)
+        assert [(t.key, t.value) for t in inp.tags] == [("mlflow.data.context", "training")]
+        assert json.loads(inp.dataset.profile)["num_rows"] == 100_000
+        assert run.data.tags["lossbench.stage"] == "run" and "lossbench.suite" not in run.data.tags
+        commit = git_commit(Path(__file__).resolve().parent)
+        assert commit and run.data.tags["mlflow.source.git.commit"] == commit
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**non-saturating on ring8 (configuration ")
+    assert parent.data.tags["lossbench.config_hash"] in note
+    images = [a.path for a in client.list_artifacts(seed.info.run_id, "images")]
+    assert any(p.startswith("images/samples+step+2+") for p in images), images  # the UI's step slider, at step 2
+
+
+SUITE = """description = "Two seeds of the best of two learning rates"
+seeds = 1
+reseeds = 2
+best_by = "modes"
+[base]
+dataset = "ring8"
+steps = 2
+[grid]
+loss = ["non-saturating"]
+lr_g = [1e-4, 2e-4]
+"""
+
+
+def test_a_suites_seeds_stage_registers_its_best_seed_run(store: str, tmp_path: Path) -> None:
+    (path := tmp_path / "tiny.toml").write_text(SUITE)
+    lossbench("sweep", str(path), "--tracking-uri", store, "--no-progress")
+    out = lossbench("sweep", str(path), "--stage", "seeds", "--tracking-uri", store, "--no-progress").stdout
+    client = MlflowClient(store)
+    version = client.get_model_version_by_alias("lossbench-tiny-non-saturating-ring8", "best")
+    seeds = runs_by_role(store)["seed"]
+    chosen = client.get_run(version.run_id)
+    assert chosen.data.tags["lossbench.suite"] == "tiny"
+    best_hash = chosen.data.tags["lossbench.config_hash"]
+    reseeded = [r for r in seeds if r.data.tags["lossbench.config_hash"] == best_hash]
+    assert {r.data.tags["lossbench.stage"] for r in reseeded} == {"search", "seeds"}
+    best = max(reseeded, key=lambda r: (r.data.metrics["modes"], -int(r.data.tags["lossbench.seed"])))
+    assert version.run_id == best.info.run_id and version.version == "1"
+    assert "registered lossbench-tiny-non-saturating-ring8 version 1 as @best" in out
+    for parent in runs_by_role(store)["parent"]:
+        assert "Suite `tiny`: Two seeds of the best of two learning rates" in parent.data.tags["mlflow.note.content"]
+    again = lossbench("sweep", str(path), "--stage", "seeds", "--tracking-uri", store, "--no-progress").stdout
+    assert "registered" not in again
+    assert len(client.search_model_versions("name='lossbench-tiny-non-saturating-ring8'")) == 1
