@@ -120,6 +120,10 @@ def test_a_suites_seeds_stage_registers_its_best_seed_run(store: str, tmp_path: 
     assert "registered lossbench-tiny-non-saturating-ring8 version 1 as @best" in out
     for parent in runs_by_role(store)["parent"]:
         assert "Suite `tiny`: Two seeds of the best of two learning rates" in parent.data.tags["mlflow.note.content"]
+    name = "models:/lossbench-tiny-non-saturating-ring8@best"  # the registered model samples as its run does
+    lossbench("sample", name, "-n", "5", "--out", str(tmp_path / "m"), "--tracking-uri", store)
+    lossbench("sample", best.info.run_id, "-n", "5", "--out", str(tmp_path / "r"), "--tracking-uri", store)
+    assert (tmp_path / "m" / "points.csv").read_text() == (tmp_path / "r" / "points.csv").read_text()
     again = lossbench("sweep", str(path), "--stage", "seeds", "--tracking-uri", store, "--no-progress").stdout
     assert "registered" not in again
     assert len(client.search_model_versions("name='lossbench-tiny-non-saturating-ring8'")) == 1

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import torch
 
+from lossbench import tracking_models
 from lossbench.config import ExecConfig, RunConfig, SpeedConfig
 from lossbench.errors import ConfigError, DataError
 from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
+from lossbench.exec.generators import MODEL_LAST
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
 from lossbench.exec.search import Choice, choose
 from lossbench.exec.suites import Suite
 from lossbench.gan import data
 from lossbench.metrics.features import Extractor
-from lossbench import tracking_models
-from lossbench.exec.generators import MODEL_LAST
 from lossbench.metrics.registry import higher_is_better
 from lossbench.tracking import Tracker
 from lossbench.tracking_models import registered_name
