@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow import MlflowClient
 from test_cli import lossbench, runs_by_role
@@ -103,6 +104,7 @@ lr_g = [1e-4, 2e-4]
 """
 
 
+@pytest.mark.slow  # two stages of a suite and three samplings: a minute on two CPU cores
 def test_a_suites_seeds_stage_registers_its_best_seed_run(store: str, tmp_path: Path) -> None:
     (path := tmp_path / "tiny.toml").write_text(SUITE)
     lossbench("sweep", str(path), "--tracking-uri", store, "--no-progress")

@@ -20,7 +20,7 @@ from lossbench.tracking_conventions import (
     TAG_GIT_COMMIT,
     TAG_NOTE,
     TAG_STAGE,
-    TAG_SUITE,  # fmt: skip
+    TAG_SUITE,
     DataInput,
     description,
     git_commit,
