@@ -65,9 +65,10 @@ def log_generator(uri: str, client: Any, run_id: str, module: torch.nn.Module, z
     return model.model_id
 
 
-def load_generator(uri: str, tracking_uri: str, device: torch.device) -> tuple[torch.nn.Module, int, str]:
+def load_generator(uri: str, tracking_uri: str) -> tuple[torch.nn.Module, int, str]:
     """The generator logged at `uri` (runs:/<run id>/<name>, models:/<name>@<alias>, models:/<name>/<version>,
-    models:/<model id>), its latent size and distribution; a URI that names nothing is one line."""
+    models:/<model id>), on the CPU (an exported program's weights stay on the device it was exported
+    from), its latent size and distribution; a URI that names nothing is one line."""
     import mlflow
     import mlflow.artifacts
     import mlflow.pytorch
@@ -77,7 +78,7 @@ def load_generator(uri: str, tracking_uri: str, device: torch.device) -> tuple[t
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(uri, dst_path=tmp)
-            G = mlflow.pytorch.load_model(local, map_location=device)
+            G = mlflow.pytorch.load_model(local)
             meta = Model.load(local).metadata or {}
         z_dim = int(meta.get("z_dim", 0))
         if z_dim <= 0:

@@ -83,12 +83,14 @@ def write_samples(
 
 
 def _from_model(uri: str, n: int, seed: int, tracking_uri: str | None, dev: torch.device, batch: int = 500) -> Tensor:
-    """n samples of the generator logged at `uri`, z drawn as `generate` draws it (its distribution from
-    the model's metadata), so a run's id and its runs:/<id>/generator URI give the same samples."""
-    G, z_dim, dist = tracking_models.load_generator(uri, paths.tracking_uri(tracking_uri), dev)
+    """n samples of the generator logged at `uri`, z drawn on `dev` as `generate` draws it (its
+    distribution from the model's metadata), so a run's id and its runs:/<id>/generator URI give the
+    same samples; the logged program runs on the CPU, where it was exported."""
+    G, z_dim, dist = tracking_models.load_generator(uri, paths.tracking_uri(tracking_uri))
     stream = rng.generator(seed, "sample", dev)
     with torch.no_grad():
-        return torch.cat([G(latent.sample(dist, (min(batch, n - i), z_dim), stream, dev)) for i in range(0, n, batch)])
+        return torch.cat([G(latent.sample(dist, (min(batch, n - i), z_dim), stream, dev).cpu())
+                          for i in range(0, n, batch)])  # fmt: skip
 
 
 def load_images(spec: str, n: int, data_dir: str | None) -> tuple[str, torch.Tensor]:
