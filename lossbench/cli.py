@@ -175,6 +175,8 @@ speed_options = _options(
                  help="torch's fused Adam (one kernel per update), or its multi-kernel foreach form."),
     click.option("--cuda-graphs", is_flag=True,
                  help="CUDA graphs of G and D (torch.compile's reduce-overhead mode); CUDA only."),
+    click.option("--system-metrics/--no-system-metrics", default=False, show_default=True,
+                 help="MLflow's system metrics (CPU, memory, GPU) sampled on each seed run; needs psutil."),
 )  # fmt: skip
 
 executor_options = _options(
@@ -242,6 +244,7 @@ def _exec_config(kwargs: dict[str, Any], **extra: Any) -> Any:
         checkpoint_dir=kwargs["checkpoint_dir"],
         resume=kwargs["resume"],
         progress=not kwargs["no_progress"],
+        system_metrics=kwargs.get("system_metrics", False),
         **extra,
     )
 
@@ -446,7 +449,10 @@ def sweep(
         return
     (st,) = stages
     ex = _exec_config(kwargs | {"seeds": 1, "seed_start": 0, "resume": True, "no_progress": kwargs["no_progress"]})
-    summaries = sweep_mod.run(plans[st], ex, executor, opts)
+    summaries = sweep_mod.run(plans[st], ex, executor, opts, spec)
+    if st == "seeds":  # each (loss, data set)'s best configuration, in MLflow's model registry
+        for line in sweep_mod.register_best(spec, tracker, loss_filter, dataset_filter):
+            say(line)
     counts: dict[str, int] = {}
     for s in summaries:
         for k, n in s.counts().items():
@@ -563,8 +569,10 @@ def ui(tracking_uri: str | None, experiment: str, port: int, host: str, open_: b
 def sample(
     run_id: str, count: int, out: str, seed: int, tracking_uri: str | None, device: str, allow_plugins: tuple[str, ...]
 ) -> None:  # fmt: skip
-    """Write N PNGs (or points.csv for 2-D data) from a run's saved generator. A run whose loss is a
-    plugin is refused unless --allow-plugin names that plugin: the store does not choose code to run."""
+    """Write N PNGs (or points.csv for 2-D data) from a run's saved generator, or from a logged one:
+    RUN_ID may be a runs:/<run id>/generator (or generator_best) or models:/<name>@<alias> URI. A run
+    whose loss is a plugin is refused unless --allow-plugin names that plugin: the store does not choose
+    code to run (a logged generator is a torch program: it needs no loss, nor any plugin)."""
     from lossbench.exec import sampling
 
     written = sampling.write_samples(run_id, count, Path(out), seed, tracking_uri, device, _plugins(allow_plugins))

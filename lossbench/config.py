@@ -434,6 +434,10 @@ class ExecConfig:
     progress: bool = True
     seed_list: tuple[int, ...] = ()  # explicit seeds; overrides seeds/seed_start when given
     speed: SpeedConfig = SpeedConfig()
+    suite: str = ""  # the suite a sweep runs (its runs' tags and descriptions), "" for `lossbench run`
+    stage: str = "run"  # search | seeds (a suite's stages) | run
+    suite_description: str = ""
+    system_metrics: bool = False  # MLflow's system metrics (CPU, memory, GPU) on each seed run
 
     def seed_values(self) -> list[int]:
         return list(self.seed_list) or list(range(self.seed_start, self.seed_start + self.seeds))

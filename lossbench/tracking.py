@@ -291,9 +291,13 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Uploaded in the background; the file must stay in place until flush()."""
+        self.in_background(self.client.log_artifact, run_id, str(path), artifact_path)
+
+    def in_background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """fn(*args) on the upload thread, after the uploads before it; flush() waits for it and reports its failure."""
         if self._uploader is None:
             self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossbench-artifacts")
-        self._uploads.append(self._uploader.submit(self.client.log_artifact, run_id, str(path), artifact_path))
+        self._uploads.append(self._uploader.submit(fn, *args))
 
     def flush(self, raise_errors: bool = True) -> None:
         """Wait until every buffered or queued metric and artifact is stored."""

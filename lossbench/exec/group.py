@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +25,14 @@ import torch
 
 import lossbench
 from lossbench import progress, rng
+from lossbench import tracking_conventions as conventions
 from lossbench.config import ExecConfig, RunConfig, resolve_exec
-from lossbench.errors import CheckpointError, ConfigError, LossbenchError
-from lossbench.exec import lease, samples
+from lossbench.errors import CheckpointError, ConfigError, LossbenchError, TrackingError
+from lossbench.exec import generators, lease, samples
 from lossbench.exec.estimate import estimate
 from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, real_cached, reference_set
 from lossbench.exec.plan import Member
-from lossbench.exec.runs import SeedResult, run_tags
+from lossbench.exec.runs import SeedResult, data_inputs, run_tags
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
 from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
@@ -48,13 +48,8 @@ class Interrupted(LossbenchError):
 
 
 def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(lossbench.__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit lossbench runs from, read from its checkout's files (no git process); unknown outside one."""
+    return conventions.git_commit(Path(lossbench.__file__).resolve().parent) or "unknown"
 
 
 @dataclass
@@ -192,9 +187,10 @@ class _Group:
         run_id = tracker.start_run(
             f"{cfg.loss.loss}/{cfg.data.dataset}/seed{m.seed}",
             params | {"seed": m.seed},
-            run_tags(cfg) | {TAG_ROLE: "seed", TAG_SEED: str(m.seed), TAG_OUTCOME: "running"},
+            run_tags(cfg, self.ctx.ex) | {TAG_ROLE: "seed", TAG_SEED: str(m.seed), TAG_OUTCOME: "running"},
             parent_id=parent_id,
         )
+        conventions.log_inputs(tracker.client, run_id, data_inputs(cfg, len(self.ctx.train_set.x)))
         held = lease.Lease.take(self.ctx.ex.checkpoints, run_id)
         if held is None:  # cannot happen while this process holds the seed's claim
             raise CheckpointError(f"run {run_id} was leased by another process as it was created")
@@ -216,6 +212,8 @@ class _Group:
             progress=bar.update,
             should_stop=lambda: stop[0],
         )  # fmt: skip
+        monitors = [conventions.system_metrics(tracker.uri, run_id) for run_id in self.run_ids
+                    if self.ctx.ex.system_metrics]  # fmt: skip
         if self.state.step == 0:  # where the architecture's readouts start, before the first step
             for k, run_id in enumerate(self.run_ids):
                 if start := self._readouts(k):
@@ -239,6 +237,9 @@ class _Group:
             raise
         finally:
             bar.close()
+            for monitor in monitors:
+                if monitor is not None:
+                    monitor.finish()
         return [self._close(k, o) for k, o in enumerate(outcomes)]
 
     def _abort_checkpoint(self) -> None:
@@ -291,6 +292,8 @@ class _Group:
         grid_rng = rng.generator(self.seeds[k], "grid", self.ctx.device)
         path = samples.save_samples(G, z_dim, grid_rng, train_set.modes, self._folder(k), step)
         self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
+        self.ctx.tracker.in_background(conventions.log_image, self.ctx.tracker.client, self.run_ids[k], path, "samples",
+                                       step)  # the UI's step slider  # fmt: skip
 
     def _stage_checkpoint(self, state: TrainState, k: int) -> None:
         """Write seed k's checkpoint beside its run's latest one; `_commit_checkpoint` puts the group's
@@ -339,8 +342,22 @@ class _Group:
         if self.has_readouts:  # the path of the architecture's scalars (the Dirac-GAN's theta, psi)
             self._log_path(k)
         tracker.flush()
+        self._log_models(k, G, outcome.step)
         tracker.end_run(run_id, "FINISHED", {TAG_OUTCOME: "finished"})
         return SeedResult(seed, run_id, "finished", outcome.step, final)
+
+    def _log_models(self, k: int, G: torch.nn.Module, step: int) -> None:
+        """The last and best generators as MLflow models (exec.generators); a failure is a warning: the
+        run's weights are stored already."""
+        tracker, run_id = self.ctx.tracker, self.run_ids[k]
+        best = None
+        if "weights/generator_best.pt" in tracker.artifacts(run_id, "weights"):
+            best = tracker.download(run_id, "weights/generator_best.pt", self._folder(k) / "best-model")
+        try:
+            took = generators.log_models(tracker, run_id, G, self.ctx.cfg.model.z_dim, step, best)
+            log.info("seed %d: generator logged as an MLflow model in %.1f s", self.seeds[k], took)
+        except TrackingError as exc:
+            log.warning("seed %d: %s", self.seeds[k], exc)
 
 
 def _best(tracker: Tracker, run_id: str, final: dict[str, float], step: int) -> dict[str, float]:

@@ -5,13 +5,27 @@ the Ray executor."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lossbench
 from lossbench.config import ExecConfig, RunConfig, to_json
 from lossbench.exec.plan import Plan
-from lossbench.metrics.registry import METRICS
+from lossbench.gan import data
+from lossbench.metrics.registry import METRICS, evaluates
 from lossbench.report.stats import describe
 from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_OUTCOME, TAG_ROLE, Tracker
+from lossbench.tracking_conventions import (
+    CONTEXT_EVALUATION,
+    CONTEXT_TRAINING,
+    TAG_GIT_COMMIT,
+    TAG_NOTE,
+    TAG_STAGE,
+    TAG_SUITE,
+    DataInput,
+    description,
+    git_commit,
+    log_inputs,
+)
 
 
 @dataclass
@@ -36,8 +50,33 @@ class RunSummary:
         return out
 
 
-def run_tags(cfg: RunConfig) -> dict[str, str]:
-    return {TAG_CONFIG_HASH: cfg.config_hash(), TAG_LOSS: cfg.loss.loss, TAG_DATASET: cfg.data.dataset}
+def run_tags(cfg: RunConfig, ex: ExecConfig | None = None) -> dict[str, str]:
+    """A run's lossbench tags; with `ex`, MLflow's too: its suite and stage, the commit it ran from."""
+    tags = {TAG_CONFIG_HASH: cfg.config_hash(), TAG_LOSS: cfg.loss.loss, TAG_DATASET: cfg.data.dataset}
+    if ex is not None:
+        tags |= {TAG_STAGE: ex.stage} | ({TAG_SUITE: ex.suite} if ex.suite else {})
+        if commit := git_commit(Path(lossbench.__file__).resolve().parent):
+            tags[TAG_GIT_COMMIT] = commit
+    return tags
+
+
+def label(cfg: RunConfig) -> str:
+    """A configuration in one line: its loss, penalty, data set and hash."""
+    penalty = f" + {cfg.loss.penalty}" if cfg.loss.penalty != "none" else ""
+    return f"{cfg.loss.loss}{penalty} on {cfg.data.dataset} (configuration {cfg.config_hash()})"
+
+
+def data_inputs(cfg: RunConfig, train_size: int | None = None) -> list[DataInput]:
+    """The training split, and the metrics' reference split where metrics compare against one (image
+    data), as MLflow inputs."""
+    source = data.DATASETS.get(cfg.data.dataset)
+    name, rev = cfg.data.dataset, source.revision
+    size = train_size if train_size is not None else source.sizes.get("train", 0)
+    out = [DataInput(name, "train", size, rev, CONTEXT_TRAINING)]
+    if evaluates(cfg.metrics.metrics) and len(source.sample_shape) > 1:
+        split = cfg.metrics.reference_split
+        out.append(DataInput(name, split, source.sizes.get(split, 0), rev, CONTEXT_EVALUATION))
+    return out
 
 
 def open_parent(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, plan: Plan) -> str:
@@ -46,9 +85,11 @@ def open_parent(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, plan: Plan) ->
         tracker.reopen(plan.parent_id)
         return plan.parent_id
     params = cfg.flat() | {"seeds": len(ex.seed_values()), "lossbench_version": lossbench.__version__}
-    tags = run_tags(cfg) | {TAG_ROLE: "parent", TAG_OUTCOME: "running"}
+    tags = run_tags(cfg, ex) | {TAG_ROLE: "parent", TAG_OUTCOME: "running"}
+    tags[TAG_NOTE] = description(ex.suite, ex.suite_description, label(cfg))
     parent_id = tracker.start_run(f"{cfg.loss.loss}/{cfg.data.dataset}", params, tags)
     tracker.log_text(parent_id, to_json(cfg), "config.json")
+    log_inputs(tracker.client, parent_id, data_inputs(cfg))
     return parent_id
 
 

@@ -7,11 +7,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from lossbench import caps, config, rng
+from lossbench import caps, config, paths, rng, tracking_models
 from lossbench.config import resolve_device
 from lossbench.errors import ConfigError, LossbenchError
-from lossbench.gan import data, models
+from lossbench.gan import data, latent, models
 from lossbench.gan.models import generate
 from lossbench.metrics import features as metrics
 from lossbench.plugins import Plugins
@@ -61,9 +62,14 @@ def _read_config(path: Path, run_id: str) -> dict:
 def write_samples(
     run_id: str, n: int, out: Path, seed: int, tracking_uri: str | None, device: str, plugins: Plugins = Plugins()
 ) -> str:
+    """n samples of a run's generator (a run id), or of a logged one (a runs:/ or models:/ URI: no
+    configuration nor loss is read, so no plugin is needed), from the same latents for the same seed."""
     dev = resolve_device(device)
-    G, cfg = load_generator(run_id, tracking_uri, dev, plugins)
-    x = generate(G, n, cfg.model.z_dim, rng.generator(seed, "sample", dev))
+    if tracking_models.is_model_uri(run_id):
+        x = _from_model(run_id, n, seed, tracking_uri, dev)
+    else:
+        G, cfg = load_generator(run_id, tracking_uri, dev, plugins)
+        x = generate(G, n, cfg.model.z_dim, rng.generator(seed, "sample", dev))
     out.mkdir(parents=True, exist_ok=True)
     if x.dim() == 2:
         lines = ["x,y"] + [f"{a:.6f},{b:.6f}" for a, b in x.cpu().tolist()]
@@ -74,6 +80,17 @@ def write_samples(
     for i, img in enumerate(x.cpu()):
         save_image(img, out / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
     return f"{n} PNGs"
+
+
+def _from_model(uri: str, n: int, seed: int, tracking_uri: str | None, dev: torch.device, batch: int = 500) -> Tensor:
+    """n samples of the generator logged at `uri`, z drawn on `dev` as `generate` draws it (its
+    distribution from the model's metadata), so a run's id and its runs:/<id>/generator URI give the
+    same samples; the logged program runs on the CPU, where it was exported."""
+    G, z_dim, dist = tracking_models.load_generator(uri, paths.tracking_uri(tracking_uri))
+    stream = rng.generator(seed, "sample", dev)
+    with torch.no_grad():
+        return torch.cat([G(latent.sample(dist, (min(batch, n - i), z_dim), stream, dev).cpu())
+                          for i in range(0, n, batch)])  # fmt: skip
 
 
 def load_images(spec: str, n: int, data_dir: str | None) -> tuple[str, torch.Tensor]:

@@ -17,20 +17,25 @@ from pathlib import Path
 
 import torch
 
+from lossbench import tracking_models
 from lossbench.config import ExecConfig, RunConfig, SpeedConfig
 from lossbench.errors import ConfigError, DataError
 from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
+from lossbench.exec.generators import MODEL_LAST
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
 from lossbench.exec.search import Choice, choose
 from lossbench.exec.suites import Suite
 from lossbench.gan import data
 from lossbench.metrics.features import Extractor
+from lossbench.metrics.registry import higher_is_better
 from lossbench.tracking import Tracker
+from lossbench.tracking_models import registered_name
 
+ALIAS = "best"  # the registered version a suite's seeds stage found best
 
 @dataclass(frozen=True)
 class Planned:
@@ -164,7 +169,37 @@ def _cost_key(cfg: RunConfig) -> RunConfig:
 
 
 def run(
-    planned: list[Planned], ex: ExecConfig, executor: str = "local", opts: ExecutorOptions | None = None
-) -> list[RunSummary]:
-    jobs = [(p.cfg, dataclasses.replace(ex, seed_list=p.seeds, skip_finished=True)) for p in planned if p.seeds]
+    planned: list[Planned], ex: ExecConfig, executor: str = "local", opts: ExecutorOptions | None = None,
+    suite: Suite | None = None,
+) -> list[RunSummary]:  # fmt: skip
+    """Train the planned seeds; their runs carry the suite's name, description and each one's stage."""
+    about = {"suite": suite.name, "suite_description": suite.description} if suite else {}
+    jobs = [(p.cfg, dataclasses.replace(ex, seed_list=p.seeds, skip_finished=True, stage=p.stage, **about))
+            for p in planned if p.seeds]  # fmt: skip
     return executors.execute(jobs, executor, opts)
+
+
+def register_best(
+    suite: Suite, tracker: Tracker, losses: tuple[str, ...] = (), datasets: tuple[str, ...] = ()
+) -> list[str]:
+    """Per (loss, data set), the best setting's (exec.search.choose) best finished seed run of the seeds
+    stage, by the suite's metric, registered as `lossbench-<suite>-<loss>-<dataset>` with alias `best`
+    (its logged `generator`); one line each. A seed already under the alias is left as it is."""
+    lines = []
+    sign = -1.0 if higher_is_better(suite.best_by) else 1.0
+    for c in choices(suite, tracker, losses, datasets):
+        if c.best is None:
+            continue
+        runs = [r for r in tracker.seed_results({c.best.config_hash()})
+                if r.finished and 0 <= r.seed < suite.reseeds and suite.best_by in r.metrics]  # fmt: skip
+        if not runs:
+            continue
+        best = min(runs, key=lambda r: (sign * r.metrics[suite.best_by], r.seed))
+        name = registered_name(suite.name, c.loss, c.dataset)
+        if tracking_models.alias_run(tracker.client, name, ALIAS) == best.run_id:
+            continue
+        note = f"{c.lines()[0]}; seed {best.seed}: {suite.best_by} {best.metrics[suite.best_by]:.4g}"
+        version = tracking_models.register(tracker.client, name, best.run_id, MODEL_LAST, ALIAS, note)
+        lines.append(f"registered {name} version {version} as @{ALIAS}: run {best.run_id} (seed {best.seed}), "
+                     f"models:/{name}@{ALIAS}")  # fmt: skip
+    return lines

@@ -1,0 +1,44 @@
+"""A run's generator as a self-contained sampler, logged as an MLflow model at the end of a seed run
+(lossbench.tracking_models): the last weights as `generator`, the best evaluation's as `generator_best`."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from lossbench.gan.models import STANDARD_RANGE, rescale
+from lossbench.tracking import Tracker
+from lossbench.tracking_models import log_generator
+
+MODEL_LAST, MODEL_BEST = "generator", "generator_best"
+
+
+class Sampler(nn.Module):
+    """z (B, z_dim) -> samples in [-1, 1], as `gan.models.generate` computes them: G in eval mode
+    (batch-norm running statistics), its output mapped from G's data range to [-1, 1]."""
+
+    def __init__(self, G: nn.Module) -> None:
+        super().__init__()
+        self.G = copy.deepcopy(G).cpu().eval()
+        self.src = tuple(getattr(G, "data_range", STANDARD_RANGE))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return rescale(self.G(z), self.src, STANDARD_RANGE)
+
+
+def log_models(tracker: Tracker, run_id: str, G: nn.Module, z_dim: int, step: int,
+               best_weights: Path | None) -> float:  # fmt: skip
+    """Log G (and G with `best_weights` loaded, when the run kept them) as MLflow models of the run;
+    returns the wall time it took in seconds."""
+    started = time.perf_counter()
+    dist = getattr(G, "z_dist", "normal")
+    log_generator(tracker.uri, tracker.client, run_id, Sampler(G), z_dim, dist, MODEL_LAST, step)
+    if best_weights is not None:
+        best = Sampler(G)
+        best.G.load_state_dict(torch.load(best_weights, map_location="cpu", weights_only=True))
+        log_generator(tracker.uri, tracker.client, run_id, best, z_dim, dist, MODEL_BEST, step)
+    return time.perf_counter() - started
