@@ -24,9 +24,9 @@ The issue's 3 seeds (0, 3, 6) against the se table: mean 3, std 3, s1²/n1 = 3, 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -185,7 +185,8 @@ def test_the_interval_and_the_verdict_match_the_hand_computation(tmp_path: Path)
         comparison = against.compare(se, records(values))
         (row,) = comparison.rows
         w = row.versus.welch
-        assert (w.low, w.high) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5)) and row.verdict == verdict
+        assert (w.low, w.high) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
+        assert row.verdict == verdict
         line = comparison.frame().iloc[0]
         assert (line["diff_ci95_low"], line["verdict"]) == (pytest.approx(low, abs=1e-5), verdict)
         shown = comparison.display().iloc[0]
@@ -204,7 +205,8 @@ def test_only_an_equivalent_line_counts_as_reproduced(tmp_path: Path) -> None:
         assert (cell.reproduced, cell.seen[0].outcome) == (reproduced, outcome)
         assert cell.seen[0].report == "reports/study/against-se.csv"
     # an older line with no interval (p 0.85) is inconclusive, no longer "consistent"
-    old = against.compare(se, records((6.0, 6.5, 7.0, 6.0, 6.5))).frame().drop(columns=["diff_ci95_low", "diff_ci95_high"])
+    old = against.compare(se, records((6.0, 6.5, 7.0, 6.0, 6.5))).frame()
+    old = old.drop(columns=["diff_ci95_low", "diff_ci95_high"])
     old.to_csv(study / "against-se.csv", index=False)
     (cell,) = papers.cells(se, tmp_path / "reports")
     assert not cell.reproduced and cell.seen[0].outcome.startswith("inconclusive")
@@ -235,7 +237,8 @@ def test_a_run_outside_the_protocol_is_not_a_match_and_missing_fields_read_as_th
 def test_a_missing_reports_folder_is_one_error_line(tmp_path: Path) -> None:
     result = run_cli("papers", "pacgan2018", "--reports", str(tmp_path / "nonexistent"))
     assert result.returncode != 0 and result.stdout == "" and "Traceback" not in result.stderr
-    assert result.stderr == f"Error: {tmp_path / 'nonexistent'}: no reports folder there (--reports names the folder of committed reports)\n"
+    assert result.stderr == (f"Error: {tmp_path / 'nonexistent'}: no reports folder there (--reports names the "
+                             "folder of committed reports)\n")  # fmt: skip
     with pytest.raises(ConfigError, match="no reports folder"):
         papers.cells(cards.paper("pacgan2018"), tmp_path / "nonexistent")
 

@@ -6,10 +6,13 @@ that logged the value's metric: the paper's value as printed with what its ± is
 error, or none: the file's `spread`), the paper's std across runs (a standard error converted as
 se·√runs; report/spread.py), ours (mean ± std over the finished seeds of one configuration, and
 their count), the difference (ours − paper) in units of the paper's std (none where the paper prints
-no ±), Welch's t-test from the two summaries where both sides have a spread and a count, and the
-protocol field by field: every [protocol] key of the paper file that is a lossbench parameter is
-compared with the configuration's logged parameters, and a mismatch is shown with both values. Keys
-with no lossbench parameter are listed as not compared, never dropped in silence.
+no ±), Welch's t-test from the two summaries where both sides have a spread and a count with the
+95% interval of ours − paper, the protocol field by field (every [protocol] key of the paper file
+that is a lossbench parameter is compared with the configuration's logged parameters, a mismatch
+shown with both values; a field the run did not log, being older than it, is compared at its
+default from config.ADDED_FIELDS; an epoch_samples of 0 as the training set's size), and the verdict
+(report/spread.py: reproduced only where the protocol matches and the interval lies within ± one
+paper std). Keys with no lossbench parameter are listed as not compared, never dropped in silence.
 
 Ours, per (data set, loss, pack): the configuration with the most finished seeds carrying the metric
 (after a two-stage sweep, the re-seeded best setting), ties to the best median, then the lowest
