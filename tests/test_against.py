@@ -10,6 +10,15 @@ Welch (se table): s1²/n1 = 0.2 / 5 = 0.04, s2²/n2 = 2.5 / 10 = 0.25, t = 1.5 /
   df = 0.29² / (0.04² / 4 + 0.25² / 9) = 0.0841 / 0.00734444 = 11.4508.
 Welch (std table): s2²/n2 = 0.25 / 10 = 0.025, t = 1.5 / √0.065 = 5.88348,
   df = 0.065² / (0.04² / 4 + 0.025² / 9) = 0.004225 / 0.000469444 = 9.0000.
+95% interval of ours − paper (se table): t(0.975, 11.4508) = 2.190459 (a table value), half-width
+  2.190459 × √0.29 = 1.179599: [+0.320401, +2.679599]; margin one paper std 1.58114; p = 0.017: differs.
+Near (6.0, 6.5, 7.0, 6.0, 6.5) against the se table: mean 6.4, var (0.16+0.01+0.36+0.16+0.01)/4 = 0.175,
+  s1²/n1 = 0.035, se = √0.285 = 0.533854, df = 0.285² / (0.035²/4 + 0.25²/9) = 11.20238,
+  t(0.975, 11.20238) = 2.196143: [0.1 − 1.172420, 0.1 + 1.172420] = [−1.072420, +1.272420], inside
+  ± 1.58114: reproduced (p = 0.85).
+The issue's 3 seeds (0, 3, 6) against the se table: mean 3, std 3, s1²/n1 = 3, se = √3.25 = 1.802776,
+  df = 3.25² / (3²/2 + 0.25²/9) = 2.343606, t(0.975, 2.343606) = 3.751240: [−10.062643, +3.462643],
+  wider than ± 1.58114, p = 0.19: inconclusive (not "consistent", as a p >= 0.05 rule said).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -144,50 +154,112 @@ def test_the_listing_reads_the_committed_pacgan_report() -> None:
     assert lines[0].startswith("pacgan2018: Lin, Khetan, Fanti, Oh, NeurIPS 2018, Table 1 (24 cells; 12 compared, "
                                "0 reproduced, in ")  # fmt: skip
     at = lines.index("  GAN on ring8, modes = 6.3 ± 0.5 (se): compared, not reproduced")
-    assert lines[at + 1] == ("    reports/pacgan2018/against-pacgan2018.csv: protocol differs (epochs (paper 400, "
-                             "ours 8)); ours 7.8 ± 0.45 (5 seeds), gap +0.95 paper std, Welch p = 0.017")  # fmt: skip
+    assert lines[at + 1] == ("    reports/pacgan2018/against-pacgan2018.csv: protocol differs (updates (paper "
+                             "simultaneous, ours alternating); batching (paper epoch-bootstrap, ours iid); g_bn_stats "
+                             "(paper pack-slot, ours batch); epochs (paper 400, ours 8)); ours 7.8 ± 0.45 (5 seeds), "
+                             "gap +0.95 paper std, Welch p = 0.017, 95% CI of ours − paper [+0.32, +2.68] "
+                             "(margin ± 1.58, one paper std)")  # fmt: skip
     assert "  PacGAN3 (pack 3) on grid25, modes = 24.6 ± 0.4 (se): never compared" in lines
     assert "  ALI on ring8, modes = 6.6 ± 0.3 (se): context only (no lossbench model)" in lines
     every = run_cli("papers").stdout.splitlines()
-    assert len(every) == 3 and every[2].startswith("veegan2017: ") and "(4 cells; 0 compared" in every[2]
+    assert len(every) == 4 and every[3].startswith("veegan2017: ") and "(4 cells; 0 compared" in every[3]
 
 
 @pytest.mark.parametrize(
-    "matches, p, outcome",
-    [(False, 0.5, "protocol differs"), (True, 0.5, "consistent"), (True, 0.05, "consistent"),
-     (True, 0.049, "inconsistent"), (True, math.nan, "untested")],
+    "matches, p, low, high, verdict",
+    [(False, 0.5, -0.1, 0.1, "protocol differs"), (True, 0.5, -1.0, 1.0, "reproduced"),
+     (True, 0.01, 0.2, 0.9, "reproduced"),  # equivalent within the margin though not equal: equivalence wins
+     (True, 0.19, -10.06, 3.46, "inconclusive (too few seeds / too much spread)"),
+     (True, 0.049, 0.1, 2.7, "differs"), (True, math.nan, math.nan, math.nan, "untested"),
+     (True, 0.5, -1.0, 1.01, "inconclusive (too few seeds / too much spread)")],
 )  # fmt: skip
-def test_outcome_of_a_compared_line(matches: bool, p: float, outcome: str) -> None:
-    assert papers.outcome(matches, p) == outcome
+def test_verdict_of_a_compared_line(matches: bool, p: float, low: float, high: float, verdict: str) -> None:
+    assert spread.verdict(matches, p, low, high, 1.0) == verdict
 
 
-def test_a_consistent_line_counts_as_reproduced(tmp_path: Path) -> None:
+def test_the_interval_and_the_verdict_match_the_hand_computation(tmp_path: Path) -> None:
+    se = paper_file(tmp_path, "se", HEAD + 'spread = "se"\nruns = 10\n' + CELL + "pm = 0.5\n")
+    cases = [(OURS, 0.320401, 2.679599, "differs"), ((6.0, 6.5, 7.0, 6.0, 6.5), -1.072420, 1.272420, "reproduced"),
+             ((0.0, 3.0, 6.0), -10.062643, 3.462643, "inconclusive (too few seeds / too much spread)")]  # fmt: skip
+    for values, low, high, verdict in cases:
+        comparison = against.compare(se, records(values))
+        (row,) = comparison.rows
+        w = row.versus.welch
+        assert (w.low, w.high) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
+        assert row.verdict == verdict
+        line = comparison.frame().iloc[0]
+        assert (line["diff_ci95_low"], line["verdict"]) == (pytest.approx(low, abs=1e-5), verdict)
+        shown = comparison.display().iloc[0]
+        assert shown["95% CI of ours − paper"] == f"[{low:+.3g}, {high:+.3g}]" and shown["verdict"] == verdict
+    assert "within ± one paper std (equivalence margin" in "\n".join(comparison.notes())
+
+
+def test_only_an_equivalent_line_counts_as_reproduced(tmp_path: Path) -> None:
     se = paper_file(tmp_path, "se", HEAD + 'spread = "se"\nruns = 10\n' + CELL + "pm = 0.5\n")
     study = tmp_path / "reports" / "study"
     study.mkdir(parents=True)
-    close = records((6.0, 6.5, 7.0, 6.0, 6.5))  # mean 6.4: Welch p 0.85 against 6.3 ± 0.5 (se, 10)
-    against.compare(se, close).frame().to_csv(study / "against-se.csv", index=False)
+    for values, outcome, reproduced in [((6.0, 6.5, 7.0, 6.0, 6.5), "reproduced", True), (OURS, "differs", False),
+                                        ((0.0, 3.0, 6.0), "inconclusive (too few seeds / too much spread)", False)]:
+        against.compare(se, records(values)).frame().to_csv(study / "against-se.csv", index=False)
+        (cell,) = papers.cells(se, tmp_path / "reports")
+        assert (cell.reproduced, cell.seen[0].outcome) == (reproduced, outcome)
+        assert cell.seen[0].report == "reports/study/against-se.csv"
+    # an older line with no interval (p 0.85) is inconclusive, no longer "consistent"
+    old = against.compare(se, records((6.0, 6.5, 7.0, 6.0, 6.5))).frame()
+    old = old.drop(columns=["diff_ci95_low", "diff_ci95_high"])
+    old.to_csv(study / "against-se.csv", index=False)
     (cell,) = papers.cells(se, tmp_path / "reports")
-    assert cell.reproduced and cell.seen[0].outcome == "consistent"
-    assert cell.seen[0].report == "reports/study/against-se.csv"
-    against.compare(se, records(OURS)).frame().to_csv(study / "against-se.csv", index=False)  # p = 0.017
-    (cell,) = papers.cells(se, tmp_path / "reports")
-    assert not cell.reproduced and cell.seen[0].outcome == "inconsistent"
+    assert not cell.reproduced and cell.seen[0].outcome.startswith("inconclusive")
+
+
+def test_a_run_outside_the_protocol_is_not_a_match_and_missing_fields_read_as_their_defaults(tmp_path: Path) -> None:
+    """The issue's repro: 400 epochs of 100 examples (400 steps against the paper's 400,000), and runs
+    from before `updates`, `batching`, `g_bn_stats`, `epoch_samples` were logged (read at their defaults)."""
+    protocol = ('[protocol]\nepochs = 400\nepoch_samples = 100000\nupdates = "simultaneous"\n'
+                'batching = "epoch-bootstrap"\ng_bn_stats = "pack-slot"\n')  # fmt: skip
+    paper = paper_file(tmp_path, "p", HEAD + 'spread = "se"\nruns = 10\n' + protocol + CELL + "pm = 0.5\n")
+    logged = {"epochs": "400", "epoch_samples": "100", "updates": "simultaneous", "batching": "epoch-bootstrap",
+              "g_bn_stats": "pack-slot"}  # fmt: skip
+    runs = [replace(r, params=r.params | logged) for r in records((6.0, 6.5, 7.0, 6.0, 6.5))]
+    (row,) = against.compare(paper, runs).rows
+    assert [f.describe() for f in row.fields if not f.matches] == ["epoch_samples (paper 100000, ours 100)"]
+    assert row.verdict == "protocol differs" and not row.protocol_matches
+    full = [replace(r, params=r.params | {"epoch_samples": "0"}) for r in runs]
+    (row,) = against.compare(paper, full).rows  # 0: the training set, 100,000 on ring8
+    assert row.protocol_matches and row.verdict == "reproduced"
+    old = [replace(r, params=r.params | {"epochs": "400"}) for r in records((6.0, 6.5, 7.0, 6.0, 6.5))]
+    (row,) = against.compare(paper, old).rows
+    assert [f.describe() for f in row.fields if not f.matches] == [
+        "updates (paper simultaneous, ours alternating)", "batching (paper epoch-bootstrap, ours iid)",
+        "g_bn_stats (paper pack-slot, ours batch)"]  # fmt: skip
+
+
+def test_a_missing_reports_folder_is_one_error_line(tmp_path: Path) -> None:
+    result = run_cli("papers", "pacgan2018", "--reports", str(tmp_path / "nonexistent"))
+    assert result.returncode != 0 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr == (f"Error: {tmp_path / 'nonexistent'}: no reports folder there (--reports names the "
+                             "folder of committed reports)\n")  # fmt: skip
+    with pytest.raises(ConfigError, match="no reports folder"):
+        papers.cells(cards.paper("pacgan2018"), tmp_path / "nonexistent")
 
 
 def test_the_committed_against_table_is_recomputed_from_runs_csv() -> None:
-    """reports/pacgan2018/against-pacgan2018.csv is what report/against.py computes from the committed
-    runs.csv (the store is not committed), with the suite's configurations' parameters."""
+    """reports/pacgan2018/against-pacgan2018.csv is what report/against.py computes today from the
+    committed runs.csv (the store is not committed), with the parameters of the suite as it was run
+    (reports/pacgan2018/suite-as-run.toml; today's suite sets fields those runs predate)."""
     from lossbench.exec import suites
 
     folder = ROOT / "reports" / "pacgan2018"
-    cfgs = {c.config_hash(): c.flat() for c in suites.load("pacgan2018-cpu").configs}
-    recomputed = against.compare(cards.paper("pacgan2018"), papers.runs_csv_records(folder / "runs.csv", cfgs)).frame()
+    cfgs = {c.config_hash(): c.flat() for c in suites.load(str(folder / "suite-as-run.toml")).configs}
+    assert set(cfgs) == set(pd.read_csv(folder / "runs.csv")["config_hash"])
+    comparison = against.compare(cards.paper("pacgan2018"), papers.runs_csv_records(folder / "runs.csv", cfgs))
+    recomputed = comparison.frame()
     committed = pd.read_csv(folder / "against-pacgan2018.csv")
-    # protocol_differs aside: it gains the update rule once runs' parameters carry `updates` (issue 29)
-    pd.testing.assert_frame_equal(recomputed.drop(columns="protocol_differs").reset_index(drop=True),
-                                  committed.drop(columns="protocol_differs"), check_dtype=False)  # fmt: skip
-    assert all(text.startswith("epochs (paper 400, ours 8)") for text in recomputed["protocol_differs"])
+    pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False)
+    assert set(recomputed["protocol_differs"]) == {
+        "updates (paper simultaneous, ours alternating); batching (paper epoch-bootstrap, ours iid); "
+        "g_bn_stats (paper pack-slot, ours batch); epochs (paper 400, ours 8)"}  # fmt: skip
+    assert (folder / "report.md").read_text().endswith(comparison.markdown())
     ring_gan = committed[(committed["dataset"] == "ring8") & (committed["pack"] == 1)
                          & (committed["metric"] == "modes")]  # fmt: skip
     assert ring_gan["diff_in_paper_std"].item() == pytest.approx(1.5 / (0.5 * math.sqrt(10)))  # was +3.00

@@ -6,10 +6,13 @@ that logged the value's metric: the paper's value as printed with what its ± is
 error, or none: the file's `spread`), the paper's std across runs (a standard error converted as
 se·√runs; report/spread.py), ours (mean ± std over the finished seeds of one configuration, and
 their count), the difference (ours − paper) in units of the paper's std (none where the paper prints
-no ±), Welch's t-test from the two summaries where both sides have a spread and a count, and the
-protocol field by field: every [protocol] key of the paper file that is a lossbench parameter is
-compared with the configuration's logged parameters, and a mismatch is shown with both values. Keys
-with no lossbench parameter are listed as not compared, never dropped in silence.
+no ±), Welch's t-test from the two summaries where both sides have a spread and a count with the
+95% interval of ours − paper, the protocol field by field (every [protocol] key of the paper file
+that is a lossbench parameter is compared with the configuration's logged parameters, a mismatch
+shown with both values; a field the run did not log, being older than it, is compared at its
+default from config.ADDED_FIELDS; an epoch_samples of 0 as the training set's size), and the verdict
+(report/spread.py: reproduced only where the protocol matches and the interval lies within ± one
+paper std). Keys with no lossbench parameter are listed as not compared, never dropped in silence.
 
 Ours, per (data set, loss, pack): the configuration with the most finished seeds carrying the metric
 (after a two-stage sweep, the re-seeded best setting), ties to the best median, then the lowest
@@ -28,10 +31,12 @@ from typing import Any
 import pandas as pd
 
 from lossbench.cards import Paper, PaperResult
-from lossbench.config import KEYS
+from lossbench.config import ADDED_FIELDS, KEYS
+from lossbench.errors import ConfigError
+from lossbench.gan import data
 from lossbench.metrics.registry import higher_is_better
-from lossbench.report.spread import Versus, printed
-from lossbench.tracking import RunRecord
+from lossbench.report.spread import Versus, printed, verdict
+from lossbench.tracking import RunRecord, _param_str
 
 FINISHED = "FINISHED"
 PROSE = ("metric",)  # protocol keys that describe rather than set (with every *_note)
@@ -86,6 +91,14 @@ class Row:
     def protocol_matches(self) -> bool:
         return all(f.matches for f in self.fields)
 
+    @property
+    def verdict(self) -> str:
+        """spread.verdict: reproduced | differs | inconclusive (...) | untested | protocol differs."""
+        w = self.versus.welch
+        if w is None:
+            return verdict(self.protocol_matches, math.nan, math.nan, math.nan, math.nan)
+        return verdict(self.protocol_matches, w.p, w.low, w.high, self.versus.paper_std)
+
     def protocol(self) -> str:
         differ = [f.describe() for f in self.fields if not f.matches]
         same = [f.key for f in self.fields if f.matches]
@@ -115,7 +128,8 @@ class Comparison:
                 "paper_runs": p.runs, "paper_std": v.paper_std, "paper_std_from": v.conversion,
                 "ours_mean": v.mean, "ours_std": v.std, "ours_seeds": v.n, "diff": v.diff, "diff_in_paper_std": v.z,
                 "welch_t": w.t if w else math.nan, "welch_df": w.df if w else math.nan,
-                "welch_p": w.p if w else math.nan, "config_hash": r.config_hash,
+                "welch_p": w.p if w else math.nan, "diff_ci95_low": w.low if w else math.nan,
+                "diff_ci95_high": w.high if w else math.nan, "verdict": r.verdict, "config_hash": r.config_hash,
                 "protocol_matches": r.protocol_matches,
                 "protocol_differs": "; ".join(f.describe() for f in r.fields if not f.matches),
                 "verified": p.verified is not False,
@@ -138,6 +152,8 @@ class Comparison:
                 "ours − paper": format(v.diff, "+.3g"),
                 "(ours − paper) / paper std": _fmt(v.z, "+.2f"),
                 "Welch t (df), p": f"{w.t:+.2f} ({w.df:.1f}), p = {w.p:.2g}" if w else "n/a",
+                "95% CI of ours − paper": f"[{w.low:+.3g}, {w.high:+.3g}]" if w else "n/a",
+                "verdict": r.verdict,
                 "our configuration": r.config_hash + (f" (1 of {r.configs})" if r.configs > 1 else ""),
                 "protocol": r.protocol(),
                 "flags": ", ".join(_flags(p)),
@@ -157,7 +173,11 @@ class Comparison:
             out.append(_spread_note(spread, runs or None))
         if any(r.versus.welch for r in self.rows):
             out.append("Welch t, p: ours against the paper's mean, std and runs, unequal variances, two-sided "
-                       "(scipy ttest_ind_from_stats, equal_var=False); df by Welch-Satterthwaite.")  # fmt: skip
+                       "(scipy ttest_ind_from_stats, equal_var=False); df by Welch-Satterthwaite; the 95% CI of "
+                       "ours − paper is diff ± t(0.975, df) · sqrt(ours std²/n + paper std²/runs).")
+            out.append("Verdict: reproduced only where the protocol matches and the 95% CI of ours − paper lies "
+                       "within ± one paper std (equivalence margin; TOST at 2.5% a side); otherwise differs where "
+                       "p < 0.05, else inconclusive (too few seeds / too much spread).")  # fmt: skip
         for metric in sorted({r.published.metric for r in self.rows if r.published.unit == "percent"}):
             out.append(f"{metric}: the paper gives percent; lossbench logs a fraction, shown here ×100.")
         for metric in sorted({r.published.metric for r in self.rows}):
@@ -256,10 +276,26 @@ def _fields(protocol: dict[str, Any], dataset: str, params: dict[str, str]) -> t
                 continue
             value = value[dataset]
         ours = params.get(key)
+        if ours is None and key in ADDED_FIELDS:  # a run from before the field: it ran at the default
+            ours = _param(ADDED_FIELDS[key])
+        if key == "epoch_samples" and ours == "0":  # 0 = an epoch is the training set
+            ours = _training_set(dataset) or ours
         if key == "epochs" and ours in (None, "0") and params.get("steps"):  # a budget given in steps
             ours = f"{int(params['steps']):,} steps, not epochs"
         out.append(Field(key, value, ours))
     return tuple(out)
+
+
+def _param(value: Any) -> str:
+    return _param_str(value)
+
+
+def _training_set(dataset: str) -> str | None:
+    """The training split's size as a string ('100000'); None where the data set is not known here."""
+    try:
+        return str(data.size(dataset, "train"))
+    except (ConfigError, KeyError, OSError, ValueError):
+        return None
 
 
 def _same(paper: Any, ours: str) -> bool:

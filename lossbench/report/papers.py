@@ -3,15 +3,14 @@ never declared in the paper files.
 
 A committed report that compared against paper NAME holds reports/<study>/against-NAME.csv (written by
 `lossbench report --against NAME`, report/against.py). `lossbench papers NAME` lists every cell of
-registry/papers/NAME.toml with each report line that compared against it, and the outcome of that
-comparison (`outcome`):
+registry/papers/NAME.toml with each report line that compared against it, and the verdict of that
+comparison (`outcome`, report/spread.py's `verdict`): reproduced (the protocol matches and the 95%
+Welch interval of ours − paper lies within ± one paper std), differs (p < 0.05), inconclusive (too
+few seeds / too much spread), untested, or protocol differs. A line from before the interval was
+written (no diff_ci95_* columns) can be no more than inconclusive.
 
-    protocol differs   the run's configuration differs from the paper's protocol in a compared field
-    consistent         the protocol matches and Welch's test does not reject equal means (p >= 0.05)
-    inconsistent       the protocol matches and Welch's test rejects them (p < 0.05)
-    untested           the protocol matches but there is no test (the paper prints no ±, or ours has < 2 seeds)
-
-A cell counts as reproduced where some report says "consistent".
+A cell counts as reproduced where some report says "reproduced". A reports folder that is missing
+or cannot be read is one error line.
 
 Also here: a committed runs.csv read back into run records (`runs_csv_records`), so that an against
 table can be recomputed by report/against.py's own code path where the MLflow store is not committed.
@@ -28,10 +27,10 @@ import pandas as pd
 
 from lossbench.cards import Paper, PaperResult, registry_dir
 from lossbench.errors import ConfigError
+from lossbench.report.spread import REPRODUCED, verdict
 from lossbench.report.stats import SCORES
 from lossbench.tracking import RunRecord
 
-ALPHA = 0.05
 KEY = ("dataset", "loss", "pack", "metric")
 
 
@@ -41,13 +40,11 @@ def reports_dir() -> Path:
     return beside if beside.is_dir() else Path("reports")
 
 
-def outcome(protocol_matches: bool, welch_p: float) -> str:
-    """One compared line's outcome: 'protocol differs' | 'consistent' (p >= ALPHA) | 'inconsistent' | 'untested'."""
-    if not protocol_matches:
-        return "protocol differs"
-    if math.isnan(welch_p):
-        return "untested"
-    return "consistent" if welch_p >= ALPHA else "inconsistent"
+def outcome(line: dict[str, Any]) -> str:
+    """One against-table line's verdict (report/spread.py's `verdict`, from its columns)."""
+    return verdict(_bool(line.get("protocol_matches")), _float(line.get("welch_p")),
+                   _float(line.get("diff_ci95_low")), _float(line.get("diff_ci95_high")),
+                   _float(line.get("paper_std")))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,16 +56,20 @@ class Seen:
 
     @property
     def outcome(self) -> str:
-        return outcome(_bool(self.line.get("protocol_matches")), _float(self.line.get("welch_p")))
+        return outcome(self.line)
 
     def describe(self) -> str:
         g = self.line
         std = _float(g.get("ours_std"))
         z, p = _float(g.get("diff_in_paper_std")), _float(g.get("welch_p"))
+        low, high = _float(g.get("diff_ci95_low")), _float(g.get("diff_ci95_high"))
         parts = [f"ours {_float(g.get('ours_mean')):.4g} ± {'n/a' if math.isnan(std) else format(std, '.2g')} "
                  f"({int(_float(g.get('ours_seeds')))} seeds)",
                  "gap n/a (no paper std)" if math.isnan(z) else f"gap {z:+.2f} paper std",
                  "no Welch test" if math.isnan(p) else f"Welch p = {p:.2g}"]  # fmt: skip
+        if not math.isnan(low):
+            parts.append(f"95% CI of ours − paper [{low:+.3g}, {high:+.3g}] "
+                         f"(margin ± {_float(g.get('paper_std')):.3g}, one paper std)")  # fmt: skip
         differs = g.get("protocol_differs")
         why = f" ({differs})" if self.outcome == "protocol differs" and isinstance(differs, str) and differs else ""
         return f"{self.report}: {self.outcome}{why}; " + ", ".join(parts)
@@ -81,12 +82,18 @@ class Cell:
 
     @property
     def reproduced(self) -> bool:
-        return any(s.outcome == "consistent" for s in self.seen)
+        return any(s.outcome == REPRODUCED for s in self.seen)
 
 
 def cells(paper: Paper, root: Path) -> list[Cell]:
     """Every cell of `paper` with the lines of root/*/against-<paper>.csv that compared against it."""
     seen: dict[tuple, list[Seen]] = {}
+    try:
+        if not root.is_dir():
+            raise ConfigError(f"{root}: no reports folder there (--reports names the folder of committed reports)")
+        next(root.iterdir(), None)  # an unreadable folder fails here, not as "never compared"
+    except OSError as exc:
+        raise ConfigError(f"{root}: cannot read the reports folder ({exc.strerror or exc})") from None
     for path in sorted(root.glob(f"*/against-{paper.name}.csv")):
         try:
             frame = pd.read_csv(path)

@@ -5,6 +5,16 @@ A table prints its ± as one of three kinds (registry/papers: `spread`):
     std   a standard deviation across the runs:  std = pm
     se    a standard error of the mean:           std = pm * sqrt(runs)   (se = std / sqrt(runs))
     none  no ± printed:                           no std, so no gap in std units and no test
+
+A compared line's verdict (`verdict`) is an equivalence criterion, not "the test did not reject":
+    reproduced    the protocol matches and the 95% Welch interval of (ours − paper) lies within
+                  ± one paper std (the equivalence margin; an interval inside it at 95% is TOST at
+                  2.5% on each side), whether or not it also excludes 0
+    differs       otherwise, Welch's test rejects equal means (p < 0.05)
+    inconclusive  otherwise (p >= 0.05 but the interval is wider than the margin: too few seeds or
+                  too much spread to say either)
+    untested      no interval (the paper prints no ±, or ours has < 2 seeds)
+    protocol differs  the run's configuration differs from the paper's in a compared field
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ class Welch:
     t: float
     df: float
     p: float
+    low: float = math.nan  # the 95% interval of mean1 − mean2: diff ∓ t_{0.975, df} · sqrt(s1²/n1 + s2²/n2)
+    high: float = math.nan
 
 
 def welch_df(std1: float, n1: int, std2: float, n2: int) -> float:
@@ -60,7 +72,28 @@ def welch(mean1: float, std1: float, n1: int, mean2: float, std2: float, n2: int
     if not finite or min(n1, n2) < 2 or std1**2 / n1 + std2**2 / n2 == 0:
         return None
     res = stats.ttest_ind_from_stats(mean1, std1, n1, mean2, std2, n2, equal_var=False)
-    return Welch(float(res.statistic), welch_df(std1, n1, std2, n2), float(res.pvalue))
+    df = welch_df(std1, n1, std2, n2)
+    half = float(stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(std1**2 / n1 + std2**2 / n2)
+    diff = mean1 - mean2
+    return Welch(float(res.statistic), df, float(res.pvalue), diff - half, diff + half)
+
+
+ALPHA = 0.05
+REPRODUCED, DIFFERS, UNTESTED, PROTOCOL = "reproduced", "differs", "untested", "protocol differs"
+INCONCLUSIVE = "inconclusive (too few seeds / too much spread)"
+
+
+def verdict(protocol_matches: bool, p: float, low: float, high: float, margin: float) -> str:
+    """The module docstring's verdict: reproduced iff the protocol matches and
+    −margin <= low and high <= margin (margin = one paper std); else differs iff p < ALPHA; else
+    inconclusive; untested without a test."""
+    if not protocol_matches:
+        return PROTOCOL
+    if math.isnan(p):
+        return UNTESTED
+    if math.isfinite(margin) and -margin <= low and high <= margin:
+        return REPRODUCED
+    return DIFFERS if p < ALPHA else INCONCLUSIVE
 
 
 @dataclass(frozen=True)
