@@ -215,7 +215,8 @@ def test_shipped_paper_protocols_use_lossbench_keys() -> None:
     assert pacgan.protocol["ring_std"] == RING_STD and "ring_std" not in veegan.protocol  # VEEGAN's is not known
     assert {k for k in pacgan.protocol if k in config.KEYS} == {
         "loss", "arch", "d_batchnorm", "z_dim", "z_dist", "optimizer", "lr_g", "lr_d", "beta1", "n_critic",
-        "batch_size", "epochs", "mode_samples", "mode_threshold"} | ({"updates"} & set(config.KEYS))  # fmt: skip
+        "batch_size", "epochs", "mode_samples", "mode_threshold", "updates", "epoch_samples", "batching",
+        "g_bn_stats"}  # fmt: skip
     assert pacgan.protocol["updates"] == "simultaneous"  # ali_algorithm: both gradients at the same parameters
     assert (pacgan.protocol["grid_spacing"], pacgan.protocol["grid_std"]) == (2.0, GRID_STD)
     assert pacgan.protocol["data_points"] == data.size("ring8") == data.size("grid25", "test")
