@@ -500,3 +500,16 @@ def test_best_fid_is_the_min_over_a_runs_evaluations_and_its_generator_is_kept(t
     train_set = data.load("mnist", None, "train")
     evaluate = make_evaluator(cfg, torch.device("cpu"), None, train_set, feature_cache, show=False)
     assert evaluate(G, 4, int(min(history)[1]))["fid"] == pytest.approx(min(history)[0], rel=1e-4)
+
+
+def test_report_labels_name_the_optimiser_and_batching() -> None:
+    """Two configurations that differ only by optimiser (or batching) get different report labels;
+    the card's optimiser and iid batches (also when a run predates the field) are not named."""
+    from lossbench.report.build import _label
+
+    assert _label({"loss": "minimax", "optimizer": "sgd"}) == "minimax sgd"
+    assert _label({"loss": "minimax", "optimizer": "adam"}) == _label({"loss": "minimax"}) == "minimax"
+    assert _label({"loss": "wgan", "optimizer": "rmsprop", "n_critic": "5"}) == "wgan"  # its card's optimiser
+    assert _label({"loss": "wgan", "optimizer": "adam", "n_critic": "5"}) == "wgan adam"
+    assert _label({"loss": "non-saturating", "batching": "epoch"}) == "non-saturating epoch batches"
+    assert _label({"loss": "non-saturating", "batching": "iid"}) == "non-saturating"

@@ -37,7 +37,8 @@ OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "interrupted",
 
 def _label(params: dict[str, str]) -> str:
     """The loss; then its penalty and weight and its n_critic, unless they are the card's; then instance
-    noise, packing, an update rule other than alternating and consensus, when on."""
+    noise, packing, an update rule other than alternating and consensus, when on; the optimiser, unless
+    the card's; the batching, unless iid."""
     loss, penalty = params.get("loss", ""), params.get("penalty", "none")
     weight = float(params.get("penalty_weight", 0) or 0)
     card = cards.loss_card(loss).get("defaults", {}) if ":" not in loss else {}
@@ -52,7 +53,11 @@ def _label(params: dict[str, str]) -> str:
     label += (f" noise {noise:g}" if noise else "") + (f" pack {pack}" if pack > 1 else "")
     updates, consensus = params.get("updates") or "alternating", float(params.get("consensus", 0) or 0)
     label += f" {updates}" if updates != "alternating" else ""
-    return label + (f" consensus {consensus:g}" if consensus else "")
+    label += f" consensus {consensus:g}" if consensus else ""
+    optimizer = params.get("optimizer") or card.get("optimizer", "adam")
+    label += f" {optimizer}" if optimizer != card.get("optimizer", optimizer) else ""
+    batching = params.get("batching") or "iid"  # runs before the field read as its default
+    return label + (f" {batching} batches" if batching != "iid" else "")
 
 
 def _equilibrium_distance(metrics: dict[str, float]) -> dict[str, float]:
