@@ -297,19 +297,22 @@ def test_report_against_lucic2018(lucic: str, tmp_path: Path) -> None:
     assert mm["diff_in_paper_std"] == pytest.approx(1.0) and not mm["protocol_matches"]
     assert mm["protocol_differs"] == ("reference_split (paper test, ours train); z_dist (paper uniform, ours normal); "
                                       "z_dim (paper 64, ours 100); arch (paper infogan, ours dcgan); "
-                                      "epochs (paper 20, ours 2,000 steps, not epochs)")  # fmt: skip
+                                      "epochs (paper 20, ours 2,000 steps, not epochs); "
+                                      "epoch_samples (paper 50000, ours 60000)")  # fmt: skip
     ns = table.loc["non-saturating"]
     assert ns["diff_in_paper_std"] == pytest.approx(0.0)
     assert ns["protocol_differs"] == ("z_dist (paper uniform, ours normal); z_dim (paper 64, ours 100); "
                                       "arch (paper infogan, ours dcgan); "
-                                      "epochs (paper 20, ours 2,000 steps, not epochs)")  # fmt: skip
+                                      "epochs (paper 20, ours 2,000 steps, not epochs); "
+                                      "epoch_samples (paper 50000, ours 60000)")  # fmt: skip
     md = (out / "report.md").read_text()
     assert "## Beside Lucic, Kurach, Michalski, Gelly, Bousquet, NeurIPS 2018, Table 2" in md
     row = next(line for line in md.splitlines() if line.startswith("| mnist | minimax (MM GAN)"))
     assert "| 9.8 ± 0.9 (std, 50 runs) | 0.9 (std as printed) | 10.7 ± 0.9 (3) | +0.9 | +1.00 |" in row
     assert "(1 of 2)" in row
     assert ("differs: reference_split (paper test, ours train), z_dist (paper uniform, ours normal), z_dim (paper "
-            "64, ours 100), arch (paper infogan, ours dcgan), epochs (paper 20, ours 2,000 steps, not epochs); "
+            "64, ours 100), arch (paper infogan, ours dcgan), epochs (paper 20, ours 2,000 steps, not epochs), "
+            "epoch_samples (paper 50000, ours 60000); "
             "matches: fid_samples, optimizer, batch_size") in row  # fmt: skip
     assert "not compared (no lossbench parameter): fid_reference_samples, fid_extractor, hyperparameter_settings" in md
     assert "WGAN on mnist (fid)" in md  # a published value with no finished run here
