@@ -57,6 +57,7 @@ def test_logged_generator_loads_without_lossbench_and_gives_the_runs_samples(sto
     assert (model.name, model.source_run_id) == ("generator", run_id)  # on the run's page, in its experiment
 
 
+@pytest.mark.slow  # a real run end to end (20-50 s on 2 cores): keeps the default suite short
 def test_sample_reads_a_runs_uri(store: str, tmp_path: Path) -> None:
     run_id = _seed_run(store).info.run_id
     lossbench("sample", f"runs:/{run_id}/generator", "-n", "7", "--out", str(tmp_path / "a"), "--tracking-uri", store)

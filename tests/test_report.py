@@ -94,6 +94,7 @@ def test_summary_numbers_and_tests(store: str, tmp_path: Path) -> None:
     assert "- mnist (13 seed runs): metrics (names not logged); features not logged;" in md
 
 
+@pytest.mark.slow  # a real run end to end (20-50 s on 2 cores): keeps the default suite short
 def test_header_states_the_protocol_of_a_real_run_and_why_sections_are_empty(
     store: str, mnist_dir: str, tmp_path: Path
 ) -> None:

@@ -99,6 +99,7 @@ def test_report_counts_a_seed_once_when_its_status_write_was_lost(store: str, tm
     assert sorted(runs["seed"]) == [0, 1] and set(runs["outcome"]) == {"finished"}
 
 
+@pytest.mark.slow  # a real run end to end (20-50 s on 2 cores): keeps the default suite short
 def test_first_use_of_a_new_sqlite_store_by_four_processes_at_once(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     procs = [subprocess.Popen([sys.executable, "-m", "lossbench", "run", *TINY, "--steps", "2", "--seed-start", str(i),

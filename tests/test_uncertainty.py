@@ -102,6 +102,7 @@ def test_budget_band() -> None:
     assert np.all(flat_lo == 2.5) and np.all(flat_hi == 2.5)
 
 
+@pytest.mark.slow  # a real run end to end (20-50 s on 2 cores): keeps the default suite short
 def test_run_summary_prints_the_reports_interval(store: str) -> None:
     """A real 3-seed run on a 2-D mixture (no Inception): the printed mean, std and interval are
     report.stats.describe's of the printed seeds."""

@@ -82,6 +82,7 @@ def test_suite_naming_a_plugin_needs_the_flag(tmp_path: Path) -> None:
     assert "[search.by-loss]" in line and f"add --allow-plugin {PLUGIN}" in line and not marker.exists()
 
 
+@pytest.mark.slow  # a real run end to end (20-50 s on 2 cores): keeps the default suite short
 def test_sample_refuses_a_plugin_the_store_names(tmp_path: Path) -> None:
     """A store's config.json chooses no code: `sample` of a plugin run needs --allow-plugin; a config.json
     nested deep or grown large is one line."""
