@@ -8,12 +8,11 @@ In a wheel the folder ships as lossbench/registry_files; in a source checkout it
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from lossbench import caps
 from lossbench.errors import ConfigError

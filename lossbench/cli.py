@@ -102,7 +102,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--arch", "arch", str, "mlp, mlp2d, dcgan, infogan, pacgan-mlp, dirac (default: the data set's)."),
     ("--dirac-init", "dirac_init", str, "arch dirac: initial THETA,PSI of G(z)=theta, D(x)=psi x (default 1,1)."),
     ("--d-norm", "d_norm", str, "Normalisation of D's weights: none or spectral."),
-    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); see --d-batchnorm-penalty."),
+    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); see --d-batchnorm-penalty."),  # noqa: E501
     ("--d-batchnorm-penalty", "d_batchnorm_penalty", bool,
      "Allow --d-batchnorm with a gradient penalty (through the penalty batch's statistics, as compare_gan)."),
     ("--z-dim", "z_dim", int, "Latent size."),
@@ -362,7 +362,8 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
         timing = timing or "not timed" * bool(p.seeds)
         setting = " ".join(f"{k}={flat[k]:.3g}" if isinstance(flat[k], float) else f"{k}={flat[k]}" for k in drawn)
         click.echo(f"  {c.loss.loss:15s} {penalty:17s} {c.data.dataset:13s} {c.model.arch:6s} "
-                   f"steps {c.train.steps:6d}  evals {evaluations_per_seed(c):3d}  seeds to run {list(p.seeds)}  {timing}"
+                   f"steps {c.train.steps:6d}  evals {evaluations_per_seed(c):3d}  "
+                   f"seeds to run {list(p.seeds)}  {timing}"
                    + (f"  {c.config_hash()} {setting}" if setting else ""))  # fmt: skip
     train_s = sum(e.train_s for e in found if e)
     eval_s = sum(e.eval_s for e in found if e)

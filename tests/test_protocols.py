@@ -470,7 +470,8 @@ def test_g_noise_d_step_reuses_the_d_steps_z_and_draws_nothing() -> None:
 
 
 @pytest.mark.slow  # about a minute of CPU (Inception at five evaluations)
-def test_best_fid_is_the_min_over_a_runs_evaluations_and_its_generator_is_kept(tmp_path: Path, feature_cache: Path) -> None:
+def test_best_fid_is_the_min_over_a_runs_evaluations_and_its_generator_is_kept(
+        tmp_path: Path, feature_cache: Path) -> None:
     """compare_gan's number is the best FID over a run's checkpoints (BestFIDPerModel): best_fid is the
     min over every logged fid, best_fid_step its step, and weights/generator_best.pt scores exactly it
     (each evaluation draws its own stream, eval/<step>). The run is the protocol's: infogan with batch

@@ -214,7 +214,8 @@ def test_json_dry_run_plans_both_stages(first_stage: tuple[str, str]) -> None:
     assert len(runs) == 6 * 3 and {r["stage"] for r in runs} == {"search"}
     keys = set(suite.configs[0].flat())
     for r, (cfg, seed) in zip(runs, [(c, s) for c in suite.configs for s in range(3)]):
-        assert set(r) == keys | {"stage", "config_hash", "evaluations", "seed"} and list(r)[:3] == ["stage", "loss", "dataset"]
+        assert set(r) == keys | {"stage", "config_hash", "evaluations", "seed"}
+        assert list(r)[:3] == ["stage", "loss", "dataset"]
         assert r["seed"] == seed and r["config_hash"] == cfg.config_hash() and r["lr_g"] == cfg.train.lr_g
         assert resolve(("json", {k: v for k, v in r.items() if k in keys})) == cfg  # every key, exactly
     assert "stage seeds: needs first-stage results" in fresh.stderr
@@ -495,7 +496,8 @@ def test_bad_replay_is_one_line_at_load(extra: str, message: str, tmp_path: Path
 
 def test_replay_refuses_a_loss_it_never_drew_and_more_than_its_draws(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
-    text = '[base]\ndataset = "mnist"\narch = "mlp"\nsteps = 10\n[grid]\nloss = ["{loss}"]\n[search]\ndraws = {n}\nreplay = "compare_gan"\n'
+    text = ('[base]\ndataset = "mnist"\narch = "mlp"\nsteps = 10\n[grid]\nloss = ["{loss}"]\n[search]\ndraws = {n}\n'
+            'replay = "compare_gan"\n')
     path.write_text(text.format(loss="hinge", n=3))
     with pytest.raises(ConfigError, match="compare_gan drew no settings for loss 'hinge'"):
         suites.load(str(path))

@@ -180,7 +180,8 @@ def test_a_binding_beyond_loopback_is_one_warning_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("host", "beyond"),
-    [("127.0.0.1", False), ("127.0.0.2", False), ("localhost", False), ("::1", False), ("[::1]", False), ("::ffff:127.0.0.1", False), ("::ffff:10.0.0.1", True),
+    [("127.0.0.1", False), ("127.0.0.2", False), ("localhost", False), ("::1", False), ("[::1]", False),
+     ("::ffff:127.0.0.1", False), ("::ffff:10.0.0.1", True),
      ("0.0.0.0", True), ("::", True), ("[::]", True), ("192.0.2.7", True), ("no-such-host.invalid", True)],
 )  # fmt: skip
 def test_which_hosts_are_beyond_loopback(host: str, beyond: bool) -> None:

@@ -10,8 +10,8 @@ A builder takes (shape, z_dim, pack=1, d_batchnorm=False, **options):
   trainer may score real and fake samples in one call (lossbench.train.players); a D with batch
   statistics is scored on real and fake batches separately, and takes no input-gradient penalty
   (the configuration refuses that pairing) unless d_batchnorm_penalty, compare_gan's protocol: the
-  penalty's points are then one more batch, and grad_x runs through its statistics. Its batch norm always uses the batch's statistics
-  (D is never run in eval mode), so it keeps no running averages.
+  penalty's points are then one more batch, and grad_x runs through its statistics. Its batch norm
+  always uses the batch's statistics (D is never run in eval mode), so it keeps no running averages.
 
 Each G carries two plain attributes set by `build`: `z_dist` (its latent distribution,
 lossbench.gan.latent) and `data_range` (the range of its output: (-1, 1) for tanh outputs, (0, 1)
