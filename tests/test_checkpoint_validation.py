@@ -300,57 +300,65 @@ HOSTILE = [  # (where, value): values a hand-edited file may hold, each named in
 ]  # fmt: skip
 
 
-def test_hostile_values_are_named_never_raised() -> None:
-    """mismatch is total: whatever a file holds, it returns one line naming the entry, never raises."""
-    import io
-
+def _stepped(flags: dict[str, Any]) -> tuple[Any, Any]:
+    """A one-seed ring8 configuration and its training state after one (zero-gradient) optimiser step
+    of each player, so the optimisers hold their per-parameter state as a checkpoint does."""
     from lossbench.gan import data
-    from lossbench.train import validate
     from lossbench.train.state import setup
 
-    cfg = resolve(("t", {"dataset": "ring8", "steps": 4}))
+    cfg = resolve(("t", {"dataset": "ring8", "steps": 4, **flags}))
     state = setup(cfg, 0, data.DATASETS.get("ring8").sample_shape, torch.device("cpu"))
     for opt, params in ((state.players.opt_g, state.players.g_parameters()),
                         (state.players.opt_d, state.players.d_parameters())):  # fmt: skip
         for p in params:
             p.grad = torch.zeros_like(p)
         opt.step()
-    state.step, state.window = 2, 1
-    blob = io.BytesIO()
+    return cfg, state
+
+
+def _tamperer(cfg: Any, state: Any) -> Callable[[Callable[[dict[str, Any]], None]], str | None]:
+    """change -> validate.mismatch of the state's checkpoint dictionary after `change` edited a fresh
+    copy of it (as torch.load gives it back)."""
+    import io
+
+    from lossbench.train import validate
+
+    blob, expected = io.BytesIO(), validate.expected(cfg, "cpu")
     torch.save(state.state_dict(), blob)
-    expected = validate.expected(cfg, "cpu")
-    for where, value in HOSTILE:
+
+    def tampered(change: Callable[[dict[str, Any]], None]) -> str | None:
         blob.seek(0)
         saved = torch.load(blob, weights_only=True)
-        assert validate.mismatch(saved, expected) is None
-        _set(where, value)(saved)
-        problem = validate.mismatch(saved, expected)
+        change(saved)
+        return validate.mismatch(saved, expected)
+
+    return tampered
+
+
+def test_hostile_values_are_named_never_raised() -> None:
+    """mismatch is total: whatever a file holds, it returns one line naming the entry, never raises."""
+    from lossbench.train import validate
+
+    cfg, state = _stepped({})
+    state.step, state.window = 2, 1
+    tampered = _tamperer(cfg, state)
+    assert tampered(lambda saved: None) is None
+    for where, value in HOSTILE:
+        problem = tampered(_set(where, value))
         assert isinstance(problem, str) and "\n" not in problem and problem.startswith(where[0]), (where, problem)
-    assert validate.mismatch([1], expected) == "holds a list, not a checkpoint's dictionary"
+    assert validate.mismatch([1], validate.expected(cfg, "cpu")) == "holds a list, not a checkpoint's dictionary"
 
 
 def test_an_epoch_samplers_state_is_checked_before_it_indexes() -> None:
     """An epoch batching's checkpointed permutation indexes the training set: it passes as written,
     and an index out of range, a repeated index or a position past the epoch is one line, never an
     index into data."""
-    import io
-
-    from lossbench.gan import data
-    from lossbench.train import validate
-    from lossbench.train.state import setup
-
-    cfg = resolve(("t", {"dataset": "ring8", "steps": 4, "batching": "epoch"}))
-    state = setup(cfg, 0, data.DATASETS.get("ring8").sample_shape, torch.device("cpu"))
+    cfg, state = _stepped({"batching": "epoch"})
     state.samplers[0].draw(100_000, torch.Generator().manual_seed(0))  # mid-epoch: a permutation and a position
-    blob = io.BytesIO()
-    torch.save(state.state_dict(), blob)
-    expected = validate.expected(cfg, "cpu")
+    edit = _tamperer(cfg, state)
 
     def tampered(change: Callable[[dict[str, Any]], None]) -> str | None:
-        blob.seek(0)
-        saved = torch.load(blob, weights_only=True)
-        change(saved["batches"])
-        return validate.mismatch(saved, expected)
+        return edit(lambda saved: change(saved["batches"]))
 
     assert tampered(lambda b: None) is None
     assert tampered(lambda b: b.update(order=b["order"] + 1)) == "batches.order is not a permutation of 0..99999"
@@ -365,30 +373,9 @@ def test_values_no_run_writes_are_refused() -> None:
     """Values lossbench never writes, though of the right shape and type: a negative or NaN Adam
     step count, a non-positive eps, betas outside [0, 1), a NaN weight; and an epoch batching's
     checkpoint without its sampler state (no file written since the field exists lacks it)."""
-    import io
-
-    from lossbench.gan import data
-    from lossbench.train import validate
-    from lossbench.train.state import setup
-
-    cfg = resolve(("t", {"dataset": "ring8", "steps": 4, "batching": "epoch"}))
-    state = setup(cfg, 0, data.DATASETS.get("ring8").sample_shape, torch.device("cpu"))
-    for opt, params in ((state.players.opt_g, state.players.g_parameters()),
-                        (state.players.opt_d, state.players.d_parameters())):  # fmt: skip
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        opt.step()
+    cfg, state = _stepped({"batching": "epoch"})
     state.samplers[0].draw(100_000, torch.Generator().manual_seed(0))
-    blob = io.BytesIO()
-    torch.save(state.state_dict(), blob)
-    expected = validate.expected(cfg, "cpu")
-
-    def tampered(change: Callable[[dict[str, Any]], None]) -> str | None:
-        blob.seek(0)
-        saved = torch.load(blob, weights_only=True)
-        change(saved)
-        return validate.mismatch(saved, expected)
-
+    tampered = _tamperer(cfg, state)
     weight = next(iter(state.state_dict()["G"]))
     assert tampered(lambda s: None) is None
     assert tampered(lambda s: s["opt_g"]["state"][0]["step"].fill_(-1e30)) == "opt_g.state[0].step is negative, " \
