@@ -148,7 +148,8 @@ def test_a_bad_spread_kind_on_the_command_line_is_one_line_and_writes_nothing(tm
 
 
 def test_the_listing_reads_the_committed_pacgan_report() -> None:
-    result = run_cli("papers", "pacgan2018")
+    # by --reports: the tests run from outside the checkout (CI runs them against the installed wheel)
+    result = run_cli("papers", "pacgan2018", "--reports", str(ROOT / "reports"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("pacgan2018: Lin, Khetan, Fanti, Oh, NeurIPS 2018, Table 1 (24 cells; 12 compared, "
