@@ -16,6 +16,7 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 from test_cli import lossbench, runs_by_role
 
@@ -121,3 +122,27 @@ def test_training_lines_of_a_run_with_no_steps_left(capsys) -> None:
     steps = Steps("minimax seed 0", 100, initial=100, bar=False)  # killed during its final evaluation
     steps.update(0)
     assert capsys.readouterr().err == "minimax seed 0: at step 100 of 100, no steps left to train\n"
+
+
+def test_the_probe_of_a_short_plan_trains_at_most_a_quarter_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan of 2 seeds x 20 steps is timed on 10 steps (5 warm-up, 5 timed), not for a second: a
+    short run is not probed for longer than it trains. A long plan is timed for at least a second."""
+    import torch
+
+    from lossbench.config import resolve
+    from lossbench.exec import estimate as estimate_mod
+    from lossbench.gan import data
+
+    trained: list[int] = []
+    real_train = estimate_mod.train
+    monkeypatch.setattr(estimate_mod, "train", lambda cfg, state, x: trained.append(cfg.train.steps) or
+                        real_train(cfg, state, x))  # fmt: skip
+    cfg = resolve(("t", {"dataset": "ring8", "metrics": "none", "steps": 20}))
+    ring = data.load("ring8")
+    rate = estimate_mod.estimate(cfg, ring, torch.device("cpu"), seeds=2).steps_per_s
+    assert trained[-1] == estimate_mod.probe_cap(40) == 10 and rate > 0
+    assert [estimate_mod.probe_cap(n) for n in (0, 40, 43, 44, 2_000, 10**6)] == [10, 10, 10, 11, 500, 250_000]
+    trained.clear()
+    start = time.perf_counter()
+    estimate_mod.steps_per_s(cfg, ring, torch.device("cpu"), plan_steps=10**6)
+    assert time.perf_counter() - start >= estimate_mod.PROBE_SECONDS and trained[-1] > 10

@@ -21,14 +21,24 @@ from lossbench.train.state import training_data
 WARMUP_STEPS = 5  # first steps pay for allocator growth and kernel selection
 PROBE_SECONDS = 1.0  # time at least this long, and at least MIN_PROBE_STEPS steps
 MIN_PROBE_STEPS = 5
+PROBE_SHARE = 4  # the probe trains at most 1/PROBE_SHARE of the plan's steps (its warm-up included)
 EVAL_WARNING_S = 600.0  # evaluation alone beyond this: the line names --fid-samples
 
 
+def probe_cap(plan_steps: int) -> int:
+    """The most steps the probe trains, its warm-up included: a quarter of the plan's generator steps
+    (configurations x seeds x steps), and never fewer than a warm-up and MIN_PROBE_STEPS timed ones, so
+    a short plan is not timed for longer than it trains."""
+    return max(WARMUP_STEPS + MIN_PROBE_STEPS, plan_steps // PROBE_SHARE)
+
+
 def steps_per_s(
-    cfg: RunConfig, train_set: data.Dataset, device: torch.device, speed: SpeedConfig | None = None
-) -> float:
+    cfg: RunConfig, train_set: data.Dataset, device: torch.device, speed: SpeedConfig | None = None,
+    plan_steps: int | None = None,
+) -> float:  # fmt: skip
     """Generator steps/s of cfg on this device, one seed: steps timed after a warm-up, on a throwaway
-    state (no sample grids, checkpoints or evaluations in the measured steps)."""
+    state (no sample grids, checkpoints or evaluations in the measured steps), at least PROBE_SECONDS
+    long unless that would pass `probe_cap(plan_steps)` steps."""
     quiet = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, log_every=10**9, sample_every=10**9,
                                                                checkpoint_every=10**9),
                                 metrics=dataclasses.replace(cfg.metrics, eval_every=0))  # fmt: skip
@@ -44,10 +54,12 @@ def steps_per_s(
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
+    cap = probe_cap(plan_steps) - WARMUP_STEPS if plan_steps is not None else None
     run(WARMUP_STEPS)
     steps, elapsed = MIN_PROBE_STEPS, run(MIN_PROBE_STEPS)
-    while elapsed < PROBE_SECONDS:  # grow the sample until it is long enough to time
+    while elapsed < PROBE_SECONDS and (cap is None or steps < cap):  # grow the sample until long enough
         more = max(MIN_PROBE_STEPS, int(steps * (PROBE_SECONDS - elapsed) / max(elapsed, 1e-6)) + 1)
+        more = more if cap is None else min(more, cap - steps)
         elapsed += run(more)
         steps += more
     return steps / elapsed
@@ -120,7 +132,7 @@ def estimate(
     images = extractor is not None and metrics_registry.evaluates(cfg.metrics.metrics)
     return Estimate(
         configs=configs, seeds=seeds, steps=cfg.train.steps,
-        steps_per_s=steps_per_s(cfg, train_set, device, speed),
+        steps_per_s=steps_per_s(cfg, train_set, device, speed, plan_steps=configs * seeds * cfg.train.steps),
         evaluations=evaluations_per_seed(cfg) if images else 0, samples=cfg.metrics.fid_samples if images else 0,
         real_images=0 if real_cached or not images else cfg.metrics.fid_samples,
         images_per_s=(images_rate or images_per_s(extractor, train_set.sample_shape)) if images else None,
