@@ -146,3 +146,39 @@ def test_the_probe_of_a_short_plan_trains_at_most_a_quarter_of_it(monkeypatch: p
     start = time.perf_counter()
     estimate_mod.steps_per_s(cfg, ring, torch.device("cpu"), plan_steps=10**6)
     assert time.perf_counter() - start >= estimate_mod.PROBE_SECONDS and trained[-1] > 10
+
+
+def test_the_inception_rate_is_measured_once_a_day_per_device_and_thread_count(tmp_path: Path) -> None:
+    """The preflight's Inception rate is kept in the cache folder: a second plan reads it (no batch
+    extracted), a day-old, unreadable or other-thread-count record is measured again."""
+    import json
+
+    import torch
+
+    from lossbench.exec import estimate as estimate_mod
+    from lossbench.metrics.features import Extractor
+
+    calls: list[int] = []
+
+    def features(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(len(images))
+        return images.float().flatten(1)[:, :4], images.float().flatten(1)[:, :2]
+
+    ext, shape, cpu = Extractor("toy", features, batch_size=4), (3, 8, 8), torch.device("cpu")
+    rate = estimate_mod.cached_images_per_s(ext, shape, cpu, tmp_path, now=1000.0)
+    assert calls == [4, 4] and rate > 0  # a warm-up batch, a timed one
+    path = estimate_mod.rate_path(ext, shape, cpu, tmp_path)
+    assert json.loads(path.read_text()) == {"images_per_s": rate, "measured": 1000.0}
+    assert estimate_mod.cached_images_per_s(ext, shape, cpu, tmp_path, now=1000.0 + 3600) == rate
+    assert calls == [4, 4]
+    estimate_mod.cached_images_per_s(ext, shape, cpu, tmp_path, now=1000.0 + estimate_mod.RATE_TTL_S)
+    assert len(calls) == 4  # a day later: measured again
+    path.write_text("{not json")
+    estimate_mod.cached_images_per_s(ext, shape, cpu, tmp_path, now=2000.0)
+    assert len(calls) == 6 and json.loads(path.read_text())["measured"] == 2000.0
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert estimate_mod.rate_path(ext, shape, cpu, tmp_path) != path
+    finally:
+        torch.set_num_threads(threads)

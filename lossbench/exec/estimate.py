@@ -5,12 +5,16 @@ a few training steps after a warm-up, and a few Inception images."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from lossbench import paths
 from lossbench.config import RunConfig, SpeedConfig
+from lossbench.files import write_atomically
 from lossbench.gan import data
 from lossbench.metrics import features as metrics
 from lossbench.metrics import registry as metrics_registry
@@ -23,6 +27,7 @@ PROBE_SECONDS = 1.0  # time at least this long, and at least MIN_PROBE_STEPS ste
 MIN_PROBE_STEPS = 5
 PROBE_SHARE = 4  # the probe trains at most 1/PROBE_SHARE of the plan's steps (its warm-up included)
 EVAL_WARNING_S = 600.0  # evaluation alone beyond this: the line names --fid-samples
+RATE_TTL_S = 24 * 3600.0  # an Inception rate measured on this device and thread count is reused this long
 
 
 def probe_cap(plan_steps: int) -> int:
@@ -75,6 +80,36 @@ def images_per_s(extractor: metrics.Extractor, shape: tuple[int, ...]) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
+def rate_path(extractor: metrics.Extractor, shape: tuple[int, ...], device: torch.device,
+              cache_dir: Path | None = None) -> Path:  # fmt: skip
+    """Where the Inception rate of this extractor, image shape, device and thread count is kept."""
+    where = "x".join(map(str, shape))
+    name = f"rate-{extractor.name}-{extractor.batch_size}-{where}-{device}-{torch.get_num_threads()}t.json"
+    return paths.cache_root(cache_dir) / name
+
+
+def cached_images_per_s(extractor: metrics.Extractor, shape: tuple[int, ...], device: torch.device,
+                        cache_dir: Path | None = None, now: float | None = None) -> float:  # fmt: skip
+    """`images_per_s`, measured once a day per (extractor, image shape, device, threads) and kept in the
+    cache folder: timing Inception takes two batches (about 3.5 s on a 2-core CPU), longer than a
+    short run's evaluation. An unreadable or stale record is measured again; one that cannot be
+    written is not kept."""
+    path, now = rate_path(extractor, shape, device, cache_dir), time.time() if now is None else now
+    try:
+        kept = json.loads(path.read_text())
+        rate, when = float(kept["images_per_s"]), float(kept["measured"])
+        if rate > 0 and 0 <= now - when < RATE_TTL_S:
+            return rate
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    rate = images_per_s(extractor, shape)
+    try:
+        write_atomically(path, json.dumps({"images_per_s": rate, "measured": now}).encode())
+    except OSError:
+        pass
+    return rate
+
+
 @dataclass(frozen=True)
 class Estimate:
     configs: int
@@ -125,16 +160,17 @@ def evaluations_per_seed(cfg: RunConfig) -> int:
 def estimate(
     cfg: RunConfig, train_set: data.Dataset, device: torch.device, seeds: int, configs: int = 1,
     extractor: metrics.Extractor | None = None, real_cached: bool = True, speed: SpeedConfig | None = None,
-    images_rate: float | None = None,
+    images_rate: float | None = None, cache_dir: Path | None = None,
 ) -> Estimate:  # fmt: skip
     """The plan's expected wall time on this device, measured now (seconds of probing); `images_rate`
-    reuses an Inception rate measured before."""
+    reuses an Inception rate measured before, else the cache folder's (`cached_images_per_s`)."""
     images = extractor is not None and metrics_registry.evaluates(cfg.metrics.metrics)
     return Estimate(
         configs=configs, seeds=seeds, steps=cfg.train.steps,
         steps_per_s=steps_per_s(cfg, train_set, device, speed, plan_steps=configs * seeds * cfg.train.steps),
         evaluations=evaluations_per_seed(cfg) if images else 0, samples=cfg.metrics.fid_samples if images else 0,
         real_images=0 if real_cached or not images else cfg.metrics.fid_samples,
-        images_per_s=(images_rate or images_per_s(extractor, train_set.sample_shape)) if images else None,
+        images_per_s=(images_rate or cached_images_per_s(extractor, train_set.sample_shape, device, cache_dir))
+        if images else None,
         device=str(device),
     )  # fmt: skip

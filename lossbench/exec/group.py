@@ -85,7 +85,8 @@ class Context:
             if extractor:  # a sample count larger than the reference set fails before the probe
                 reference_set(cfg, ex.data_dir, train_set)
             cached = real_cached(cfg, extractor, cache_dir)
-            plan = estimate(cfg, train_set, device, len(ex.seed_values()), 1, extractor, cached, ex.speed)
+            plan = estimate(cfg, train_set, device, len(ex.seed_values()), 1, extractor, cached, ex.speed,
+                            cache_dir=cache_dir)
             print(plan.line(), file=sys.stderr, flush=True)
         evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, cache_dir, extractor, show=ex.progress)
         return cls(cfg, ex, device, train_set, training_data(cfg, train_set.x, device), tracker, evaluate)

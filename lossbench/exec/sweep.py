@@ -140,7 +140,7 @@ class _Timer:
         if needs_images(p.cfg, ds):
             self.extractor = ext = self.extractor or open_extractor(p.cfg, self.device, ds)
         cached = real_cached(p.cfg, ext, self.cache_dir)
-        e = estimate(p.cfg, ds, self.device, len(p.seeds), 1, ext, cached, self.speed, self.rate)
+        e = estimate(p.cfg, ds, self.device, len(p.seeds), 1, ext, cached, self.speed, self.rate, self.cache_dir)
         self.rate = e.images_per_s or self.rate
         self.timed[_cost_key(p.cfg)] = e
         return e
