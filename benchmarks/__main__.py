@@ -38,10 +38,11 @@ from torch.utils.flop_counter import FlopCounterMode
 import lossbench
 from lossbench import config, paths
 from lossbench import train as trainer
-from lossbench.config import RunConfig, SpeedConfig, resolve_device
+from lossbench.config import RunConfig
 from lossbench.errors import DataError
 from lossbench.gan import data
 from lossbench.metrics import features as metrics
+from lossbench.options import SpeedConfig, resolve_device
 
 SETUPS = [("mnist", "mlp"), ("mnist", "dcgan"), ("cifar10", "dcgan")]
 

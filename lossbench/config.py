@@ -4,7 +4,8 @@ Layers, lowest first: dataclass field defaults < the loss's card (registry/losse
 < a config file (`--config`, or a suite entry) < command-line flags. Every field name is unique
 across sections, so files and flags use flat keys (`loss = "hinge"`, `steps = 2000`). Unknown keys
 and ill-typed values are errors, never silently dropped. Past this module nothing re-checks or
-re-defaults: the resolved `RunConfig` is what is printed, logged and hashed.
+re-defaults: the resolved `RunConfig` is what is printed, logged and hashed. How and where it runs
+(seeds, device, folders, store, fast paths) is lossbench.options's business, never part of the hash.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lossbench import cards, paths
+from lossbench import cards
 from lossbench.errors import ConfigError
 from lossbench.gan import batches, data, losses, models, optim, penalties, update_rules
 from lossbench.metrics import registry as metrics_registry
@@ -66,7 +66,7 @@ class TrainConfig:
     consensus: float = 0.0  # consensus optimisation's gamma (simultaneous updates only); 0 = off
     pack: int = 1  # PacGAN packing: D sees `pack` samples concatenated (Lin et al. 2018); 1 = off
     batching: str = "iid"  # real batches: iid | epoch | epoch-bootstrap (lossbench.gan.batches)
-    optimizer: str = "adam"  # adam | rmsprop
+    optimizer: str = "adam"  # adam | rmsprop | sgd (lossbench.gan.optim)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5  # Adam only
@@ -382,130 +382,3 @@ def load_file(path: str | Path) -> dict[str, Any]:
 def to_json(cfg: RunConfig) -> str:
     return json.dumps(cfg.flat(), indent=2, sort_keys=True)
 
-
-@dataclass(frozen=True)
-class SpeedConfig:
-    """Fast paths. None is part of the configuration hash; each is checked against the plain path in
-    tests (same losses for the same seed within float tolerance) and measured in benchmarks/."""
-
-    parallel_seeds: bool = False  # train the seeds of a configuration together (vmap over stacked models)
-    precision: str = "fp32"  # fp32 | bf16 (autocast of model forwards; losses and penalties stay fp32)
-    compile: bool = False  # torch.compile G (and D when no penalty needs double backward)
-    fused_optim: bool = True  # torch's fused Adam: one kernel per update; measured faster (BENCHMARKS.md)
-    cuda_graphs: bool = False  # CUDA graphs of the fixed-shape forwards and backwards (compile, reduce-overhead)
-
-    def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"'precision' must be fp32 or bf16, got {self.precision!r}")
-
-    @property
-    def compile_mode(self) -> str | None:
-        """torch.compile's mode for the players, None for eager: CUDA graphs are compile's
-        "reduce-overhead" mode (graph trees record each fixed-shape call once, then replay it)."""
-        if self.cuda_graphs:
-            return "reduce-overhead"
-        return "default" if self.compile else None
-
-    def check_device(self, device: torch.device) -> None:
-        """Refuse, before any work, the fast paths this device cannot run."""
-        if self.cuda_graphs and device.type != "cuda":
-            raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device.type}")
-
-
-MAX_SEEDS = 1000  # seeds of one configuration: more is a typo, not a study
-
-
-@dataclass(frozen=True)
-class ExecConfig:
-    """How and where to run: changes no result, so it is not part of the configuration hash.
-    Locations left None mean "flag, else environment, else default" (lossbench.paths);
-    `resolve_exec` makes them concrete on the machine that runs."""
-
-    seeds: int = 1
-    seed_start: int = 0
-    device: str = "auto"  # auto: cuda, then mps, then cpu
-    data_dir: str | None = None
-    tracking_uri: str | None = None
-    experiment: str = "lossbench"
-    checkpoint_dir: str | None = None
-    cache_dir: str | None = None  # real-feature caches
-    resume: bool = False  # continue interrupted seeds from their checkpoints
-    skip_finished: bool = False  # skip seeds already finished in the store (sweeps)
-    progress: bool = True
-    seed_list: tuple[int, ...] = ()  # explicit seeds; overrides seeds/seed_start when given
-    speed: SpeedConfig = SpeedConfig()
-    suite: str = ""  # the suite a sweep runs (its runs' tags and descriptions), "" for `lossbench run`
-    stage: str = "run"  # search | seeds (a suite's stages) | run
-    suite_description: str = ""
-    system_metrics: bool = False  # MLflow's system metrics (CPU, memory, GPU) on each seed run
-
-    def seed_values(self) -> list[int]:
-        return list(self.seed_list) or list(range(self.seed_start, self.seed_start + self.seeds))
-
-    @property
-    def checkpoints(self) -> Path:
-        return paths.checkpoint_root(self.checkpoint_dir)
-
-    def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ConfigError(f"'seeds' must be >= 1, got {self.seeds}")
-        if max(self.seeds, len(self.seed_list)) > MAX_SEEDS:
-            raise ConfigError(f"'seeds' must be <= {MAX_SEEDS}, got {max(self.seeds, len(self.seed_list))}")
-        if self.seed_start < 0:
-            raise ConfigError(f"'seed_start' must be >= 0, got {self.seed_start}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto: cuda, then mps, then cpu; an explicit device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device")
-    return device
-
-
-def resolve_exec(ex: ExecConfig) -> ExecConfig:
-    """The one place where flags, environment and defaults become concrete: absolute data root,
-    checkpoint and cache folders, tracking URI, device. Run where the training happens (a Ray worker
-    resolves its own environment). A checkpoint folder that cannot be written fails here, in one line."""
-    resolved = dataclasses.replace(
-        ex,
-        device=str(resolve_device(ex.device)),
-        data_dir=str(paths.data_root(ex.data_dir).resolve()),
-        checkpoint_dir=str(paths.checkpoint_root(ex.checkpoint_dir).resolve()),
-        cache_dir=str(paths.cache_root(ex.cache_dir).resolve()),
-        tracking_uri=paths.tracking_uri(ex.tracking_uri),
-    )
-    _check_writable(Path(resolved.checkpoint_dir), "checkpoint folder")
-    return resolved
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    """The folder exists and is writable, or the nearest existing folder above it is (so it can be made)."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{what} {folder} cannot be made: {probe} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {folder} is not writable ({probe}: permission denied or read-only)")
-
-
-def describe_exec(ex: ExecConfig) -> dict[str, Any]:
-    """The resolved execution config as --dry-run prints it (credentials redacted)."""
-    from lossbench.tracking import redact
-
-    r = resolve_exec(ex)
-    return {
-        "device": r.device, "data_dir": r.data_dir, "checkpoint_dir": r.checkpoint_dir, "cache_dir": r.cache_dir,
-        "tracking_uri": redact(r.tracking_uri or ""), "experiment": r.experiment, "seeds": r.seed_values(),
-        "resume": r.resume, **dataclasses.asdict(r.speed),
-    }  # fmt: skip

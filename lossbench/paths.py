@@ -2,7 +2,7 @@
 
 Each location is the flag when given, else its environment variable, else a default under the
 output root `runs/` (data under `./data`, Inception weights under torch's own cache). Nothing else
-in lossbench reads these environment variables; `config.resolve_exec` turns them into the concrete
+in lossbench reads these environment variables; `options.resolve_exec` turns them into the concrete
 paths a run uses and `--dry-run` prints.
 """
 

@@ -21,7 +21,7 @@ RANK = {
     "plugins": 0,
     "lossbench": 1,  # the package root: lossbench.mode_metrics defers to gan and metrics
     "gan": 1, "metrics": 1, "losses": 1, "penalties": 1,  # losses/penalties: public re-exports of gan's
-    "config": 2,
+    "config": 2, "options": 2,  # options: execution options (seeds, device, folders, fast paths), outside the hash
     "train": 3, "report": 3,
     "exec": 4,
     "cli": 5, "__main__": 6,

@@ -17,8 +17,8 @@ from torch import nn
 
 from lossbench import config
 from lossbench import train as trainer
-from lossbench.config import SpeedConfig
 from lossbench.gan import data, models
+from lossbench.options import SpeedConfig
 from lossbench.train import checkpoint
 from lossbench.train.loop import Draws
 

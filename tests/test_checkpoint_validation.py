@@ -255,8 +255,8 @@ def test_what_lossbench_writes_passes_and_one_change_does_not(flags: dict, seeds
     the configuration's template; with one tensor reshaped or the step out of range it does not."""
     import io
 
-    from lossbench.config import SpeedConfig
     from lossbench.gan import data
+    from lossbench.options import SpeedConfig
     from lossbench.train import validate
     from lossbench.train.state import setup
 

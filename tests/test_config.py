@@ -138,3 +138,21 @@ def test_plugin_loss_loads_only_when_the_command_line_names_it() -> None:
     assert config.resolve(("a.toml", {"loss": spec, "dataset": "ring8"}), plugins=dry).loss.loss == spec
     with pytest.raises(ConfigError, match="plugin loss 'a-b:C' must be package.module:Name"):
         config.resolve((config.COMMAND_LINE, {"loss": "a-b:C"}), plugins=dry)
+
+
+def test_execution_options_name_seeds_one_way() -> None:
+    """ExecConfig.seeds is the tuple of seeds; --seeds N --seed-start S is ExecConfig.counted, with the
+    flags' own error lines (a count past the cap refused before any tuple is built)."""
+    from lossbench.options import ExecConfig, describe_exec
+
+    assert ExecConfig.counted(3, 5).seeds == (5, 6, 7) and ExecConfig().seeds == (0,)
+    assert describe_exec(ExecConfig.counted(2, 4, device="cpu"))["seeds"] == [4, 5]
+    for count, start, message in [(0, 0, "'seeds' must be >= 1, got 0"), (10**12, 0, "'seeds' must be <= 1000, got "
+                                  "1000000000000"), (1, -1, "'seed_start' must be >= 0, got -1")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            ExecConfig.counted(count, start)
+    with pytest.raises(TypeError, match="a tuple of seeds"):
+        ExecConfig(seeds=4)  # a count is not a seeds form
+    for seeds in [(), tuple(range(1001)), (0, -1)]:
+        with pytest.raises(ConfigError, match="seeds"):
+            ExecConfig(seeds=seeds)

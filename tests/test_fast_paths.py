@@ -15,9 +15,9 @@ import torch
 
 from lossbench import config
 from lossbench import train as trainer
-from lossbench.config import SpeedConfig
 from lossbench.errors import ConfigError
 from lossbench.gan import data
+from lossbench.options import SpeedConfig
 
 CPU = torch.device("cpu")
 PARALLEL = SpeedConfig(parallel_seeds=True)

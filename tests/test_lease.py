@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.config import ExecConfig, resolve
+from lossbench.config import resolve
 from lossbench.exec import lease
 from lossbench.exec.plan import Member, plan
+from lossbench.options import ExecConfig
 from lossbench.tracking import SeedRun
 
 
@@ -54,7 +55,7 @@ def test_resume_plan_skips_finished_and_leased_seeds(tmp_path: Path, caplog: pyt
                        run(2, "orphan", "RUNNING", "running")])  # fmt: skip
     held = lease.Lease.take(tmp_path, "elsewhere")  # another owner, as far as the planner can tell
     try:
-        ex = ExecConfig(seeds=4, checkpoint_dir=str(tmp_path), resume=True)
+        ex = ExecConfig.counted(4, checkpoint_dir=str(tmp_path), resume=True)
         with caplog.at_level(logging.WARNING):
             p = plan(store, resolve(("test", {"dataset": "ring8"})), ex)  # type: ignore[arg-type]
     finally:

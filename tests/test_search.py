@@ -258,6 +258,30 @@ def test_seeds_stage_before_any_first_stage_run_writes_nothing(first_stage: tupl
     assert result.exit_code != 0 and "has no second stage: add 'reseeds = N'" in result.stderr
 
 
+def test_the_library_plans_a_sweeps_stages(tmp_path: Path) -> None:
+    """Which stages a sweep plans and what an unasked seeds stage says before any first-stage result
+    are exec.sweep's (the CLI prints them): a dry run plans both, a run the one asked for or the first."""
+    two = suites.load(write_suite(tmp_path, draws=1))
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[base]\ndataset = "ring8"\n')
+    one = suites.load(str(plain))
+    assert sweep_mod.stages(two, None, dry_run=True) == ["search", "seeds"]
+    assert sweep_mod.stages(two, None, dry_run=False) == ["search"] == sweep_mod.stages(one, None, dry_run=True)
+    assert sweep_mod.stages(two, "seeds", dry_run=False) == ["seeds"]
+    with pytest.raises(ConfigError, match=r"suite plain has no second stage: add 'reseeds = N' to .*plain.toml$"):
+        sweep_mod.stages(one, "seeds", dry_run=True)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "empty")
+    search_stage = sweep_mod.plan_stage(two, tracker, "search", asked=False)
+    assert search_stage.summary() == ("suite search: 2 configurations (1 random-search draws per grid point) x 3 "
+                                      "seeds; 0 finished, 6 to run")  # fmt: skip
+    unasked = sweep_mod.plan_stage(two, tracker, "seeds", asked=False)
+    assert unasked.planned is None and unasked.notes == (
+        "suite search, stage seeds: needs first-stage results (none of its 2 configurations has a finished run "
+        "with 'fid' yet)",)  # fmt: skip
+    with pytest.raises(ConfigError, match="the seeds stage needs finished first-stage runs"):
+        sweep_mod.plan_stage(two, tracker, "seeds", asked=True)
+
+
 # --- published tables beside ours ------------------------------------------------------------
 
 

@@ -14,11 +14,11 @@ import torch
 import lossbench
 from lossbench import config
 from lossbench import train as trainer
-from lossbench.config import SpeedConfig
 from lossbench.errors import ConfigError, DataError, MetricError
 from lossbench.exec import evaluation
 from lossbench.gan import data, models, stacked
 from lossbench.metrics import classified, classifier, modes
+from lossbench.options import SpeedConfig
 
 # sha256 of the (N, 3) int64 index tensors, as first drawn (torch's CPU generator, seeds 0 and 1)
 TRAIN_INDEX_SHA256 = "d3d847638cd5df1c16813b9f99bd6e4c9e361cf1cbc394a2ffb7d50db96deeaa"

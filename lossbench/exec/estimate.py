@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 
 from lossbench import paths
-from lossbench.config import RunConfig, SpeedConfig
+from lossbench.config import RunConfig
 from lossbench.files import write_atomically
 from lossbench.gan import data
 from lossbench.metrics import features as metrics
 from lossbench.metrics import registry as metrics_registry
+from lossbench.options import SpeedConfig
 from lossbench.progress import duration
 from lossbench.train import setup, train
 from lossbench.train.state import training_data

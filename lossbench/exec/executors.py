@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossbench import procs, progress
-from lossbench.config import ExecConfig, RunConfig
+from lossbench.config import RunConfig
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.exec.group import Context, train_members
 from lossbench.exec.plan import Plan, groups, plan
 from lossbench.exec.runs import RunSummary, SeedResult, close_parent, kill_parents, open_parent, summary
+from lossbench.options import ExecConfig
 from lossbench.registry import Registry
 from lossbench.tracking import Tracker
 
@@ -79,7 +80,7 @@ def train_task(cfg: RunConfig, ex: ExecConfig, parent_id: str, seeds: list[int])
     """One Ray task: train `seeds` of `cfg` under `parent_id`. A retry (its worker died) plans again
     under the same parent and continues each seed's run from its checkpoint (or from step 0 in the
     same run when it died before the first one)."""
-    ctx = Context.open(cfg, dataclasses.replace(ex, seed_list=tuple(seeds), resume=True))
+    ctx = Context.open(cfg, dataclasses.replace(ex, seeds=tuple(seeds), resume=True))
     p = plan(ctx.tracker, cfg, ctx.ex, parent_id=parent_id)
     try:
         skipped = [SeedResult(s, None, "skipped") for s in (*p.skipped, *p.busy)]

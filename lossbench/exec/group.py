@@ -26,7 +26,7 @@ import torch
 import lossbench
 from lossbench import progress, rng
 from lossbench import tracking_conventions as conventions
-from lossbench.config import ExecConfig, RunConfig, resolve_exec
+from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError, ConfigError, LossbenchError, TrackingError
 from lossbench.exec import generators, lease, samples
 from lossbench.exec.estimate import estimate
@@ -35,6 +35,7 @@ from lossbench.exec.plan import Member
 from lossbench.exec.runs import SeedResult, data_inputs, run_tags
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
+from lossbench.options import ExecConfig, resolve_exec
 from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 from lossbench.train import checkpoint, validate
 from lossbench.train.loop import Hooks, Outcome, train
@@ -85,7 +86,7 @@ class Context:
             if extractor:  # a sample count larger than the reference set fails before the probe
                 reference_set(cfg, ex.data_dir, train_set)
             cached = real_cached(cfg, extractor, cache_dir)
-            plan = estimate(cfg, train_set, device, len(ex.seed_values()), 1, extractor, cached, ex.speed,
+            plan = estimate(cfg, train_set, device, len(ex.seeds), 1, extractor, cached, ex.speed,
                             cache_dir=cache_dir)
             print(plan.line(), file=sys.stderr, flush=True)
         evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, cache_dir, extractor, show=ex.progress)

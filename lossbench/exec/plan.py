@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from lossbench.config import ExecConfig, RunConfig
+from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError
 from lossbench.exec import lease
+from lossbench.options import ExecConfig
 from lossbench.tracking import SeedRun, Tracker
 from lossbench.train import checkpoint, validate
 
@@ -71,7 +72,7 @@ def plan(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, parent_id: str | None
     for r in runs:
         by_seed.setdefault(r.seed, []).append(r)
     skipped, busy, members = [], [], []
-    for seed in ex.seed_values():
+    for seed in ex.seeds:
         previous = by_seed.get(seed, [])
         resumable = [r for r in previous if r.resumable] if ex.resume else []
         if (ex.skip_finished or ex.resume) and any(r.status == "FINISHED" for r in previous):

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lossbench
-from lossbench.config import ExecConfig, RunConfig, to_json
+from lossbench.config import RunConfig, to_json
 from lossbench.exec.plan import Plan
 from lossbench.gan import data
 from lossbench.metrics.registry import METRICS, evaluates
+from lossbench.options import ExecConfig
 from lossbench.report.stats import describe
 from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_OUTCOME, TAG_ROLE, Tracker
 from lossbench.tracking_conventions import (
@@ -84,7 +85,7 @@ def open_parent(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, plan: Plan) ->
     if plan.parent_id:
         tracker.reopen(plan.parent_id)
         return plan.parent_id
-    params = cfg.flat() | {"seeds": len(ex.seed_values()), "lossbench_version": lossbench.__version__}
+    params = cfg.flat() | {"seeds": len(ex.seeds), "lossbench_version": lossbench.__version__}
     tags = run_tags(cfg, ex) | {TAG_ROLE: "parent", TAG_OUTCOME: "running"}
     tags[TAG_NOTE] = description(ex.suite, ex.suite_description, label(cfg))
     parent_id = tracker.start_run(f"{cfg.loss.loss}/{cfg.data.dataset}", params, tags)

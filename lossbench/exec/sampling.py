@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from lossbench import caps, config, paths, rng, tracking_models
-from lossbench.config import resolve_device
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.gan import data, latent, models
 from lossbench.gan.models import generate
 from lossbench.metrics import features as metrics
+from lossbench.options import resolve_device
 from lossbench.plugins import Plugins
 from lossbench.tracking import Tracker
 

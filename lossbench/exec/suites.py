@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import caps, cards
-from lossbench.config import MAX_SEEDS, DataConfig, LossConfig, RunConfig, resolve
+from lossbench.config import DataConfig, LossConfig, RunConfig, resolve
 from lossbench.errors import ConfigError
 from lossbench.exec.search import Search, check_best_by
 from lossbench.exec.search import parse as parse_search
+from lossbench.options import MAX_SEEDS
 from lossbench.plugins import Plugins, is_plugin
 from lossbench.registry import unknown_name_message
 

@@ -4,7 +4,8 @@ interrupted, so a re-run after a crash does only what is missing.
 
 Two stages: `plan` plans the suite's configurations (its grid, settings and random-search draws)
 over its `seeds`; `plan_reseeds` plans the second stage, each (loss, data set)'s best first-stage
-setting (exec.search.choose) over the suite's `reseeds` seeds."""
+setting (exec.search.choose) over the suite's `reseeds` seeds. `stages`, `open_store` and
+`plan_stage` are what `lossbench sweep` asks: which stages, which store, and each stage's plan."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from pathlib import Path
 import torch
 
 from lossbench import tracking_models
-from lossbench.config import ExecConfig, RunConfig, SpeedConfig
-from lossbench.errors import ConfigError, DataError
+from lossbench.config import RunConfig
+from lossbench.errors import ConfigError, DataError, TrackingError
 from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
@@ -32,10 +33,13 @@ from lossbench.exec.suites import Suite
 from lossbench.gan import data
 from lossbench.metrics.features import Extractor
 from lossbench.metrics.registry import higher_is_better
+from lossbench.options import ExecConfig, SpeedConfig
 from lossbench.tracking import Tracker
 from lossbench.tracking_models import registered_name
 
 ALIAS = "best"  # the registered version a suite's seeds stage found best
+STAGES = ("search", "seeds")  # a suite's first stage, and its second (`reseeds`)
+
 
 @dataclass(frozen=True)
 class Planned:
@@ -43,6 +47,63 @@ class Planned:
     seeds: tuple[int, ...]  # seeds still to run
     done: int  # seeds already finished in the store
     stage: str = "search"  # search: the suite's configurations; seeds: a best setting with the reseeds
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a sweep as planned: what it says first (each chosen setting of the seeds stage, or
+    why it is not planned yet), then, when planned, its one-line summary and its configurations."""
+
+    stage: str
+    planned: list[Planned] | None  # None: not planned (a dry run of both stages before any first-stage result)
+    notes: tuple[str, ...] = ()
+    head: str = ""
+
+    def summary(self) -> str:
+        planned = self.planned or []
+        return f"{self.head}; {sum(p.done for p in planned)} finished, {sum(len(p.seeds) for p in planned)} to run"
+
+
+def stages(suite: Suite, stage: str | None, dry_run: bool) -> list[str]:
+    """The stages a sweep plans: the one asked for; else the first, and in a dry run the second too
+    where the suite has one."""
+    if stage == "seeds":
+        _second_stage(suite)
+    return [stage] if stage else list(STAGES) if dry_run and suite.reseeds else ["search"]
+
+
+def open_store(suite: Suite, stage: str | None, tracking_uri: str | None, experiment: str, given: str) -> Tracker:
+    """The store a sweep plans against: the seeds stage reads first-stage results, so it never creates
+    one (`given`: the suite as the command line named it, for the command to run first)."""
+    if stage != "seeds":
+        return Tracker(tracking_uri, experiment)
+    try:
+        return Tracker(tracking_uri, experiment, create=False)
+    except TrackingError as exc:
+        raise ConfigError(f"suite {suite.name}: the seeds stage needs finished first-stage runs ({exc}); "
+                          f"run `lossbench sweep {given}` first") from None  # fmt: skip
+
+
+def plan_stage(
+    suite: Suite, tracker: Tracker, stage: str, asked: bool, losses: tuple[str, ...] = (),
+    datasets: tuple[str, ...] = (), max_runs: int = 0,
+) -> StagePlan:  # fmt: skip
+    """One stage's plan. The seeds stage, when not `asked` for by name (a dry run of both stages),
+    before any first-stage result is a note, not an error."""
+    if stage == "search":
+        planned = plan(suite, tracker, losses, datasets, max_runs)
+        drawn = f" ({suite.search.draws} random-search draws per grid point)" if suite.search else ""
+        return StagePlan(stage, planned, head=f"suite {suite.name}: {len(planned)} configurations{drawn} x "
+                                              f"{suite.seeds} seeds")  # fmt: skip
+    chosen = choices(suite, tracker, losses, datasets)
+    if not asked and not any(c.best for c in chosen):
+        return StagePlan(stage, None, (f"suite {suite.name}, stage seeds: needs first-stage results (none of its "
+                                       f"{sum(c.configs for c in chosen)} configurations has a finished run with "
+                                       f"'{suite.best_by}' yet)",))  # fmt: skip
+    planned = plan_reseeds(suite, tracker, chosen, max_runs)
+    notes = tuple(line for c in chosen for line in c.lines())
+    return StagePlan(stage, planned, notes, f"suite {suite.name}, stage seeds: {len(planned)} best settings x "
+                                            f"{suite.reseeds} seeds")  # fmt: skip
 
 
 def plan(
@@ -58,9 +119,13 @@ def choices(
     suite: Suite, tracker: Tracker, losses: tuple[str, ...] = (), datasets: tuple[str, ...] = ()
 ) -> list[Choice]:
     """Per (loss, data set), the best first-stage setting so far (exec.search.choose)."""
+    _second_stage(suite)
+    return choose(suite.configs, suite.seeds, suite.best_by, tracker, losses, datasets)
+
+
+def _second_stage(suite: Suite) -> None:
     if not suite.reseeds:
         raise ConfigError(f"suite {suite.name} has no second stage: add 'reseeds = N' to {suite.path}")
-    return choose(suite.configs, suite.seeds, suite.best_by, tracker, losses, datasets)
 
 
 def plan_reseeds(suite: Suite, tracker: Tracker, chosen: list[Choice], max_runs: int = 0) -> list[Planned]:
@@ -77,7 +142,7 @@ def plan_reseeds(suite: Suite, tracker: Tracker, chosen: list[Choice], max_runs:
 def _plan(cfgs: list[RunConfig], seeds: int, stage: str, tracker: Tracker, max_runs: int) -> list[Planned]:
     out: list[Planned] = []
     budget = max_runs or None
-    every_seed = ExecConfig(seed_list=tuple(range(seeds)), skip_finished=True)
+    every_seed = ExecConfig.counted(seeds, skip_finished=True)
     for cfg in cfgs:
         p = plan_seeds(tracker, cfg, every_seed)
         todo = tuple(m.seed for m in p.members)
@@ -174,9 +239,25 @@ def run(
 ) -> list[RunSummary]:  # fmt: skip
     """Train the planned seeds; their runs carry the suite's name, description and each one's stage."""
     about = {"suite": suite.name, "suite_description": suite.description} if suite else {}
-    jobs = [(p.cfg, dataclasses.replace(ex, seed_list=p.seeds, skip_finished=True, stage=p.stage, **about))
+    jobs = [(p.cfg, dataclasses.replace(ex, seeds=p.seeds, skip_finished=True, stage=p.stage, **about))
             for p in planned if p.seeds]  # fmt: skip
     return executors.execute(jobs, executor, opts)
+
+
+def run_stage(
+    suite: Suite, tracker: Tracker, stage: StagePlan, ex: ExecConfig, executor: str = "local",
+    opts: ExecutorOptions | None = None, losses: tuple[str, ...] = (), datasets: tuple[str, ...] = (),
+) -> tuple[dict[str, int], list[str]]:  # fmt: skip
+    """Train a planned stage; after the seeds stage, register each (loss, data set)'s best run
+    (register_best). Returns the seeds' outcomes counted over its configurations, and one line per
+    registration."""
+    summaries = run(stage.planned or [], ex, executor, opts, suite)
+    registered = register_best(suite, tracker, losses, datasets) if stage.stage == "seeds" else []
+    counts: dict[str, int] = {}
+    for s in summaries:
+        for k, n in s.counts().items():
+            counts[k] = counts.get(k, 0) + n
+    return counts, registered
 
 
 def register_best(

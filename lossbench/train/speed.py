@@ -1,5 +1,5 @@
 """The fast paths' mechanisms: autocast precision and torch.compile (CUDA graphs in its
-"reduce-overhead" mode) of the players' callables. Which paths a run uses is `config.SpeedConfig`."""
+"reduce-overhead" mode) of the players' callables. Which paths a run uses is `options.SpeedConfig`."""
 
 from __future__ import annotations
 

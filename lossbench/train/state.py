@@ -14,9 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from lossbench import rng
-from lossbench.config import RunConfig, SpeedConfig, arch_options
+from lossbench.config import RunConfig, arch_options
 from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
+from lossbench.options import SpeedConfig
 from lossbench.train import counterfactual
 from lossbench.train.players import D_STATS, Players, Single, Stacked
 from lossbench.train.speed import Precision
