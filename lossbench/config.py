@@ -76,6 +76,7 @@ class TrainConfig:
     log_every: int = 50  # steps between reads of the loss accumulators
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 500  # steps between checkpoints
+    ema: float = 0.0  # beta of an exponential moving average of G's weights, evaluated beside G; 0 = off
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "instance_noise": 0.0, "dirac_theta": 1.0, "dirac_psi": 1.0, "z_dist": "normal", "d_batchnorm": False,
     "epochs": 0, "pack": 1, "mode_samples": 2500, "mode_threshold": 1, "updates": "alternating", "consensus": 0.0,
     "batching": "iid", "g_bn_stats": "batch", "d_batchnorm_penalty": False, "epoch_samples": 0, "g_noise": "fresh",
-    "eval_epochs": 0,
+    "eval_epochs": 0, "ema": 0.0,
 }  # fmt: skip
 
 _SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
@@ -334,7 +335,7 @@ def validate(cfg: RunConfig) -> None:
     for key in ("lr_g", "lr_d"):
         if not flat[key] > 0:
             raise ConfigError(f"'{key}' must be > 0, got {flat[key]}", key=key)
-    for key in ("beta1", "beta2"):
+    for key in ("beta1", "beta2", "ema"):
         if not 0 <= flat[key] < 1:
             raise ConfigError(f"'{key}' must be in [0, 1), got {flat[key]}", key=key)
     penalty = penalties.PENALTIES.get(cfg.loss.penalty)

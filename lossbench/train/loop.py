@@ -65,6 +65,8 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
         if hooks.should_stop():
             return seeds.ended("interrupted", state.step)
         step(P, draws, state, t)
+        if state.average is not None:
+            state.average.update(P)
         _run_schedules(cfg, state, hooks, seeds)
     return seeds.ended("finished", state.step)
 

@@ -19,6 +19,7 @@ from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
 from lossbench.options import SpeedConfig
 from lossbench.train import counterfactual
+from lossbench.train.ema import GeneratorAverage
 from lossbench.train.players import D_STATS, Players, Single, Stacked
 from lossbench.train.speed import Precision
 
@@ -41,6 +42,7 @@ class TrainState:
     acc_g: Tensor  # (S, len(G_KEYS))
     step: int = 0  # completed generator steps
     window: int = 0  # steps summed in the accumulators since they were last read
+    average: GeneratorAverage | None = None  # --ema: the average of G's weights, per seed
 
     # one-seed conveniences (tests, benchmarks, the plain path)
     @property
@@ -60,7 +62,7 @@ class TrainState:
             "batches": self.samplers[k].state_dict(),
             "acc_d": self.acc_d[k].cpu(),
             "acc_g": self.acc_g[k].cpu(),
-        }
+        } | ({"G_ema": self.average.state_dict(k)} if self.average is not None else {})
 
     def load_state_dict(self, state: dict[str, Any], k: int = 0) -> None:
         step, window = int(state["step"]), int(state["window"])
@@ -68,6 +70,8 @@ class TrainState:
             raise CheckpointError(f"seeds trained together must resume from the same step ({step} != {self.step})")
         self.step, self.window = step, window
         self.players.load_state_dict(k, state)
+        if self.average is not None:
+            self.average.load_state_dict(state["G_ema"], k)
         for name, g in self.streams[k].items():
             if name in state["streams"]:  # a stream added since the checkpoint was written keeps its start
                 g.set_state(state["streams"][name])
@@ -122,6 +126,7 @@ def setup(
     else:
         players = Stacked([g for g, _ in pairs], [d for _, d in pairs], **common)
     S = len(seed_list)
+    average = GeneratorAverage(players, t.ema) if t.ema > 0 else None
     return TrainState(
         players=players,
         seeds=seed_list,
@@ -129,4 +134,5 @@ def setup(
         samplers=[batches.sampler(t.batching, seed, t.batch_size, t.pack, device) for seed in seed_list],
         acc_d=torch.zeros(S, len(D_KEYS), device=device),
         acc_g=torch.zeros(S, len(G_KEYS), device=device),
+        average=average,
     )

@@ -44,6 +44,7 @@ from lossbench.train.state import D_KEYS, G_KEYS
 
 KERNEL_CHOICES = ("fused", "foreach")  # group switches that pick kernels, not the algorithm
 MODULES = ("G", "D")
+AVERAGE = "G_ema"  # --ema: the average of G's parameters (lossbench.train.ema), by name
 OPTIMIZERS = ("opt_g", "opt_d")
 STREAMS, ACCUMULATORS = "streams", ("acc_d", "acc_g")
 BATCHES = "batches"  # the seed's batch sampler (lossbench.gan.batches); checkpoints before batching hold none
@@ -85,6 +86,8 @@ def _expected(cfg: RunConfig, device: str | None) -> Expected:
         "acc_g": torch.zeros(len(G_KEYS)),
         BATCHES: {},
     }
+    if cfg.train.ema > 0:
+        template[AVERAGE] = {name: p for name, p in G.named_parameters()}
     sizes = data.DATASETS.get(cfg.data.dataset).sizes
     return Expected(template, cfg.train.steps, cfg.train.batching != "iid", sizes.get("train"))
 
@@ -116,7 +119,7 @@ def mismatch(state: Any, exp: Expected) -> str | None:
     t = exp.template
     if problem := _keys(state, {k: v for k, v in t.items() if k != BATCHES or k in state or exp.batches_required}, ""):
         return problem
-    for key in MODULES:
+    for key in (k for k in (*MODULES, AVERAGE) if k in t):
         if problem := _tensor_dict(state[key], t[key], key):
             return problem
     for key in OPTIMIZERS:
