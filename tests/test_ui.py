@@ -6,7 +6,9 @@ and a binding beyond loopback is one warning line."""
 from __future__ import annotations
 
 import contextlib
+import html
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,10 +16,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from test_cli import lossbench
+from test_models import SUITE
 from test_procs import STAND_IN, free_port, port_is_free, wait_for
 from test_report import ARTIFACTS
 
@@ -35,34 +40,94 @@ def answers(url: str) -> bool:
 RING = ["--dataset", "ring8", "--steps", "20", "--log-every", "10", "--fid-samples", "200", "--no-progress"]
 
 
-@pytest.mark.slow  # MLflow's UI (16 processes) and Chromium: about a minute on two cores
-def test_ui_opens_on_the_runs_table_with_both_configurations(store: str, tmp_path: Path) -> None:
+def chromium(url: str, profile: Path, *action: str, height: int = 900) -> str:
+    """Headless Chromium's `action` (--dump-dom, or --screenshot=<png>) on `url` after 30 s of the page's
+    virtual time, in a window 1400 wide and `height` tall; returns its stdout (the DOM, for --dump-dom)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "headless Chromium is needed (Debian package chromium; .ci/run installs it)"
-    for loss in ("minimax", "hinge"):
-        lossbench("run", "--loss", loss, *RING, "--tracking-uri", store)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             f"--user-data-dir={profile}", "--virtual-time-budget=30000", f"--window-size=1400,{height}"]  # fmt: skip
+    return subprocess.run([browser, *flags, *action, url], capture_output=True, text=True, timeout=180).stdout
+
+
+def screenshot(url: str, profile: Path, name: str, height: int = 900) -> Path:
+    """A screenshot of `url` saved as the test artifact `name`; a blank or error page would be under 10 kB."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    shot.unlink(missing_ok=True)  # not a previous run's
+    chromium(url, profile, f"--screenshot={shot}", height=height)
+    assert shot.is_file() and shot.stat().st_size > 10_000, shot
+    return shot
+
+
+@contextlib.contextmanager
+def serving(store: str) -> Iterator[tuple[str, str]]:
+    """`lossbench ui` on `store` at a free port, answering: yields its base URL and the URL it printed."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lossbench", "ui", "--tracking-uri", store, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         url = proc.stdout.readline().strip() if proc.stdout else ""
-        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and url.endswith(
-            "?workflowType=machine_learning"), url  # fmt: skip
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/health") or proc.poll() is not None, 180,
                  "the UI never answered")  # fmt: skip
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000",
-                 "--window-size=1400,900"]  # fmt: skip
-        dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-        assert "minimax/ring8" in dom and "hinge/ring8" in dom, dom[-2000:]  # both parent runs
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "mlflow-ui.png"
-        subprocess.run([browser, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=180)
-        assert shot.is_file() and shot.stat().st_size > 10_000
+        yield f"http://127.0.0.1:{port}/", url
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+@pytest.mark.slow  # MLflow's UI (16 processes) and Chromium: about a minute on two cores
+def test_ui_opens_on_the_runs_table_with_both_configurations(store: str, tmp_path: Path) -> None:
+    for loss in ("minimax", "hinge"):
+        lossbench("run", "--loss", loss, *RING, "--tracking-uri", store)
+    with serving(store) as (base, url):
+        assert url.startswith(f"{base}#/experiments/") and url.endswith("?workflowType=machine_learning"), url
+        dom = chromium(url, tmp_path / "profile", "--dump-dom")
+        assert "minimax/ring8" in dom and "hinge/ring8" in dom, dom[-2000:]  # both parent runs
+        screenshot(url, tmp_path / "profile", "mlflow-ui.png")
+
+
+def row_with(dom: str, marker: str) -> str:
+    """The table row (MLflow's role="row" element, and whatever follows it in the last row) holding `marker`."""
+    rows = [row for row in dom.split('role="row"')[1:] if marker in row]
+    assert len(rows) == 1, f"{len(rows)} rows hold {marker}"
+    return rows[0]
+
+
+@pytest.mark.slow  # a two-stage suite (~75 s), MLflow's UI (~60 s), five Chromium loads: ~4 minutes on two cores
+def test_ui_shows_a_seed_runs_logged_model_and_the_registered_best(store: str, tmp_path: Path) -> None:
+    (path := tmp_path / "tiny.toml").write_text(SUITE)
+    lossbench("sweep", str(path), "--tracking-uri", store, "--no-progress")
+    lossbench("sweep", str(path), "--stage", "seeds", "--tracking-uri", store, "--no-progress")
+    client = MlflowClient(store)
+    name = "lossbench-tiny-non-saturating-ring8"
+    version = client.get_model_version_by_alias(name, "best")
+    experiment = client.get_run(version.run_id).info.experiment_id
+    logged = client.search_logged_models([experiment], filter_string=f"source_run_id = '{version.run_id}'")
+    assert logged and version.source in {f"models:/{m.model_id}" for m in logged}  # the version is one of them
+    assert int(version.version) == 1
+    profile = tmp_path / "profile"
+    with serving(store) as (base, _):
+        run_page = f"{base}#/experiments/{experiment}/runs/{version.run_id}"
+        dom = chromium(run_page, profile, "--dump-dom")
+        assert f"Logged models ({len(logged)})" in html.unescape(re.sub(r"<[^>]+>", "", dom)), dom[-2000:]
+        for model in logged:  # its name, linked to its page, in the run's "Logged models" table
+            link = f'href="#/experiments/{experiment}/models/{model.model_id}"'
+            assert re.search(rf"{link}[^>]*>{re.escape(model.name)}</a>", dom), (model.name, dom[-2000:])
+        # the version registered from it, in the run's "Registered models" box. (The "Registered models"
+        # column of the "Logged models" table shows "-": it reads the logged model's mlflow.modelVersions
+        # tag, which MLflow's fluent register_model sets and MlflowClient.create_model_version does not.)
+        assert f'href="#/models/{name}/versions/{version.version}"' in dom
+        screenshot(run_page, profile, "mlflow-run-model.png", height=2600)  # tall enough for the models table
+
+        models = chromium(f"{base}#/models", profile, "--dump-dom")
+        row = row_with(models, f'href="#/models/{name}"')  # the registered model, its latest version and alias
+        assert 'versions/1">Version 1</a>' in row and re.search(r"@&nbsp;best(?:(?!</a>).)*: Version 1</a>", row)
+        page = f"{base}#/models/{name}"
+        row = row_with(chromium(page, profile, "--dump-dom"), f'href="#/models/{name}/versions/1">Version 1</a>')
+        assert "@&nbsp;best" in row  # on the registered model's own page: version 1 carries @best
+        screenshot(page, profile, "mlflow-registered-model.png")
 
 
 def tree(pid: int) -> set[int]:
