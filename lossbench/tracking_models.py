@@ -101,10 +101,26 @@ def register(client: Any, name: str, run_id: str, model_name: str, alias: str, d
         source = f"models:/{model_id}" if model_id else f"runs:/{run_id}/{model_name}"
         mv = client.create_model_version(name, source, run_id=run_id, description=description, model_id=model_id)
         client.set_registered_model_alias(name, alias, mv.version)
+        if model_id:  # the logged model names its versions: the UI's "Registered models" column reads this tag
+            _tag_version(client, model_id, name, mv.version)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise TrackingError(f"cannot register run {run_id}'s {model_name} as {name}@{alias} ({first})") from None
     return int(mv.version)
+
+
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: JSON [{"name": ..., "version": ...}, ...]
+
+
+def _tag_version(client: Any, model_id: str, name: str, version: str | int) -> None:
+    """Add (name, version) to the logged model's list of registered versions, as MLflow's own
+    `register_model` records it (MlflowClient.create_model_version does not)."""
+    import json
+
+    kept = client.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG)
+    versions = [*json.loads(kept), {"name": name, "version": str(version)}] if kept else [
+        {"name": name, "version": str(version)}]  # fmt: skip
+    client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(versions)})
 
 
 def alias_run(client: Any, name: str, alias: str) -> str | None:

@@ -120,6 +120,8 @@ def test_a_suites_seeds_stage_registers_its_best_seed_run(store: str, tmp_path: 
     assert {r.data.tags["lossbench.stage"] for r in reseeded} == {"search", "seeds"}
     best = max(reseeded, key=lambda r: (r.data.metrics["modes"], -int(r.data.tags["lossbench.seed"])))
     assert version.run_id == best.info.run_id and int(version.version) == 1
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))  # the UI's link back to the version
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": version.name, "version": "1"}]
     assert "registered lossbench-tiny-non-saturating-ring8 version 1 as @best" in out
     for parent in runs_by_role(store)["parent"]:
         assert "Suite `tiny`: Two seeds of the best of two learning rates" in parent.data.tags["mlflow.note.content"]
