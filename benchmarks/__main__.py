@@ -20,6 +20,8 @@ Each figure is the best of --repeat timings (the median for logging), as timeit 
             time, one seed and --seeds stacked
   profile   torch.profiler over the seeds trained together: host and device time per step, kernels per
             step, the operators that take the most time (what bounds the step)
+  ops       ATen operators dispatched per member-step and member-steps/s, groups of 1, 4, 16 (benchmarks/ops.py)
+  explain   torch._dynamo.explain of one whole training step: graphs, breaks and why (benchmarks/ops.py)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import lossbench
+from benchmarks import ops
 from lossbench import config, paths
 from lossbench import train as trainer
 from lossbench.config import RunConfig
@@ -415,7 +418,7 @@ def bench_counterfactual(device: torch.device, args: argparse.Namespace) -> None
 
 BENCHES = {"matmul": bench_matmul, "train": bench_train, "seeds": bench_seeds, "logging": bench_logging,
            "features": bench_features, "signals": bench_signals, "counterfactual": bench_counterfactual,
-           "profile": bench_profile}  # fmt: skip
+           "profile": bench_profile, "ops": ops.bench_ops, "explain": ops.bench_explain}  # fmt: skip
 
 
 def main() -> None:
