@@ -64,6 +64,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--log-every", "log_every", int, "Steps between logged loss means."),
     ("--sample-every", "sample_every", int, "Steps between sample grids."),
     ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints."),
+    ("--ema", "ema", float, "Beta of a moving average of G's weights, evaluated beside G (ema_* metrics); 0 = off."),
     ("--metrics", "metrics", str, "Comma list: fid,is,kid,pr,dc (images) or modes (2-D); none: no evaluation."),
     ("--fid-samples", "fid_samples", int, "Generated samples per evaluation (default 10000)."),
     ("--eval-every", "eval_every", int, "Steps between evaluations (0 = only at the end)."),
