@@ -1,9 +1,10 @@
 """Build, once per configuration, the function that scores a generator: image metrics against
 cached real features, or mode metrics for 2-D mixtures. Building it is the preflight: missing
-weights or a bad sample count fail here, before any training time is spent."""
+weights fail here, before any training time is spent (a bad sample count failed in config.validate)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
@@ -42,19 +43,24 @@ def real_cached(cfg: RunConfig, extractor: metrics.Extractor | None, cache_dir: 
 def _real_features(
     cfg: RunConfig, extractor: metrics.Extractor, reference: data.Dataset, cache_dir: Path | None, show: bool
 ) -> metrics.Features:
+    """The real features, from the cache or extracted (and cached): a phase on stderr once the first
+    images are extracted, none when the cache holds them."""
     n, name, split = cfg.metrics.fid_samples, cfg.data.dataset, reference.split
-    if real_cached(cfg, extractor, cache_dir):
-        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir)
-        log.info("real features of %s/%s (%d): from the cache", name, split, n)
-        return real
-    with phase(f"real features: {name} {split}, {n:,} images (cached for next time)", n, bar=show) as advance:
-        shown = [0]
+    what = f"real features: {name} {split}, {n:,} images (cached for next time)"
+    with contextlib.ExitStack() as extracting:
+        advance: Callable[[int], None] | None = None
+        shown = 0
 
         def done(images: int) -> None:  # real_features reports the running total; the bar takes steps
-            advance(images - shown[0])
-            shown[0] = images
+            nonlocal advance, shown
+            if advance is None:  # not in the cache: extracted now
+                advance = extracting.enter_context(phase(what, n, bar=show))
+            advance(images - shown)
+            shown = images
 
-        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir, progress=done)
+        real, cached = metrics.real_features(extractor, name, split, reference.x, n, cache_dir, progress=done)
+    if cached:
+        log.info("real features of %s/%s (%d): from the cache", name, split, n)
     return real
 
 
@@ -75,12 +81,10 @@ def open_extractor(cfg: RunConfig, device: torch.device, train_set: data.Dataset
 
 
 def reference_set(cfg: RunConfig, data_dir: str | None, train_set: data.Dataset) -> data.Dataset:
-    """The real images the metrics compare against (train or test split); a sample count larger than
-    it fails here."""
+    """The real images the metrics compare against (train or test split); config.validate has checked
+    that it holds fid_samples."""
     split = cfg.metrics.reference_split
-    reference = train_set if split == train_set.split else data.load(cfg.data.dataset, data_dir, split)
-    metrics.real_subset(reference.x, cfg.metrics.fid_samples)
-    return reference
+    return train_set if split == train_set.split else data.load(cfg.data.dataset, data_dir, split)
 
 
 def make_evaluator(

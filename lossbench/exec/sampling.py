@@ -12,7 +12,7 @@ from torch import Tensor
 from lossbench import caps, config, paths, rng, tracking_models
 from lossbench.config import resolve_device
 from lossbench.errors import ConfigError, LossbenchError
-from lossbench.gan import data, latent, models
+from lossbench.gan import data, latent
 from lossbench.gan.models import generate
 from lossbench.metrics import features as metrics
 from lossbench.plugins import Plugins
@@ -36,8 +36,7 @@ def load_generator(
             raise ConfigError(f"run {run_id} has no saved generator (did it finish?)") from None
         flat = _read_config(Path(cfg_path), run_id)
         cfg = config.resolve((f"run {run_id}", flat), plugins=plugins)
-        shape = data.DATASETS.get(cfg.data.dataset).sample_shape
-        G, _ = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm, **config.arch_options(cfg))
+        G, _ = config.build_models(cfg)
         G.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return G.to(device), cfg
 

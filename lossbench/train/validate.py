@@ -38,8 +38,8 @@ import torch
 from torch import Tensor
 
 from lossbench import rng
-from lossbench.config import RunConfig, arch_options
-from lossbench.gan import data, models, optim
+from lossbench.config import RunConfig, build_models
+from lossbench.gan import data, optim
 from lossbench.train.state import D_KEYS, G_KEYS
 
 KERNEL_CHOICES = ("fused", "foreach")  # group switches that pick kernels, not the algorithm
@@ -69,9 +69,8 @@ def expected(cfg: RunConfig, device: torch.device | str | None) -> Expected:
 
 @functools.lru_cache(maxsize=8)
 def _expected(cfg: RunConfig, device: str | None) -> Expected:
-    shape = data.DATASETS.get(cfg.data.dataset).sample_shape
     with torch.device("meta"):  # shapes and dtypes only: no memory, no random draws
-        G, D = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
+        G, D = build_models(cfg)
     factory, t = optim.OPTIMIZERS.get(cfg.train.optimizer), cfg.train
     template: dict[str, Any] = {
         "G": G.state_dict(),
