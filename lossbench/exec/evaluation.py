@@ -4,7 +4,6 @@ weights fail here, before any training time is spent (a bad sample count failed 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
@@ -43,24 +42,19 @@ def real_cached(cfg: RunConfig, extractor: metrics.Extractor | None, cache_dir: 
 def _real_features(
     cfg: RunConfig, extractor: metrics.Extractor, reference: data.Dataset, cache_dir: Path | None, show: bool
 ) -> metrics.Features:
-    """The real features, from the cache or extracted (and cached): a phase on stderr once the first
-    images are extracted, none when the cache holds them."""
     n, name, split = cfg.metrics.fid_samples, cfg.data.dataset, reference.split
-    what = f"real features: {name} {split}, {n:,} images (cached for next time)"
-    with contextlib.ExitStack() as extracting:
-        advance: Callable[[int], None] | None = None
-        shown = 0
+    if real_cached(cfg, extractor, cache_dir):
+        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir)
+        log.info("real features of %s/%s (%d): from the cache", name, split, n)
+        return real
+    with phase(f"real features: {name} {split}, {n:,} images (cached for next time)", n, bar=show) as advance:
+        shown = [0]
 
         def done(images: int) -> None:  # real_features reports the running total; the bar takes steps
-            nonlocal advance, shown
-            if advance is None:  # not in the cache: extracted now
-                advance = extracting.enter_context(phase(what, n, bar=show))
-            advance(images - shown)
-            shown = images
+            advance(images - shown[0])
+            shown[0] = images
 
-        real, cached = metrics.real_features(extractor, name, split, reference.x, n, cache_dir, progress=done)
-    if cached:
-        log.info("real features of %s/%s (%d): from the cache", name, split, n)
+        real, _ = metrics.real_features(extractor, name, split, reference.x, n, cache_dir, progress=done)
     return real
 
 
