@@ -43,9 +43,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lossbench import config
 from lossbench import train as trainer
-from lossbench.config import RunConfig, SpeedConfig
+from lossbench.config import RunConfig
 from lossbench.errors import DataError
 from lossbench.gan import data
+from lossbench.options import SpeedConfig
 from lossbench.train import state as state_module
 from lossbench.train.draws import Draws
 from lossbench.train.players import Stacked

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from lossbench import cards
 from lossbench.errors import ConfigError
@@ -223,7 +224,7 @@ def resolve(*layers: tuple[str, dict[str, Any]], plugins: Plugins = Plugins()) -
         raise _named(loss_where, ConfigError(f"'loss' must be a string, got {loss_name!r}"))
     try:
         if not is_plugin(loss_name) or plugins.admit(loss_name, on_command_line=loss_where == COMMAND_LINE):
-            losses.get(loss_name)  # unknown loss: clear error with the closest name
+            losses.check(loss_name)  # unknown loss: clear error with the closest name (built by train.setup)
     except ConfigError as exc:
         raise _named(loss_where, exc) from None
     card_defaults = cards.loss_card(loss_name).get("defaults", {})
@@ -350,7 +351,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data set '{cfg.data.dataset}' takes arch {' or '.join(source.archs)}, "
                           f"not '{cfg.model.arch}'", key="arch")  # fmt: skip
     with torch.device("meta"):  # shape check only: no memory, no RNG
-        models.build(cfg.model.arch, source.sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
+        build_models(cfg)
     optim.OPTIMIZERS.get(cfg.train.optimizer)
     update_rules.check(cfg.train.updates, cfg.train.n_critic, cfg.train.consensus)
     batches.BATCHINGS.get(cfg.train.batching)
@@ -362,15 +363,23 @@ def validate(cfg: RunConfig) -> None:
                           key="reference_split")  # fmt: skip
     points = not source.needs_files
     metrics_registry.check(cfg.metrics.metrics, points=points, dataset=cfg.data.dataset)
-    if not points and metrics_registry.evaluates(cfg.metrics.metrics) and cfg.metrics.fid_samples < 2:
-        raise ConfigError(f"'fid_samples' must be >= 2, got {cfg.metrics.fid_samples}", key="fid_samples")
+    if not points and metrics_registry.evaluates(cfg.metrics.metrics):  # the one check of the sample count
+        n, split = cfg.metrics.fid_samples, cfg.metrics.reference_split
+        if n < 2:
+            raise ConfigError(f"'fid_samples' must be >= 2, got {n}", key="fid_samples")
+        if n > (size := data.size(cfg.data.dataset, split)):
+            raise ConfigError(f"fid_samples={n} is larger than the reference set ({cfg.data.dataset} {split}: "
+                              f"{size} images)", key="fid_samples")  # fmt: skip
 
 
-def arch_options(cfg: RunConfig) -> dict[str, Any]:
-    """The architecture settings models.build takes besides shape, latent size and D's norm."""
-    return {"z_dist": cfg.model.z_dist, "pack": cfg.train.pack, "d_batchnorm": cfg.model.d_batchnorm,
-            "dirac_theta": cfg.model.dirac_theta, "dirac_psi": cfg.model.dirac_psi,
-            "g_bn_stats": cfg.model.g_bn_stats}  # fmt: skip
+def build_models(cfg: RunConfig, sample_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, nn.Module]:
+    """G and D as the configuration names them, for samples of `sample_shape` (default: its data
+    set's); their initial weights come from torch's global generator (train.setup forks it per seed)."""
+    m = cfg.model
+    shape = sample_shape or data.DATASETS.get(cfg.data.dataset).sample_shape
+    return models.build(m.arch, shape, m.z_dim, m.d_norm, z_dist=m.z_dist, pack=cfg.train.pack,
+                        d_batchnorm=m.d_batchnorm, dirac_theta=m.dirac_theta, dirac_psi=m.dirac_psi,
+                        g_bn_stats=m.g_bn_stats)  # fmt: skip
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """Replace a folder's contents all or nothing: write into a staging folder, then move it into place.
 
-    with signals_interrupt(), replacing(out, "lossbench report", "report") as staging:
+    with replacing(out, "lossbench report", "report") as staging:
         ...write every file under `staging`...
 
 An exception, Ctrl-C (SIGINT), SIGTERM or SIGHUP before the block ends removes the staging folder
-and leaves `out` exactly as it was (SIGTERM and SIGHUP raise KeyboardInterrupt inside
-`signals_interrupt`, so the clean-up runs; a signal the process ignores stays ignored). The move
+and leaves `out` exactly as it was (within `replacing`, SIGTERM and SIGHUP raise KeyboardInterrupt
+as Ctrl-C does, so the clean-up runs; a signal the process ignores stays ignored). The move
 itself is not cut short by those signals: one that arrives during it is honoured, as
 KeyboardInterrupt, just after. Only SIGKILL or a crash can leave a staging folder behind (hidden,
 `.<name>.lossbench-<random>.tmp` beside `out`; safe to delete).
@@ -40,16 +40,15 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import stat
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from lossbench.errors import LossbenchError
 from lossbench.files import write_atomically
 from lossbench.manifest import MANIFEST, claim, encode
+from lossbench.signal_handlers import handling, interrupt
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +78,6 @@ def _through_link(out: Path, rel: str) -> Path | None:
         if p != Path(".") and os.path.lexists(out / p) and (os.path.islink(out / p) or not (out / p).is_dir()):
             return out / p
     return None
-
-
-@contextlib.contextmanager
-def signals_interrupt(pending: list[int] | None = None) -> Iterator[None]:
-    """While the block runs, SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, or, given `pending`,
-    are only appended to it (for a step that must not be cut in two). A signal the process ignores
-    stays ignored; outside the main thread (where Python sets no handlers) nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if pending is None:
-            raise KeyboardInterrupt
-        pending.append(signum)
-
-    wanted = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    previous = {s: signal.signal(s, handler) for s in wanted if signal.getsignal(s) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -206,29 +182,31 @@ def _commit_files(staging: Path, out: Path, own: frozenset[str], writer: str, wh
 def replacing(out: Path, writer: str, what: str) -> Iterator[Path]:
     """Yields an empty staging folder; when the block ends, what was written there replaces the
     files of `out` that `writer` wrote before (its manifest's), and the manifest lists the new ones;
-    when it raises (KeyboardInterrupt included), `out` is left as it was. A folder `writer` did not
-    make (`manifest.claim`) is refused before anything is written."""
+    when it raises (KeyboardInterrupt included, which SIGTERM and SIGHUP raise here too), `out` is
+    left as it was. A folder `writer` did not make (`manifest.claim`) is refused before anything is
+    written."""
     target = out.resolve()  # a link to a folder: the folder it points to, the link kept
     if os.path.lexists(target) and not target.is_dir():
         raise LossbenchError(f"the output folder {out} is a file")
     claim(target, writer, what)
-    pending: list[int] = []  # signals held back while a step must not be cut in two
+    pending: list[int] = []  # signals held back while a step must not be cut in two, honoured after it
     staging: Path | None = None
-    try:
-        with signals_interrupt(pending):
-            staging = _make_staging(target)
+    with handling(interrupt):
+        try:
+            with handling(pending.append):
+                staging = _make_staging(target)
+            if pending:
+                raise KeyboardInterrupt
+            yield staging
+            staged = {rel for rel, is_dir in _entries(staging) if not is_dir}
+            (staging / MANIFEST).write_bytes(encode(writer, staged))
+            with handling(pending.append):
+                _commit(staging, target, writer, what)
+        finally:
+            if staging is not None:
+                with handling(pending.append):  # a second Ctrl-C does not cut the clean-up short
+                    shutil.rmtree(staging, ignore_errors=True)
+                if os.path.lexists(staging):
+                    log.warning("could not remove the staging folder %s", staging)
         if pending:
             raise KeyboardInterrupt
-        yield staging
-        staged = {rel for rel, is_dir in _entries(staging) if not is_dir}
-        (staging / MANIFEST).write_bytes(encode(writer, staged))
-        with signals_interrupt(pending):
-            _commit(staging, target, writer, what)
-    finally:
-        if staging is not None:
-            with signals_interrupt(pending):  # a second Ctrl-C does not cut the clean-up short
-                shutil.rmtree(staging, ignore_errors=True)
-            if os.path.lexists(staging):
-                log.warning("could not remove the staging folder %s", staging)
-    if pending:
-        raise KeyboardInterrupt

@@ -75,13 +75,11 @@ def run_group(cmd: Sequence[str], grace: float = GRACE) -> int:
     """Run cmd in a process group of its own until it exits or this process gets SIGINT, SIGTERM or
     SIGHUP (passed on to the group). Returns its exit status, or 128 + the signal that stopped it.
     Should this process die without running its handlers (SIGKILL), the group goes down too (`watch`)."""
+    from lossbench.signal_handlers import handling  # imported here: this file also runs alone (`watch`)
+
     received: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signum)
-
-    previous = {s: signal.signal(s, handler) for s in FORWARDED}
-    try:  # its pid is its group's id; on Linux it dies with this process (the thread that forks it)
+    with handling(received.append, FORWARDED, keep_ignored=False):
+        # its pid is its group's id; on Linux it dies with this process (the thread that forks it)
         proc = subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=_dying_with(os.getpid()))
         guard: subprocess.Popen | None = None
         try:
@@ -100,9 +98,6 @@ def run_group(cmd: Sequence[str], grace: float = GRACE) -> int:
                     guard.wait(timeout=5.0)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5.0)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
     return 128 + received[0] if received else proc.returncode
 
 
@@ -146,24 +141,10 @@ def _dying_with(parent: int) -> Any:
 def interrupt_on(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
     """Within: each of `signals` raises KeyboardInterrupt, like Ctrl-C. A signal this process was told to
     ignore (nohup's SIGHUP) stays ignored. Only in the main thread; elsewhere it does nothing."""
-    import threading
+    from lossbench.signal_handlers import handling, interrupt  # imported here: this file also runs alone
 
-    if threading.current_thread() is not threading.main_thread():
+    with handling(interrupt, signals):
         yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.getsignal(s) for s in signals}
-    for s, h in previous.items():
-        if h is not signal.SIG_IGN:
-            signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _killpg(pgid: int, sig: int) -> None:

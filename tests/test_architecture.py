@@ -1,6 +1,8 @@
 """The package map holds: imports flow one way (cli -> exec -> train -> gan), metrics and report
-never reach into training, nothing imports the CLI, mlflow stays inside tracking.py, and the public
-names the README documents import from their documented paths."""
+never reach into training, nothing imports the CLI, mlflow stays inside tracking.py, the store's
+modules are imported only by the layers that record and read runs, and the public names the README
+documents import from their documented paths. Relative imports are resolved to the modules they
+name, and the package root is checked as every other module is."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ ROOT = Path(lossbench.__file__).parent
 RANK = {
     "errors": 0, "registry": 0, "rng": 0, "paths": 0, "cards": 0, "tracking": 0, "progress": 0, "procs": 0, "files": 0,
     "tracking_models": 0, "tracking_conventions": 0, "outcomes": 0, "folders": 0, "manifest": 0, "ui": 0, "caps": 0,
-    "plugins": 0,
-    "lossbench": 1,  # the package root: lossbench.mode_metrics defers to gan and metrics
+    "plugins": 0, "signal_handlers": 0,
+    "lossbench": 2,  # the package root: lossbench.mode_metrics defers to gan and metrics
     "gan": 1, "metrics": 1, "losses": 1, "penalties": 1,  # losses/penalties: public re-exports of gan's
     "config": 2, "options": 2,  # options: execution options (seeds, device, folders, fast paths), outside the hash
     "train": 3, "report": 3,
@@ -29,6 +31,10 @@ RANK = {
 # the store; generators as MLflow models; MLflow's conventions (inputs, descriptions, images, system metrics)
 MLFLOW_MODULES = {"lossbench.tracking", "lossbench.tracking_models", "lossbench.tracking_conventions"}
 NEVER = {"metrics": {"train", "exec", "cli"}, "report": {"train", "exec", "cli"}, "gan": {"config", "train", "exec"}}
+# the store (runs, logged generators, MLflow's conventions) and who may import it: those that record
+# and read runs, and options' dry-run display of the tracking URI (its credentials redacted)
+STORE = {"tracking", "tracking_models", "tracking_conventions"}
+STORE_USERS = {"exec", "report", "cli", "options", *STORE}
 
 
 def module_name(path: Path) -> str:
@@ -44,15 +50,30 @@ def area(module: str) -> str:
 
 def imports(path: Path) -> set[str]:
     """The lossbench modules (and mlflow) a file imports, at any depth (deferred imports included)."""
+    return imports_in(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def imports_in(source: str, module: str, is_package: bool = False) -> set[str]:
+    """The lossbench modules (and mlflow) `source`, the text of `module`, imports. A relative import
+    is resolved against the module's package (`from ..exec import group` in lossbench.gan.losses is
+    lossbench.exec.group); `from PACKAGE import NAME` is the submodule PACKAGE.NAME where one exists,
+    else PACKAGE itself (`from lossbench import __version__` is the package root)."""
+    package = module if is_package else module.rpartition(".")[0]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
-            if node.module == "lossbench":  # from lossbench import config, paths
-                out |= {f"lossbench.{a.name}" for a in node.names}
-    return {m for m in out if m.startswith("lossbench") or m.split(".")[0] == "mlflow"}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            frm = ".".join([*base, *([node.module] if node.module else [])])
+            out |= {f"{frm}.{a.name}" if is_module(f"{frm}.{a.name}") else frm for a in node.names}
+    return {m for m in out if m.split(".")[0] in ("lossbench", "mlflow")}
+
+
+def is_module(name: str) -> bool:
+    """Whether `name` is a module or package of lossbench (a file or a folder under the package)."""
+    path = ROOT.parent.joinpath(*name.split("."))
+    return name.split(".")[0] == "lossbench" and (path.with_suffix(".py").is_file() or path.is_dir())
 
 
 GRAPH = {module_name(p): imports(p) for p in ROOT.rglob("*.py")}
@@ -68,15 +89,17 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                     bad.append(f"{mod} imports mlflow (only {', '.join(sorted(MLFLOW_MODULES))} may)")
                 continue
             dst = area(dep)
-            if dst == "lossbench" or src == dst:
+            if src == dst:
                 continue
             if (dst == "cli" and src != "__main__") or dst in NEVER.get(src, set()) or RANK[dst] > RANK[src]:
                 bad.append(f"{mod} imports {dep} against the direction ({src} -> {dst})")
+            elif dst in STORE and src not in STORE_USERS:
+                bad.append(f"{mod} imports {dep}: only {', '.join(sorted(STORE_USERS - STORE))} may use the store")
     return bad
 
 
 def test_every_module_has_a_rank() -> None:
-    assert {area(m) for m in GRAPH} - {"lossbench"} <= set(RANK)
+    assert {area(m) for m in GRAPH} <= set(RANK)
 
 
 def test_imports_flow_one_way() -> None:
@@ -89,6 +112,23 @@ def test_the_rule_catches_an_import_against_the_direction() -> None:
     assert violations({"lossbench.exec.plan": {"lossbench.cli"}})
     assert violations({"lossbench.exec.plan": {"mlflow.entities"}})
     assert not violations({"lossbench.exec.plan": {"lossbench.train.loop", "lossbench.gan.data"}})
+    assert violations({"lossbench.gan.losses": {"lossbench"}})  # the root imports gan: gan cannot import it
+    assert violations({"lossbench": {"lossbench.exec.plan"}})  # the root is checked as any module
+    assert violations({"lossbench.gan.data": {"lossbench.tracking"}})  # rank 0, but the store
+    assert violations({"lossbench.train.loop": {"lossbench.tracking_conventions"}})
+    assert not violations({"lossbench.report.build": {"lossbench.tracking"}, "lossbench.exec.runs": {"lossbench"}})
+
+
+def test_relative_imports_are_resolved() -> None:
+    assert imports_in("from ..exec import group", "lossbench.gan.losses") == {"lossbench.exec.group"}
+    assert imports_in("from . import data", "lossbench.gan.losses") == {"lossbench.gan.data"}
+    assert imports_in("from .. import tracking", "lossbench.gan", is_package=True) == {"lossbench.tracking"}
+    assert imports_in("from .exec.plan import groups", "lossbench", is_package=True) == {"lossbench.exec.plan"}
+    assert imports_in("from lossbench import __version__, rng", "lossbench.exec.runs") == {"lossbench", "lossbench.rng"}
+    planted = {"lossbench.gan.losses": imports_in("def f():\n    from ..exec import group\n", "lossbench.gan.losses")}
+    assert violations(planted) == [
+        "lossbench.gan.losses imports lossbench.exec.group against the direction (gan -> exec)"
+    ]
 
 
 def test_no_import_cycle() -> None:

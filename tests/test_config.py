@@ -44,6 +44,8 @@ def test_auto_arch_and_metrics_follow_dataset() -> None:
         ({"d_norm": "spectrall"}, "did you mean 'spectral'"),
         ({"metrics": "fid", "dataset": "ring8"}, "does not apply to 2-D point data"),
         ({"fid_samples": 1}, "'fid_samples' must be >= 2"),
+        ({"fid_samples": 60001}, "fid_samples=60001 is larger than the reference set (mnist train: 60000 images)"),
+        ({"fid_samples": 10001, "reference_split": "test"}, "larger than the reference set (mnist test: 10000"),
         ({"beta1": 1.0}, "'beta1' must be in [0, 1)"),
     ],
 )

@@ -11,9 +11,9 @@ import torch
 
 from lossbench import config
 from lossbench import train as trainer
-from lossbench.config import SpeedConfig
 from lossbench.errors import ConfigError
 from lossbench.gan import data
+from lossbench.options import SpeedConfig
 from lossbench.train import ema, validate
 
 BETA = 0.9

@@ -160,3 +160,29 @@ def test_g_signal_matches_the_card_closed_form(name: str) -> None:
     assert signal.item() == pytest.approx(G_SIGNAL_AT_MINUS_10[name], rel=1e-9, abs=1e-12)
     if name == "minimax":
         assert signal.item() == pytest.approx(4.5398e-5, rel=1e-4)
+
+
+class Counted:
+    """A plugin loss that counts its constructions (resolve checks it; only train.setup builds it)."""
+
+    built = 0
+
+    def __init__(self) -> None:
+        Counted.built += 1
+
+    def discriminator_loss(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        return (d_fake - d_real).mean()
+
+    def generator_loss(self, d_fake: torch.Tensor, d_real: torch.Tensor | None = None) -> torch.Tensor:
+        return -d_fake.mean()
+
+
+def test_the_loss_is_built_once_by_setup_not_by_resolve() -> None:
+    from lossbench import config
+    from lossbench.train import setup
+
+    Counted.built = 0
+    cfg = config.resolve((config.COMMAND_LINE, {"loss": "test_losses:Counted", "dataset": "ring8"}))
+    assert Counted.built == 0  # resolve checked the name and both methods, and built nothing
+    state = setup(cfg, 0, (2,), torch.device("cpu"))
+    assert Counted.built == 1 and isinstance(state.players.loss, Counted)

@@ -36,7 +36,7 @@ def _seed_run(store: str, *args: str):
 
 def test_logged_generator_loads_without_lossbench_and_gives_the_runs_samples(store: str, tmp_path: Path) -> None:
     run_id = _seed_run(store).info.run_id
-    from lossbench.exec.sampling import load_generator
+    from lossbench.exec.stored_generators import load_generator
     from lossbench.gan.models import STANDARD_RANGE, rescale
 
     G, cfg = load_generator(run_id, store, torch.device("cpu"))

@@ -29,7 +29,7 @@ def make_store(uri: str, tmp: Path) -> None:
     grid = tmp / "grid.png"
     import torch
 
-    from lossbench.exec.samples import save_grid
+    from lossbench.exec.sample_figures import save_grid
 
     save_grid(torch.rand(4, 1, 8, 8) * 2 - 1, grid, nrow=2)
     for loss, fids, diverged in (("minimax", MINIMAX, 1), ("non-saturating", NONSAT, 0), ("hinge", HINGE, 0)):

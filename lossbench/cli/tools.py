@@ -84,9 +84,9 @@ def sample(
     RUN_ID may be a runs:/<run id>/generator (or generator_best) or models:/<name>@<alias> URI. A run
     whose loss is a plugin is refused unless --allow-plugin names that plugin: the store does not choose
     code to run (a logged generator is a torch program: it needs no loss, nor any plugin)."""
-    from lossbench.exec import sampling
+    from lossbench.exec.stored_generators import write_samples
 
-    written = sampling.write_samples(run_id, count, Path(out), seed, tracking_uri, device, plugins(allow_plugins))
+    written = write_samples(run_id, count, Path(out), seed, tracking_uri, device, plugins(allow_plugins))
     click.echo(f"wrote {written} to {out}")
 
 
@@ -100,9 +100,9 @@ def sample(
 @click.option("--device", default="auto", show_default=True)
 def fid(first: str, second: str, samples: int, data_dir: str | None, device: str) -> None:
     """FID and KID between two image folders, or a folder and a data set (mnist, mnist:test)."""
-    from lossbench.exec import sampling
+    from lossbench.exec import image_fid
 
-    click.echo(json.dumps(sampling.fid_between(first, second, samples, data_dir, device), indent=2))
+    click.echo(json.dumps(image_fid.fid_between(first, second, samples, data_dir, device), indent=2))
 
 
 @main.group(cls=Group)

@@ -1,6 +1,6 @@
 """Build, once per configuration, the function that scores a generator: image metrics against
 cached real features, or mode metrics for 2-D mixtures. Building it is the preflight: missing
-weights or a bad sample count fail here, before any training time is spent."""
+weights fail here, before any training time is spent (a bad sample count failed in config.validate)."""
 
 from __future__ import annotations
 
@@ -75,12 +75,10 @@ def open_extractor(cfg: RunConfig, device: torch.device, train_set: data.Dataset
 
 
 def reference_set(cfg: RunConfig, data_dir: str | None, train_set: data.Dataset) -> data.Dataset:
-    """The real images the metrics compare against (train or test split); a sample count larger than
-    it fails here."""
+    """The real images the metrics compare against (train or test split); config.validate has checked
+    that it holds fid_samples."""
     split = cfg.metrics.reference_split
-    reference = train_set if split == train_set.split else data.load(cfg.data.dataset, data_dir, split)
-    metrics.real_subset(reference.x, cfg.metrics.fid_samples)
-    return reference
+    return train_set if split == train_set.split else data.load(cfg.data.dataset, data_dir, split)
 
 
 def make_evaluator(

@@ -28,7 +28,7 @@ from lossbench import progress, rng
 from lossbench import tracking_conventions as conventions
 from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError, ConfigError, LossbenchError, TrackingError
-from lossbench.exec import generators, lease, samples
+from lossbench.exec import generators, lease, sample_figures
 from lossbench.exec.estimate import estimate
 from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, real_cached, reference_set
 from lossbench.exec.plan import Member
@@ -263,7 +263,7 @@ class _Group:
             return
         xs, ys = ([m.value for m in sorted(self.ctx.tracker.metric_history(self.run_ids[k], key), key=lambda m: m.step)]
                   for key in keys)  # fmt: skip
-        path = samples.save_path(xs, ys, keys, self._folder(k) / "trajectory.png", f"seed {self.seeds[k]}")
+        path = sample_figures.save_path(xs, ys, keys, self._folder(k) / "trajectory.png", f"seed {self.seeds[k]}")
         self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
 
     def _evaluate(self, k: int, step: int, G: torch.nn.Module) -> None:
@@ -292,7 +292,7 @@ class _Group:
     def _log_samples(self, k: int, step: int, G: torch.nn.Module) -> None:
         train_set, z_dim = self.ctx.train_set, self.ctx.cfg.model.z_dim
         grid_rng = rng.generator(self.seeds[k], "grid", self.ctx.device)
-        path = samples.save_samples(G, z_dim, grid_rng, train_set.modes, self._folder(k), step)
+        path = sample_figures.save_samples(G, z_dim, grid_rng, train_set.modes, self._folder(k), step)
         self.ctx.tracker.log_artifact(self.run_ids[k], path, "samples")
         self.ctx.tracker.in_background(conventions.log_image, self.ctx.tracker.client, self.run_ids[k], path, "samples",
                                        step)  # the UI's step slider  # fmt: skip

@@ -174,7 +174,7 @@ def parse(raw: Any, where: str, fixed: set[str]) -> Search:
     per_loss = []
     for loss, table in by_loss.items():
         if not is_plugin(loss):  # a plugin is imported only when it trains (the command line admitted it)
-            losses.get(loss)  # an unknown loss: one line with the closest name
+            losses.check(loss)  # an unknown loss: one line with the closest name
         if not isinstance(table, dict) or not table:
             raise ConfigError(f"{where}: [search.by-loss.{loss}] must name at least one key and its distribution")
         _check_keys(table, f"search.by-loss.{loss}", where, fixed)

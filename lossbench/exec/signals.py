@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Iterator
-from typing import Any
+
+from lossbench.signal_handlers import handling
 
 log = logging.getLogger(__name__)
 
@@ -18,19 +18,11 @@ def stop_on_signals() -> Iterator[list[bool]]:
     SIGINT interrupts at once. A signal this process was told to ignore (nohup's SIGHUP) stays ignored."""
     flag = [False]
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int) -> None:
         if flag[0] and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag[0] = True
         log.warning("signal %d: saving a checkpoint and stopping after this step", signum)
 
-    if threading.current_thread() is not threading.main_thread():  # e.g. some Ray workers: no handlers there
+    with handling(handler):
         yield flag
-        return
-    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, handler) for s in wanted if signal.getsignal(s) is not signal.SIG_IGN}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

@@ -237,5 +237,11 @@ DATASETS.add("dirac", DataSource(lambda root, split: _dirac(split), "dirac", (1,
 # --- stacked MNIST: three MNIST digits as R, G, B (lossbench.gan.stacked) ----------------------
 from lossbench.gan import stacked as _stacked  # noqa: E402
 
-DATASETS.add(_stacked.NAME, DataSource(_stacked.load, "pacgan-dcgan", (3, 28, 28), needs_files=True,
+
+def _stacked_mnist(root: Path, split: str, download: bool = True) -> Dataset:
+    mnist = load("mnist", root, split, download=download).x
+    return Dataset(name=_stacked.NAME, split=split, x=_stacked.stack(mnist, _stacked.checked_indices(split)))
+
+
+DATASETS.add(_stacked.NAME, DataSource(_stacked_mnist, "pacgan-dcgan", (3, 28, 28), needs_files=True,
                                        default_metrics=("modes",), sizes=dict(_stacked.SIZES)))  # fmt: skip

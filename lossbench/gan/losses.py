@@ -28,7 +28,7 @@ from lossbench.gan.penalties import gradient_penalty
 from lossbench.registry import Registry
 
 __all__ = [
-    "LOSSES", "Loss", "get", "names", "describe", "needs_real", "gradient_penalty",
+    "LOSSES", "Loss", "check", "get", "names", "describe", "needs_real", "gradient_penalty",
     "Minimax", "NonSaturating", "LeastSquares", "Wasserstein", "Hinge", "Relativistic", "RelativisticAverage",
 ]  # fmt: skip
 
@@ -197,14 +197,24 @@ def _import_object(spec: str) -> object:
         raise ConfigError(f"cannot load loss '{spec}': {exc}") from None
 
 
+def _entry(name: str) -> object:
+    return _import_object(name) if ":" in name else LOSSES.get(name)
+
+
+def check(name: str) -> object:
+    """The entry (a class or an object) registered as `name`, or importable as `package.module:Name`,
+    once it has both methods; an unknown name or a missing method is one line. Nothing is constructed."""
+    entry = _entry(name)
+    for method in ("discriminator_loss", "generator_loss"):
+        if not callable(getattr(entry, method, None)):
+            raise ConfigError(f"loss '{name}' has no {method}(...) method")
+    return entry
+
+
 def get(name: str) -> Loss:
     """The loss registered as `name` (or importable as `package.module:Name`), ready to call."""
-    entry = _import_object(name) if ":" in name else LOSSES.get(name)
-    loss = entry() if isinstance(entry, type) else entry
-    for method in ("discriminator_loss", "generator_loss"):
-        if not callable(getattr(loss, method, None)):
-            raise ConfigError(f"loss '{name}' has no {method}(...) method")
-    return loss  # type: ignore[return-value]
+    entry = check(name)
+    return entry() if isinstance(entry, type) else entry  # type: ignore[return-value]
 
 
 def needs_real(loss: Loss) -> bool:
@@ -218,5 +228,5 @@ def names() -> list[str]:
 
 def describe(name: str) -> str:
     """The loss's docstring, which holds its formula and paper."""
-    entry = _import_object(name) if ":" in name else LOSSES.get(name)
+    entry = _entry(name)
     return (getattr(entry, "__doc__", None) or "").strip()

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from lossbench.errors import ConfigError
-from lossbench.gan import latent
+from lossbench.gan import latent, pacgan_dcgan
+from lossbench.gan.layers import Critic, Reshape
 from lossbench.registry import Registry
 
 Builder = Callable[..., tuple[nn.Module, nn.Module]]  # (shape, z_dim, pack, d_batchnorm, **options) -> (G, D)
@@ -38,26 +39,7 @@ STANDARD_RANGE = (-1.0, 1.0)  # the data sets' range, and G's unless its builder
 ARCHS: Registry[Builder] = Registry("arch", key="arch")
 D_NORMS: Registry[Callable[[nn.Module], nn.Module]] = Registry("d-norm", key="d_norm")
 G_BN_STATS: Registry[Callable[[nn.Module, int], nn.Module]] = Registry("g-bn-stats", key="g_bn_stats")
-
-
-class Reshape(nn.Module):
-    def __init__(self, *shape: int) -> None:
-        super().__init__()
-        self.shape = shape
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.view(x.shape[0], *self.shape)
-
-
-class Critic(nn.Module):
-    """Wraps a body ending in one unit, returning shape (B,)."""
-
-    def __init__(self, body: nn.Module) -> None:
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x).view(-1)
+ARCHS.add("pacgan-dcgan", pacgan_dcgan.pacgan_dcgan)  # a net of its own file
 
 
 @ARCHS.register("mlp")
@@ -380,6 +362,3 @@ def generate(G: nn.Module, n: int, z_dim: int, generator: torch.Generator, batch
     ]
     G.train(was_training)
     return rescale(torch.cat(out), getattr(G, "data_range", STANDARD_RANGE), STANDARD_RANGE)
-
-
-from lossbench.gan import pacgan_dcgan as _pacgan_dcgan  # noqa: E402,F401  (registers arch pacgan-dcgan)

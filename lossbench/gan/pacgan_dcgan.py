@@ -1,5 +1,5 @@
 """`--arch pacgan-dcgan`: PacGAN's stacked-MNIST DCGAN (Lin et al. 2018, §5.2, Table 2), with `--pack`
-for PacDCGAN.
+for PacDCGAN; lossbench.gan.models registers it.
 
 Read from fjxmlzn/PacGAN, stacked_MNIST_experiments/VEEGAN_experiment/model.py (DCGAN.generator,
 DCGAN.discriminator, gf_dim = df_dim = 64, z_dim 100 in config.py) and ops.py (conv2d, deconv2d,
@@ -28,7 +28,7 @@ from __future__ import annotations
 from torch import nn
 
 from lossbench.errors import ConfigError
-from lossbench.gan.models import ARCHS, Critic, Reshape
+from lossbench.gan.layers import Critic, Reshape
 
 INIT_STD = 0.02
 G_WIDTHS = (512, 256, 128, 64)  # gf_dim * (8, 4, 2, 1)
@@ -54,7 +54,6 @@ def _up(w_in: int, w_out: int, size_in: int, size_out: int) -> nn.ConvTranspose2
     return nn.ConvTranspose2d(w_in, w_out, 5, 2, padding=2, output_padding=size_out - (2 * size_in - 1))
 
 
-@ARCHS.register("pacgan-dcgan")
 def pacgan_dcgan(shape: tuple[int, ...], z_dim: int, pack: int = 1, d_batchnorm: bool = False,
                  **_: object) -> tuple[nn.Module, nn.Module]:  # fmt: skip
     """See the module docstring."""

@@ -22,7 +22,6 @@ runs differ only by their own seed and a configuration hash names one data set; 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -61,10 +60,3 @@ def checked_indices(split: str) -> Tensor:
 def stack(digits: Tensor, idx: Tensor) -> Tensor:
     """Gray digits (M x 1 x 28 x 28) and indices (N x 3) -> N x 3 x 28 x 28, channel c = digits[idx[:, c]]."""
     return digits[:, 0].index_select(0, idx.reshape(-1)).view(len(idx), 3, *digits.shape[2:])
-
-
-def load(root: Path, split: str, download: bool = True) -> Dataset:  # noqa: F821
-    from lossbench.gan import data
-
-    mnist = data.load("mnist", root, split, download=download).x
-    return data.Dataset(name=NAME, split=split, x=stack(mnist, checked_indices(split)))

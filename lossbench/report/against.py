@@ -118,47 +118,11 @@ class Comparison:
 
     def frame(self) -> pd.DataFrame:
         """The numbers, one line per row (against-NAME.csv)."""
-        out = []
-        for r in self.rows:
-            p, v = r.published, r.versus
-            w = v.welch
-            out.append({
-                "dataset": p.dataset, "loss": p.model, "label": p.label, "pack": p.pack, "metric": p.metric,
-                "unit": p.unit or "lossbench", "paper_mean": p.mean, "paper_pm": p.pm, "paper_spread": p.spread,
-                "paper_runs": p.runs, "paper_std": v.paper_std, "paper_std_from": v.conversion,
-                "ours_mean": v.mean, "ours_std": v.std, "ours_seeds": v.n, "diff": v.diff, "diff_in_paper_std": v.z,
-                "welch_t": w.t if w else math.nan, "welch_df": w.df if w else math.nan,
-                "welch_p": w.p if w else math.nan, "diff_ci95_low": w.low if w else math.nan,
-                "diff_ci95_high": w.high if w else math.nan, "verdict": r.verdict, "config_hash": r.config_hash,
-                "protocol_matches": r.protocol_matches,
-                "protocol_differs": "; ".join(f.describe() for f in r.fields if not f.matches),
-                "verified": p.verified is not False,
-            })  # fmt: skip
-        return pd.DataFrame(out)
+        return pd.DataFrame([_numbers(r) for r in self.rows])
 
     def display(self) -> pd.DataFrame:
         """The human table."""
-        out = []
-        for r in self.rows:
-            p, v = r.published, r.versus
-            w = v.welch
-            out.append({
-                "data set": p.dataset,
-                "loss (paper's name)": f"{p.model} ({p.label})" + (f", pack {p.pack}" if p.pack != 1 else ""),
-                "metric": p.metric + (" (%)" if p.unit == "percent" else ""),
-                "paper (as printed)": printed(p),
-                "paper std": f"{_fmt(v.paper_std, '.3g')} ({v.conversion})",
-                "ours mean ± std (n seeds)": f"{v.mean:.4g} ± {_fmt(v.std, '.2g')} ({v.n})",
-                "ours − paper": format(v.diff, "+.3g"),
-                "(ours − paper) / paper std": _fmt(v.z, "+.2f"),
-                "Welch t (df), p": f"{w.t:+.2f} ({w.df:.1f}), p = {w.p:.2g}" if w else "n/a",
-                "95% CI of ours − paper": f"[{w.low:+.3g}, {w.high:+.3g}]" if w else "n/a",
-                "verdict": r.verdict,
-                "our configuration": r.config_hash + (f" (1 of {r.configs})" if r.configs > 1 else ""),
-                "protocol": r.protocol(),
-                "flags": ", ".join(_flags(p)),
-            })  # fmt: skip
-        return pd.DataFrame(out)
+        return pd.DataFrame([_shown(r) for r in self.rows])
 
     def notes(self) -> list[str]:
         p = self.paper
@@ -338,3 +302,41 @@ def _md_table(frame: pd.DataFrame) -> str:
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(str(row[c]).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines)
+
+
+def _numbers(r: Row) -> dict[str, object]:
+    """One row of against-NAME.csv."""
+    p, v, w = r.published, r.versus, r.versus.welch
+    return {
+        "dataset": p.dataset, "loss": p.model, "label": p.label, "pack": p.pack, "metric": p.metric,
+        "unit": p.unit or "lossbench", "paper_mean": p.mean, "paper_pm": p.pm, "paper_spread": p.spread,
+        "paper_runs": p.runs, "paper_std": v.paper_std, "paper_std_from": v.conversion,
+        "ours_mean": v.mean, "ours_std": v.std, "ours_seeds": v.n, "diff": v.diff, "diff_in_paper_std": v.z,
+        "welch_t": w.t if w else math.nan, "welch_df": w.df if w else math.nan,
+        "welch_p": w.p if w else math.nan, "diff_ci95_low": w.low if w else math.nan,
+        "diff_ci95_high": w.high if w else math.nan, "verdict": r.verdict, "config_hash": r.config_hash,
+        "protocol_matches": r.protocol_matches,
+        "protocol_differs": "; ".join(f.describe() for f in r.fields if not f.matches),
+        "verified": p.verified is not False,
+    }  # fmt: skip
+
+
+def _shown(r: Row) -> dict[str, object]:
+    """One row of the human table."""
+    p, v, w = r.published, r.versus, r.versus.welch
+    return {
+        "data set": p.dataset,
+        "loss (paper's name)": f"{p.model} ({p.label})" + (f", pack {p.pack}" if p.pack != 1 else ""),
+        "metric": p.metric + (" (%)" if p.unit == "percent" else ""),
+        "paper (as printed)": printed(p),
+        "paper std": f"{_fmt(v.paper_std, '.3g')} ({v.conversion})",
+        "ours mean ± std (n seeds)": f"{v.mean:.4g} ± {_fmt(v.std, '.2g')} ({v.n})",
+        "ours − paper": format(v.diff, "+.3g"),
+        "(ours − paper) / paper std": _fmt(v.z, "+.2f"),
+        "Welch t (df), p": f"{w.t:+.2f} ({w.df:.1f}), p = {w.p:.2g}" if w else "n/a",
+        "95% CI of ours − paper": f"[{w.low:+.3g}, {w.high:+.3g}]" if w else "n/a",
+        "verdict": r.verdict,
+        "our configuration": r.config_hash + (f" (1 of {r.configs})" if r.configs > 1 else ""),
+        "protocol": r.protocol(),
+        "flags": ", ".join(_flags(p)),
+    }  # fmt: skip

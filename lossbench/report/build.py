@@ -222,7 +222,7 @@ def build(
     runs = collect(tracker, datasets, losses)
     if runs.empty:
         raise LossbenchError(f"no matching runs in experiment '{experiment}' of {tracker.uri}; nothing to report")
-    with folders.signals_interrupt(), folders.replacing(out, WRITER, "report") as staging:
+    with folders.replacing(out, WRITER, "report") as staging:
         _write(staging, tracker, experiment, runs, paper, datasets, losses)
     return out
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from lossbench import rng
-from lossbench.config import RunConfig, arch_options
+from lossbench.config import RunConfig, build_models
 from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
 from lossbench.options import SpeedConfig
@@ -103,7 +103,7 @@ def setup(
     for seed in seed_list:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(rng.derive(seed, "init"))
-            G, D = models.build(cfg.model.arch, sample_shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
+            G, D = build_models(cfg, sample_shape)
         pairs.append((G.to(device), D.to(device)))
     t = cfg.train
     factory = optim.OPTIMIZERS.get(t.optimizer)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,8 @@ import torch
 from torch import Tensor
 
 from lossbench import rng
-from lossbench.config import RunConfig, arch_options
-from lossbench.gan import data, models, optim
+from lossbench.config import RunConfig, build_models
+from lossbench.gan import data, optim
 from lossbench.train.state import D_KEYS, G_KEYS
 
 KERNEL_CHOICES = ("fused", "foreach")  # group switches that pick kernels, not the algorithm
@@ -70,9 +71,8 @@ def expected(cfg: RunConfig, device: torch.device | str | None) -> Expected:
 
 @functools.lru_cache(maxsize=8)
 def _expected(cfg: RunConfig, device: str | None) -> Expected:
-    shape = data.DATASETS.get(cfg.data.dataset).sample_shape
     with torch.device("meta"):  # shapes and dtypes only: no memory, no random draws
-        G, D = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm, **arch_options(cfg))
+        G, D = build_models(cfg)
     factory, t = optim.OPTIMIZERS.get(cfg.train.optimizer), cfg.train
     template: dict[str, Any] = {
         "G": G.state_dict(),
@@ -174,13 +174,21 @@ def _tensor(found: Any, template: Tensor, where: str) -> str | None:
     return None
 
 
-def _tensor_dict(found: Any, template: dict[str, Tensor], where: str) -> str | None:
+def _per_key(
+    found: Any, template: dict[str, Any], where: str, check: Callable[[str, Any, Any, str], str | None]
+) -> str | None:
+    """The first problem of a dictionary against its template: a key missing or extra, else the first
+    value that `check(key, value, wanted, where_of_value)` finds at fault."""
     if problem := _keys(found, template, where):
         return problem
-    for key, t in template.items():
-        if problem := _tensor(found[key], t, _where(where, key)):
+    for key, want in template.items():
+        if problem := check(key, found[key], want, _where(where, key)):
             return problem
     return None
+
+
+def _tensor_dict(found: Any, template: dict[str, Tensor], where: str) -> str | None:
+    return _per_key(found, template, where, lambda key, value, want, at: _tensor(value, want, at))
 
 
 def _optimizer(found: Any, template: dict[str, Any], where: str) -> str | None:
@@ -204,42 +212,40 @@ def _optimizer(found: Any, template: dict[str, Any], where: str) -> str | None:
             return f"{at} names no parameter (the optimiser has {n}, indices 0 to {n - 1})"
         if index not in per_param:
             return f"{at} is not expected (this optimiser keeps no state per parameter)"
-        if problem := _keys(entries, per_param[index], at):
+        if problem := _tensor_dict(entries, per_param[index], at):
             return problem
-        for key, t in per_param[index].items():
-            if problem := _tensor(entries[key], t, _where(at, key)):
-                return problem
-            if key == "step" and bool((entries[key] < 0).any()):
-                return f"{_where(at, key)} is negative, expected a count of steps taken"
+        if "step" in per_param[index] and bool((entries["step"] < 0).any()):
+            return f"{_where(at, 'step')} is negative, expected a count of steps taken"
     return None
 
 
 def _group(found: Any, template: dict[str, Any], where: str) -> str | None:
-    if problem := _keys(found, template, where):
-        return problem
-    for key, want in template.items():
-        value, at = found[key], _where(where, key)
-        if key == "params":  # compared only once known to be a list of ints (a tensor's == is no bool)
-            if type(value) is not list or not all(type(i) is int for i in value) or value != want:
-                return f"{at} is {value!r:.80}, expected {want!r:.80}"
-        elif key in KERNEL_CHOICES:
-            if value is not None and type(value) is not bool:
-                return f"{at} is {value!r:.80}, expected true, false or none"
-        elif want is None or isinstance(want, bool):
-            if value is not want:
-                return f"{at} is {value!r:.80}, expected {want!r}"
-        elif _is_number(want):
-            if not _is_number(value):
-                return f"{at} is {value!r:.80}, expected a finite number"
-            if key in _POSITIVE and value <= 0 or value < 0:
-                return f"{at} is {value!r:.80}, expected a {'positive' if key in _POSITIVE else 'non-negative'} number"
-        elif isinstance(want, tuple):
-            if not isinstance(value, (tuple, list)) or len(value) != len(want) or not all(map(_is_number, value)):
-                return f"{at} is {value!r:.80}, expected {len(want)} finite numbers"
-            if key == "betas" and not all(0 <= b < 1 for b in value):
-                return f"{at} is {value!r:.80}, expected numbers in [0, 1)"
-        elif type(value) is not type(want) or value != want:
+    return _per_key(found, template, where, _group_value)
+
+
+def _group_value(key: str, value: Any, want: Any, at: str) -> str | None:
+    """One hyperparameter of an optimiser's param group against the template's."""
+    if key == "params":  # compared only once known to be a list of ints (a tensor's == is no bool)
+        if type(value) is not list or not all(type(i) is int for i in value) or value != want:
+            return f"{at} is {value!r:.80}, expected {want!r:.80}"
+    elif key in KERNEL_CHOICES:
+        if value is not None and type(value) is not bool:
+            return f"{at} is {value!r:.80}, expected true, false or none"
+    elif want is None or isinstance(want, bool):
+        if value is not want:
             return f"{at} is {value!r:.80}, expected {want!r}"
+    elif _is_number(want):
+        if not _is_number(value):
+            return f"{at} is {value!r:.80}, expected a finite number"
+        if key in _POSITIVE and value <= 0 or value < 0:
+            return f"{at} is {value!r:.80}, expected a {'positive' if key in _POSITIVE else 'non-negative'} number"
+    elif isinstance(want, tuple):
+        if not isinstance(value, (tuple, list)) or len(value) != len(want) or not all(map(_is_number, value)):
+            return f"{at} is {value!r:.80}, expected {len(want)} finite numbers"
+        if key == "betas" and not all(0 <= b < 1 for b in value):
+            return f"{at} is {value!r:.80}, expected numbers in [0, 1)"
+    elif type(value) is not type(want) or value != want:
+        return f"{at} is {value!r:.80}, expected {want!r}"
     return None
 
 

@@ -1,4 +1,5 @@
-"""Samples out of a finished run, and FID/KID between image sets, through the same code as runs."""
+"""Samples of a stored generator (`lossbench sample`): a finished run's, rebuilt from its configuration, or
+one logged as an MLflow model; the same latents for the same seed."""
 
 from __future__ import annotations
 
@@ -11,14 +12,11 @@ from torch import Tensor
 
 from lossbench import caps, config, paths, rng, tracking_models
 from lossbench.errors import ConfigError, LossbenchError
-from lossbench.gan import data, latent, models
+from lossbench.gan import latent
 from lossbench.gan.models import generate
-from lossbench.metrics import features as metrics
 from lossbench.options import resolve_device
 from lossbench.plugins import Plugins
 from lossbench.tracking import Tracker
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def load_generator(
@@ -36,8 +34,7 @@ def load_generator(
             raise ConfigError(f"run {run_id} has no saved generator (did it finish?)") from None
         flat = _read_config(Path(cfg_path), run_id)
         cfg = config.resolve((f"run {run_id}", flat), plugins=plugins)
-        shape = data.DATASETS.get(cfg.data.dataset).sample_shape
-        G, _ = models.build(cfg.model.arch, shape, cfg.model.z_dim, cfg.model.d_norm, **config.arch_options(cfg))
+        G, _ = config.build_models(cfg)
         G.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return G.to(device), cfg
 
@@ -91,37 +88,3 @@ def _from_model(uri: str, n: int, seed: int, tracking_uri: str | None, dev: torc
     with torch.no_grad():
         return torch.cat([G(latent.sample(dist, (min(batch, n - i), z_dim), stream, dev).cpu())
                           for i in range(0, n, batch)])  # fmt: skip
-
-
-def load_images(spec: str, n: int, data_dir: str | None) -> tuple[str, torch.Tensor]:
-    """A folder of images -> uint8 N x 3 x H x W; `dataset[:split]` -> up to n images of it."""
-    path = Path(spec)
-    if path.is_dir():
-        from torchvision.io import ImageReadMode, decode_image
-
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if len(files) < 2:
-            raise ConfigError(f"{path}: needs at least 2 images (.png, .jpg), found {len(files)}")
-        imgs = [decode_image(str(p), mode=ImageReadMode.RGB) for p in files]
-        if len({tuple(i.shape) for i in imgs}) != 1:
-            raise ConfigError(f"{path}: images differ in size")
-        return str(path), torch.stack(imgs)
-    name, _, split = spec.partition(":")
-    if name not in data.DATASETS:
-        raise ConfigError(f"'{spec}' is neither a folder nor a data set ({', '.join(data.names())})")
-    ds = data.load(name, data_dir, split or "train")
-    if ds.modes is not None:
-        raise ConfigError(f"'{name}' holds 2-D points, not images")
-    subset = metrics.real_subset(ds.x, min(n, len(ds.x)))
-    return f"{name}:{ds.split}", metrics.to_uint8(subset)
-
-
-def fid_between(first: str, second: str, n: int, data_dir: str | None, device: str) -> dict[str, float | str | int]:
-    dev = resolve_device(device)
-    name_a, a = load_images(first, n, data_dir)
-    name_b, b = load_images(second, n, data_dir)
-    extractor = metrics.EXTRACTORS.get("inception-v3-compat")(dev)
-    fa = metrics.Features(*metrics.extract(extractor, iter([a])))
-    fb = metrics.Features(*metrics.extract(extractor, iter([b])))
-    values = metrics.compare(("fid", "kid"), fa, fb)
-    return {"first": name_a, "second": name_b, "n_first": len(a), "n_second": len(b)} | values
