@@ -14,7 +14,7 @@ import pytest
 from lossbench.config import ExecConfig, resolve
 from lossbench.exec import lease
 from lossbench.exec.plan import Member, plan
-from lossbench.tracking import SeedRun
+from lossbench.tracking_records import RunRecord
 
 
 def test_lease_is_exclusive_and_freed_when_its_process_dies(tmp_path: Path) -> None:
@@ -36,10 +36,10 @@ def test_lease_is_exclusive_and_freed_when_its_process_dies(tmp_path: Path) -> N
 
 
 class FakeStore:
-    def __init__(self, runs: list[SeedRun]) -> None:
+    def __init__(self, runs: list[RunRecord]) -> None:
         self.runs = runs
 
-    def seed_runs(self, config_hash: str, role: str = "seed") -> list[SeedRun]:
+    def seed_runs(self, config_hash: str, role: str = "seed") -> list[RunRecord]:
         return self.runs if role == "seed" else []
 
     def end_stale(self, config_hash: str, live: object) -> list[str]:
@@ -47,8 +47,9 @@ class FakeStore:
 
 
 def test_resume_plan_skips_finished_and_leased_seeds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    def run(seed: int, run_id: str, status: str, outcome: str) -> SeedRun:
-        return SeedRun(seed, run_id, status, outcome, f"parent-{run_id}", start_time=seed)
+    def run(seed: int, run_id: str, status: str, outcome: str) -> RunRecord:
+        return RunRecord(run_id, f"parent-{run_id}", "h", status, outcome, {}, {}, start_time=seed, end_time=None,
+                         seed=seed)  # fmt: skip
 
     store = FakeStore([run(0, "done", "FINISHED", "finished"), run(1, "elsewhere", "RUNNING", "running"),
                        run(2, "orphan", "RUNNING", "running")])  # fmt: skip
