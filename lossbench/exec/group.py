@@ -31,7 +31,7 @@ from lossbench.exec import lease, samples
 from lossbench.exec.estimate import estimate
 from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, real_cached, reference_set
 from lossbench.exec.plan import Member
-from lossbench.exec.runs import SeedResult
+from lossbench.exec.runs import SeedResult, run_tags
 from lossbench.exec.seed_run import SeedRun
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
@@ -184,8 +184,8 @@ class _Group:
             if path is not None:
                 self.state.load_state_dict(checkpoint.load(path, validate.expected(self.ctx.cfg, self.ctx.device)), k)
             return SeedRun.resume(tracker, m.seed, m.run_id, self.state.step, folder)
-        run = SeedRun.start(tracker, self.ctx.cfg, self.ctx.ex, parent_id, params, m.seed, len(self.ctx.train_set.x),
-                            folder)  # fmt: skip
+        tags = run_tags(self.ctx.cfg, self.ctx.ex)
+        run = SeedRun.start(tracker, self.ctx.cfg, tags, parent_id, params, m.seed, len(self.ctx.train_set.x), folder)
         held = lease.Lease.take(self.ctx.ex.checkpoints, run.run_id)
         if held is None:  # cannot happen while this process holds the seed's claim
             raise CheckpointError(f"run {run.run_id} was leased by another process as it was created")

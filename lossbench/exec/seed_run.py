@@ -27,10 +27,10 @@ from typing import Any
 import torch
 
 from lossbench import tracking_conventions as conventions
-from lossbench.config import ExecConfig, RunConfig
+from lossbench.config import RunConfig
 from lossbench.errors import TrackingError
 from lossbench.exec import generators, samples
-from lossbench.exec.runs import SeedResult, data_inputs, run_tags
+from lossbench.exec.runs import SeedResult, data_inputs
 from lossbench.outcomes import STATUS_OF
 from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 from lossbench.train.loop import Outcome
@@ -48,14 +48,15 @@ class SeedRun:
         self.tracker, self.seed, self.run_id, self._folder = tracker, seed, run_id, folder
 
     @classmethod
-    def start(cls, tracker: Tracker, cfg: RunConfig, ex: ExecConfig, parent_id: str, params: dict[str, Any],
+    def start(cls, tracker: Tracker, cfg: RunConfig, tags: dict[str, str], parent_id: str, params: dict[str, Any],
               seed: int, train_size: int, folder: Path) -> SeedRun:  # fmt: skip
-        """A new run of `seed` under `parent_id`: `params` and the seed as parameters, the run's tags
-        (role seed, outcome running), its data inputs and its config.json."""
+        """A new run of `seed` under `parent_id`: `params` and the seed as parameters, the configuration's
+        `tags` (exec.runs.run_tags) with the seed's (role seed, outcome running), its data inputs and
+        its config.json."""
         run_id = tracker.start_run(
             f"{cfg.loss.loss}/{cfg.data.dataset}/seed{seed}",
             params | {"seed": seed},
-            run_tags(cfg, ex) | {TAG_ROLE: "seed", TAG_SEED: str(seed), TAG_OUTCOME: "running"},
+            tags | {TAG_ROLE: "seed", TAG_SEED: str(seed), TAG_OUTCOME: "running"},
             parent_id=parent_id,
         )
         conventions.log_inputs(tracker.client, run_id, data_inputs(cfg, train_size))
