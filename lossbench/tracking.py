@@ -3,8 +3,8 @@
 Default store: sqlite:///runs/mlflow.db with artifacts under runs/artifacts, unless
 MLFLOW_TRACKING_URI or --tracking-uri names another (a server, PostgreSQL behind one, ...).
 Runs are addressed by id through MlflowClient, never through mlflow's global active run, so several
-runs can be open at once. Queries return lossbench's own records (`SeedRun`, `RunRecord`,
-`MetricPoint`), never MLflow objects, and every tag name lives here.
+runs can be open at once. Queries return lossbench's own records (lossbench.tracking_records:
+`RunRecord`, `MetricPoint`), never MLflow objects, and every tag name lives here.
 
 Off the training loop's path: metrics go through MLflow's asynchronous batch logging and artifacts
 are uploaded by one background thread. `flush()` waits for both and turns any failure into one
@@ -32,13 +32,13 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lossbench import paths
 from lossbench.errors import TrackingError
 from lossbench.outcomes import STATUS_OF, fault, one_per_seed, settle
+from lossbench.tracking_records import MetricPoint, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -57,60 +57,6 @@ HTTP_TIMEOUT_S, HTTP_RETRIES = 20, 2
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # ...and, in the versions that ignore it, by this query parameter of the experiment page
 RUNS_VIEW = "workflowType=machine_learning"
-
-
-@dataclass(frozen=True)
-class SeedRun:
-    """One seed's run of a configuration, as the store has it."""
-
-    seed: int
-    run_id: str
-    status: str  # RUNNING | FINISHED | FAILED | KILLED (MLflow's run status)
-    outcome: str  # TAG_OUTCOME: running | finished | diverged | failed | interrupted
-    parent_id: str | None
-    start_time: int  # ms since the epoch
-
-    @property
-    def resumable(self) -> bool:
-        """Interrupted, left running by a process that died, or failed by an error (a full disk, an
-        unreachable store): each continues from its last checkpoint, which a failed write leaves intact."""
-        return self.outcome in ("interrupted", "running", "failed")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run with its parameters, latest metrics and lossbench tags, for reports."""
-
-    run_id: str
-    parent_id: str
-    config_hash: str
-    status: str
-    outcome: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    start_time: int
-    end_time: int | None
-    seed: int = -1
-
-
-@dataclass(frozen=True)
-class MetricPoint:
-    step: int
-    value: float
-
-
-@dataclass(frozen=True)
-class SeedResult:
-    """A seed run's final metrics, for choosing between configurations."""
-
-    config_hash: str
-    seed: int
-    run_id: str
-    finished: bool  # status FINISHED, settled (diverged, failed, interrupted and running runs are not)
-    metrics: dict[str, float]  # the latest value of each metric
-    outcome: str = ""
-    parent_id: str = ""
-    start_time: int = 0
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -338,59 +284,24 @@ class Tracker:
 
     # --- queries ------------------------------------------------------------------------------
 
-    def seed_runs(self, config_hash: str, role: str = "seed") -> list[SeedRun]:
-        """Every seed run (or, with role parent, every parent run: seed -1) of a configuration (one query),
+    def seed_runs(self, config_hash: str, role: str = "seed") -> list[RunRecord]:
+        """Every seed run (or, with role parent, every parent run) of a configuration (one query),
         newest first, settled."""
-        out = [
-            SeedRun(
-                int(r.data.tags.get(TAG_SEED, -1)),
-                r.info.run_id,
-                *_settled(r),
-                r.data.tags.get(PARENT_TAG),
-                r.info.start_time,
-            )
-            for r in self._search(f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{TAG_ROLE}` = '{role}'")
-        ]
-        return sorted(out, key=lambda r: -r.start_time)
+        found = self._search(f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{TAG_ROLE}` = '{role}'")
+        return sorted(map(_record, found), key=lambda r: -r.start_time)
 
     def runs(self, role: str = "seed") -> list[RunRecord]:
         """Every run of the experiment with this role (seed or parent), settled; seed runs one per
         (configuration, seed) (`one_per_seed`)."""
-        out = [
-            RunRecord(
-                run_id=r.info.run_id,
-                parent_id=r.data.tags.get(PARENT_TAG, ""),
-                config_hash=r.data.tags.get(TAG_CONFIG_HASH, ""),
-                status=(settled := _settled(r))[0],
-                outcome=settled[1],
-                params=dict(r.data.params),
-                metrics=dict(r.data.metrics),
-                start_time=r.info.start_time,
-                end_time=r.info.end_time,
-                seed=int(r.data.tags.get(TAG_SEED, -1)),
-            )
-            for r in self._search(f"tags.`{TAG_ROLE}` = '{role}'")
-        ]
+        out = [_record(r) for r in self._search(f"tags.`{TAG_ROLE}` = '{role}'")]
         return one_per_seed(out) if role == "seed" else out
 
-    def seed_results(self, config_hashes: set[str]) -> list[SeedResult]:
+    def seed_results(self, config_hashes: set[str]) -> list[RunRecord]:
         """The seed runs of these configurations with their final metrics (one query of the experiment),
         one per (configuration, seed) (`one_per_seed`)."""
         where = f" and tags.`{TAG_CONFIG_HASH}` = '{next(iter(config_hashes))}'" if len(config_hashes) == 1 else ""
-        return one_per_seed(
-            SeedResult(
-                config_hash=r.data.tags[TAG_CONFIG_HASH],
-                seed=int(r.data.tags.get(TAG_SEED, -1)),
-                run_id=r.info.run_id,
-                finished=(settled := _settled(r))[0] == "FINISHED",
-                metrics=dict(r.data.metrics),
-                outcome=settled[1],
-                parent_id=r.data.tags.get(PARENT_TAG, ""),
-                start_time=r.info.start_time,
-            )
-            for r in self._search(f"tags.`{TAG_ROLE}` = 'seed'{where}")
-            if r.data.tags.get(TAG_CONFIG_HASH) in config_hashes
-        )
+        found = self._search(f"tags.`{TAG_ROLE}` = 'seed'{where}")
+        return one_per_seed(_record(r) for r in found if r.data.tags.get(TAG_CONFIG_HASH) in config_hashes)
 
     def _search(self, filter_string: str = "") -> Iterable[Any]:
         token = None
@@ -413,8 +324,13 @@ class Tracker:
         return [MetricPoint(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
 
-def _settled(r: Any) -> tuple[str, str]:
-    return settle(r.info.status, r.data.tags.get(TAG_OUTCOME, ""))
+def _record(r: Any) -> RunRecord:
+    """An MLflow run as lossbench's record, settled."""
+    tags = r.data.tags
+    status, outcome = settle(r.info.status, tags.get(TAG_OUTCOME, ""))
+    return RunRecord(r.info.run_id, tags.get(PARENT_TAG, ""), tags.get(TAG_CONFIG_HASH, ""), status, outcome,
+                     dict(r.data.params), dict(r.data.metrics), r.info.start_time, r.info.end_time,
+                     int(tags.get(TAG_SEED, -1)))  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from scipy import stats
 from lossbench import cards
 from lossbench.errors import ConfigError
 from lossbench.report import against, papers, spread
-from lossbench.tracking import RunRecord
+from lossbench.tracking_records import RunRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = (8.0, 8.0, 8.0, 7.0, 8.0)

@@ -20,7 +20,7 @@ ROOT = Path(lossbench.__file__).parent
 RANK = {
     "errors": 0, "registry": 0, "rng": 0, "paths": 0, "cards": 0, "tracking": 0, "progress": 0, "procs": 0, "files": 0,
     "tracking_models": 0, "tracking_conventions": 0, "outcomes": 0, "folders": 0, "manifest": 0, "ui": 0, "caps": 0,
-    "plugins": 0, "signal_handlers": 0,
+    "plugins": 0, "signal_handlers": 0, "tracking_records": 0,
     "lossbench": 2,  # the package root: lossbench.mode_metrics defers to gan and metrics
     "gan": 1, "metrics": 1, "losses": 1, "penalties": 1,  # losses/penalties: public re-exports of gan's
     "config": 2, "options": 2,  # options: execution options (seeds, device, folders, fast paths), outside the hash

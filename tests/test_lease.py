@@ -15,7 +15,7 @@ from lossbench.config import resolve
 from lossbench.exec import lease
 from lossbench.exec.plan import Member, plan
 from lossbench.options import ExecConfig
-from lossbench.tracking import SeedRun
+from lossbench.tracking_records import RunRecord
 
 
 def test_lease_is_exclusive_and_freed_when_its_process_dies(tmp_path: Path) -> None:
@@ -37,10 +37,10 @@ def test_lease_is_exclusive_and_freed_when_its_process_dies(tmp_path: Path) -> N
 
 
 class FakeStore:
-    def __init__(self, runs: list[SeedRun]) -> None:
+    def __init__(self, runs: list[RunRecord]) -> None:
         self.runs = runs
 
-    def seed_runs(self, config_hash: str, role: str = "seed") -> list[SeedRun]:
+    def seed_runs(self, config_hash: str, role: str = "seed") -> list[RunRecord]:
         return self.runs if role == "seed" else []
 
     def end_stale(self, config_hash: str, live: object) -> list[str]:
@@ -48,8 +48,9 @@ class FakeStore:
 
 
 def test_resume_plan_skips_finished_and_leased_seeds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    def run(seed: int, run_id: str, status: str, outcome: str) -> SeedRun:
-        return SeedRun(seed, run_id, status, outcome, f"parent-{run_id}", start_time=seed)
+    def run(seed: int, run_id: str, status: str, outcome: str) -> RunRecord:
+        return RunRecord(run_id, f"parent-{run_id}", "h", status, outcome, {}, {}, start_time=seed, end_time=None,
+                         seed=seed)  # fmt: skip
 
     store = FakeStore([run(0, "done", "FINISHED", "finished"), run(1, "elsewhere", "RUNNING", "running"),
                        run(2, "orphan", "RUNNING", "running")])  # fmt: skip

@@ -18,7 +18,7 @@ import pytest
 from test_cli import lossbench, runs_by_role
 
 from lossbench.outcomes import one_per_seed, settle
-from lossbench.tracking import RunRecord
+from lossbench.tracking_records import RunRecord
 
 TINY = ["--dataset", "ring8", "--steps", "20", "--log-every", "10", "--fid-samples", "100", "--no-progress"]
 

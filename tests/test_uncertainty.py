@@ -50,6 +50,18 @@ def test_expanded_level_and_no_interval_below_three_seeds() -> None:
     assert 1.0 <= three.ci_low < three.mean < three.ci_high <= 6.0
 
 
+def test_across_seeds_describes_each_key_over_the_seeds_that_have_it() -> None:
+    # fid over 3 seeds: mean 4, sample std sqrt(((1-4)^2 + (4-4)^2 + (7-4)^2) / 2) = 3; kid over the
+    # one seed that has it: std 0 (one value); "is_mean" no seed has: left out; keys keep their order
+    seeds = [{"fid": 1.0, "kid": 0.5}, {"fid": 4.0}, {"fid": 7.0, "other": 9.0}]
+    across = report_stats.across_seeds(seeds, ["kid", "is_mean", "fid"])
+    assert list(across) == ["kid", "fid"]
+    assert (across["fid"].n, across["fid"].mean, across["fid"].std) == (3, 4.0, 3.0)
+    assert (across["kid"].n, across["kid"].mean, across["kid"].std) == (1, 0.5, 0.0)
+    assert report_stats.across_seeds(iter(seeds), ["kid", "fid"])["fid"].median == 4.0  # an iterator, read once
+    assert report_stats.across_seeds([], ["fid"]) == {}
+
+
 def test_p_beats_on_hand_computed_cases() -> None:
     # pairs (1,2) win, (1,3) win, (2,2) tie, (2,3) win: (3 + 0.5) / 4
     assert report_stats.p_beats([1, 2], [2, 3], lower_is_better=True) == 0.875

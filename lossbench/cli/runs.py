@@ -132,9 +132,9 @@ def sweep(
 def _print_summary(summary: Any, cfg: Any) -> None:
     """Per seed: outcome, step and final metrics; then mean, std and median over finished seeds, and
     the mean's 95% bootstrap interval (lo95, hi95) where a column has 3 seeds or more: all from
-    report.stats.describe, the report's own statistics."""
+    report.stats.across_seeds, the report's own statistics."""
     from lossbench.metrics.registry import METRICS
-    from lossbench.report.stats import MIN_SEEDS_FOR_INTERVAL, describe
+    from lossbench.report.stats import MIN_SEEDS_FOR_INTERVAL, across_seeds
 
     keys = [k for name in cfg.metrics.metrics for k in METRICS.get(name).keys if not k.endswith("_std")]
     if any("fid" in s.metrics for s in summary.seeds):
@@ -146,9 +146,8 @@ def _print_summary(summary: Any, cfg: Any) -> None:
         values = "".join(f"{s.metrics[k]:>{width}.4f}" if k in s.metrics else f"{'':>{width}}" for k in keys)
         click.echo(f"  {s.seed:>4}  {s.outcome:<11} {s.step:>7}  {values}  {s.run_id or ''}")
     finished = [s for s in summary.seeds if s.outcome == "finished"]
-    columns = {k: [s.metrics[k] for s in finished if k in s.metrics] for k in keys}
-    if finished and any(columns.values()):
-        described = [describe(v) if v else None for v in columns.values()]
+    if across := across_seeds((s.metrics for s in finished), keys):
+        described = [across.get(k) for k in keys]
 
         def row(stat: str) -> str:
             return "".join(f"{getattr(d, stat):>{width}.4f}" if d and not math.isnan(getattr(d, stat))

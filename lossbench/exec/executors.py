@@ -25,7 +25,7 @@ from lossbench.config import RunConfig
 from lossbench.errors import ConfigError, LossbenchError
 from lossbench.exec.group import Context, train_members
 from lossbench.exec.plan import Plan, groups, plan
-from lossbench.exec.runs import RunSummary, SeedResult, close_parent, kill_parents, open_parent, summary
+from lossbench.exec.runs import RunSummary, SeedResult, close_parent, kill_parents, open_parent, skipped, summary
 from lossbench.options import ExecConfig
 from lossbench.registry import Registry
 from lossbench.tracking import Tracker
@@ -83,8 +83,7 @@ def train_task(cfg: RunConfig, ex: ExecConfig, parent_id: str, seeds: list[int])
     ctx = Context.open(cfg, dataclasses.replace(ex, seeds=tuple(seeds), resume=True))
     p = plan(ctx.tracker, cfg, ctx.ex, parent_id=parent_id)
     try:
-        skipped = [SeedResult(s, None, "skipped") for s in (*p.skipped, *p.busy)]
-        return skipped + train_members(ctx, parent_id, p.members)
+        return skipped(p) + train_members(ctx, parent_id, p.members)
     finally:
         ctx.tracker.flush(raise_errors=False)
 

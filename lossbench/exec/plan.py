@@ -25,7 +25,8 @@ from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError
 from lossbench.exec import lease
 from lossbench.options import ExecConfig
-from lossbench.tracking import SeedRun, Tracker
+from lossbench.tracking import Tracker
+from lossbench.tracking_records import RunRecord
 from lossbench.train import checkpoint, validate
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def plan(tracker: Tracker, cfg: RunConfig, ex: ExecConfig, parent_id: str | None
     known: dict[int, frozenset[str]] = {}
     for r in every:
         known[r.seed] = known.get(r.seed, frozenset()) | {r.run_id}
-    by_seed: dict[int, list[SeedRun]] = {}
+    by_seed: dict[int, list[RunRecord]] = {}
     for r in runs:
         by_seed.setdefault(r.seed, []).append(r)
     skipped, busy, members = [], [], []
@@ -95,7 +96,7 @@ def _unfinished_parent(tracker: Tracker, config_hash: str) -> str | None:
     return next((r.run_id for r in tracker.seed_runs(config_hash, role="parent") if r.status != "FINISHED"), None)
 
 
-def _member(seed: int, resumable: list[SeedRun], cfg: RunConfig, ex: ExecConfig, known: frozenset[str]) -> Member:
+def _member(seed: int, resumable: list[RunRecord], cfg: RunConfig, ex: ExecConfig, known: frozenset[str]) -> Member:
     if not resumable:
         return Member(seed, known=known)
     run_id = resumable[0].run_id  # the newest

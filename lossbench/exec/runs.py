@@ -1,6 +1,7 @@
-"""Run lifecycle of one configuration in the store: the parent run, its aggregates across seeds,
-and the close-out of every seed run (FINISHED / diverged / KILLED / FAILED). Shared by the local and
-the Ray executor."""
+"""A configuration's runs in the store, from the configuration's side: what every run of it carries
+(tags, data inputs), its parent run (opened, or reopened by the plan; closed with the aggregates
+across its seed runs, or KILLED), and what became of each seed (`SeedResult`, `RunSummary`). Each
+seed's own run, from open to close, is exec.seed_run's. Shared by the local and the Ray executor."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lossbench.exec.plan import Plan
 from lossbench.gan import data
 from lossbench.metrics.registry import METRICS, evaluates
 from lossbench.options import ExecConfig
-from lossbench.report.stats import describe
+from lossbench.report.stats import across_seeds
 from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_OUTCOME, TAG_ROLE, Tracker
 from lossbench.tracking_conventions import (
     CONTEXT_EVALUATION,
@@ -31,6 +32,10 @@ from lossbench.tracking_conventions import (
 
 @dataclass
 class SeedResult:
+    """What became of one seed in this process: its run (None where it touched none), the outcome
+    (finished | diverged | interrupted | failed, as the run ended; skipped: finished already, or
+    trained by another process), the step it reached and, finished, its final metrics."""
+
     seed: int
     run_id: str | None
     outcome: str  # finished | diverged | interrupted | failed | skipped
@@ -40,6 +45,8 @@ class SeedResult:
 
 @dataclass
 class RunSummary:
+    """What became of one configuration: its parent run and each seed's result, by seed."""
+
     config_hash: str
     parent_run_id: str | None
     seeds: list[SeedResult]
@@ -100,9 +107,13 @@ def kill_parents(tracker: Tracker, parent_ids: list[str]) -> None:
         tracker.end_run(parent_id, "KILLED", {TAG_OUTCOME: "interrupted"})
 
 
+def skipped(plan: Plan) -> list[SeedResult]:
+    """The seeds the plan leaves alone: finished already, or in training by another process."""
+    return [SeedResult(s, None, "skipped") for s in (*plan.skipped, *plan.busy)]
+
+
 def summary(cfg: RunConfig, plan: Plan, parent_id: str | None, trained: list[SeedResult]) -> RunSummary:
-    results = [SeedResult(s, None, "skipped") for s in (*plan.skipped, *plan.busy)] + trained
-    return RunSummary(cfg.config_hash(), parent_id, sorted(results, key=lambda r: r.seed))
+    return RunSummary(cfg.config_hash(), parent_id, sorted(skipped(plan) + trained, key=lambda r: r.seed))
 
 
 def close_parent(tracker: Tracker, cfg: RunConfig, plan: Plan, parent_id: str, trained: list[SeedResult]) -> RunSummary:
@@ -117,11 +128,8 @@ def close_parent(tracker: Tracker, cfg: RunConfig, plan: Plan, parent_id: str, t
         "seeds_diverged": float(sum(r.outcome == "diverged" for r in runs)),
     }
     keys = {k for name in cfg.metrics.metrics for k in METRICS.get(name).keys} | {"best_fid"}
-    for key in sorted(keys):
-        vals = [r.metrics[key] for r in finished if key in r.metrics]
-        if vals:
-            d = describe(vals)  # the report's statistics, computed in one place
-            values[f"{key}_mean"], values[f"{key}_std"] = d.mean, d.std
+    for key, d in across_seeds((r.metrics for r in finished), sorted(keys)).items():  # the report's statistics
+        values[f"{key}_mean"], values[f"{key}_std"] = d.mean, d.std
     tracker.log_metrics(parent_id, cfg.train.steps, values)
     tracker.end_run(parent_id, "FINISHED", {TAG_OUTCOME: "finished"})
     return summary(cfg, plan, parent_id, trained)

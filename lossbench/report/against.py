@@ -36,7 +36,8 @@ from lossbench.errors import ConfigError
 from lossbench.gan import data
 from lossbench.metrics.registry import higher_is_better
 from lossbench.report.spread import Versus, printed, verdict
-from lossbench.tracking import RunRecord, _param_str
+from lossbench.tracking import _param_str
+from lossbench.tracking_records import RunRecord
 
 FINISHED = "FINISHED"
 PROSE = ("metric",)  # protocol keys that describe rather than set (with every *_note)

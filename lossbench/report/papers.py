@@ -29,7 +29,7 @@ from lossbench.cards import Paper, PaperResult, registry_dir
 from lossbench.errors import ConfigError
 from lossbench.report.spread import REPRODUCED, verdict
 from lossbench.report.stats import SCORES
-from lossbench.tracking import RunRecord
+from lossbench.tracking_records import RunRecord
 
 KEY = ("dataset", "loss", "pack", "metric")
 

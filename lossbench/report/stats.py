@@ -1,5 +1,5 @@
 """Statistics across seeds, pure functions of pandas/numpy data, the one place they are computed
-(the report, the parent run's aggregates and `lossbench run`'s summary all call `describe`):
+(the report calls `describe`, the parent run's aggregates and `lossbench run`'s summary `across_seeds`):
 per-configuration summaries with a bootstrap confidence interval of the mean, pairwise Mann-Whitney
 U tests with Holm correction and the probability that one configuration beats the other on a random
 seed pair, and Lucic et al.'s expected best score as a function of the number of runs drawn (the
@@ -18,6 +18,7 @@ between them 75% of the time (1 - 2 * 0.5^3, symmetric data). Fewer than 3 seeds
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,6 +100,17 @@ def describe(values: np.ndarray | list[float], confidence: float = CONFIDENCE) -
     lo, hi = mean_interval(x, confidence)
     return Description(len(x), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0, float(np.median(x)),
                        float(x.min()), float(x.max()), float(lo), float(hi))  # fmt: skip
+
+
+def across_seeds(seeds: Iterable[Mapping[str, float]], keys: Iterable[str]) -> dict[str, Description]:
+    """Each key's `describe` over the seeds whose metrics have it (one mapping per seed), in the order
+    of `keys`; a key no seed has is left out."""
+    seeds = list(seeds)
+    out: dict[str, Description] = {}
+    for key in keys:
+        if values := [s[key] for s in seeds if key in s]:
+            out[key] = describe(values)
+    return out
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:

@@ -49,6 +49,9 @@ class Hooks:
 
 @dataclass
 class Outcome:
+    """How the loop ended for one seed of the group: at which step, and why (every step done, a
+    non-finite loss or weight, or a stop request). The seed's run is ended by it (exec.seed_run)."""
+
     status: str  # finished | diverged | interrupted
     step: int
 

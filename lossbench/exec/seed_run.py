@@ -1,0 +1,170 @@
+"""One seed's run in the store, from open to close, while this process trains it: the local group
+(exec.group) opens, logs and ends every seed run through `SeedRun`, whether `lossbench run` trains it
+here or a Ray task (exec.executors.train_task) on a worker.
+
+`start` creates the child run under its configuration's parent (parameters, tags, data inputs,
+config.json); `resume` reopens an interrupted one under the same id. During training it logs the
+metrics, the sample grids (also as MLflow images, the UI's step slider) and each evaluation, keeping
+G's weights as generator_best.pt whenever the FID is the run's best so far. Its close writes the
+outcome tag, the commit point (lossbench.outcomes), then the status, and returns the seed's
+`SeedResult` (exec.runs):
+
+  finished     the final evaluation with best_fid and best_fid_step over every evaluation of the run
+               (read back, so a resumed run counts its earlier ones), G's and D's weights, the
+               readouts' path, the generators as MLflow models (exec.generators); FINISHED
+  diverged     FAILED, tag lossbench.diverged_step
+  interrupted  KILLED, tag lossbench.interrupted_step (the group checkpoints it first)
+  an error     FAILED with tag lossbench.error; a second Ctrl-C: KILLED, interrupted (`fail`)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lossbench import tracking_conventions as conventions
+from lossbench.config import RunConfig
+from lossbench.errors import TrackingError
+from lossbench.exec import generators, sample_figures
+from lossbench.exec.runs import SeedResult, data_inputs
+from lossbench.outcomes import STATUS_OF
+from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
+from lossbench.train.loop import Outcome
+
+log = logging.getLogger(__name__)
+
+BEST_WEIGHTS = "weights/generator_best.pt"
+
+
+class SeedRun:
+    """The child run of one seed that this process trains: its store, seed and run id, and a local
+    folder for the files it uploads (each stays in place until the tracker's flush)."""
+
+    def __init__(self, tracker: Tracker, seed: int, run_id: str, folder: Path) -> None:
+        self.tracker, self.seed, self.run_id, self._folder = tracker, seed, run_id, folder
+
+    @classmethod
+    def start(cls, tracker: Tracker, cfg: RunConfig, tags: dict[str, str], parent_id: str, params: dict[str, Any],
+              seed: int, train_size: int, folder: Path) -> SeedRun:  # fmt: skip
+        """A new run of `seed` under `parent_id`: `params` and the seed as parameters, the configuration's
+        `tags` (exec.runs.run_tags) with the seed's (role seed, outcome running), its data inputs and
+        its config.json."""
+        run_id = tracker.start_run(
+            f"{cfg.loss.loss}/{cfg.data.dataset}/seed{seed}",
+            params | {"seed": seed},
+            tags | {TAG_ROLE: "seed", TAG_SEED: str(seed), TAG_OUTCOME: "running"},
+            parent_id=parent_id,
+        )
+        conventions.log_inputs(tracker.client, run_id, data_inputs(cfg, train_size))
+        tracker.log_text(run_id, json.dumps(cfg.flat() | {"seed": seed}, indent=2, sort_keys=True), "config.json")
+        return cls(tracker, seed, run_id, folder)
+
+    @classmethod
+    def resume(cls, tracker: Tracker, seed: int, run_id: str, step: int, folder: Path) -> SeedRun:
+        """An interrupted run, RUNNING again, continued at `step` (its checkpoint's, or 0)."""
+        tracker.reopen(run_id)
+        log.info("seed %d: continuing run %s at step %d", seed, run_id, step)
+        return cls(tracker, seed, run_id, folder)
+
+    @property
+    def folder(self) -> Path:
+        self._folder.mkdir(exist_ok=True)
+        return self._folder
+
+    # --- during training ----------------------------------------------------------------------
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.tracker.log_metrics(self.run_id, step, values)
+
+    def monitor(self) -> Any | None:
+        """MLflow's system metrics monitor on the run, started (None where it cannot run); `.finish()` it."""
+        return conventions.system_metrics(self.tracker.uri, self.run_id)
+
+    def log_samples(self, path: Path, step: int) -> None:
+        """A sample grid, as an artifact under samples/ and as an MLflow image at its step."""
+        self.tracker.log_artifact(self.run_id, path, "samples")
+        self.tracker.in_background(conventions.log_image, self.tracker.client, self.run_id, path, "samples", step)
+
+    def log_evaluation(self, step: int, values: dict[str, float], G: torch.nn.Module) -> None:
+        """An evaluation during training; G's weights kept as generator_best.pt when its FID is the run's
+        best so far (strictly lower than every earlier one, as best_fid_step picks the first)."""
+        earlier = [m.value for m in self.tracker.metric_history(self.run_id, "fid")] if "fid" in values else []
+        self.log(step, values)
+        if "fid" in values and all(values["fid"] < v for v in earlier):
+            self._keep_best(step, G)
+
+    def _keep_best(self, step: int, G: torch.nn.Module) -> None:
+        """G's weights at the run's best evaluation, in the store (weights/generator_best.pt), so a
+        resumed run keeps them; one local file per step, as an upload reads it until flush()."""
+        (folder := self.folder / f"best-{step}").mkdir(exist_ok=True)
+        path = folder / "generator_best.pt"
+        torch.save(G.state_dict(), path)
+        self.tracker.log_artifact(self.run_id, path, "weights")
+
+    # --- the close ----------------------------------------------------------------------------
+
+    def end(self, outcome: Outcome) -> SeedResult:
+        """Close a run that did not finish: diverged (FAILED) or interrupted (KILLED), with its step."""
+        status, step = outcome.status, outcome.step
+        if status == "diverged":
+            log.warning("seed %d diverged at step %d (non-finite loss or weights)", self.seed, step)
+        tags = {TAG_OUTCOME: status, f"lossbench.{status}_step": str(step)}  # lossbench.diverged_step, ...
+        self.tracker.end_run(self.run_id, STATUS_OF[status], tags)
+        return SeedResult(self.seed, self.run_id, status, step)
+
+    def fail(self, exc: BaseException) -> None:
+        """An exception stopped the group: a second Ctrl-C ends the run KILLED (it continues from its last
+        checkpoint), anything else FAILED with the error."""
+        if isinstance(exc, KeyboardInterrupt):
+            self.tracker.end_run(self.run_id, "KILLED", {TAG_OUTCOME: "interrupted"})
+        else:
+            self.tracker.end_run(self.run_id, "FAILED", {TAG_OUTCOME: "failed", TAG_ERROR: str(exc)[:500]})
+
+    def finish(self, step: int, final: dict[str, float], G: torch.nn.Module, D: torch.nn.Module, z_dim: int,
+               readouts: list[str]) -> SeedResult:  # fmt: skip
+        """Close a finished run: `final` (the last evaluation) with its best FID, the weights, the path of
+        the `readouts` (two of them: a plane), the generators as MLflow models; then FINISHED."""
+        final |= self._best(final, step)
+        if final.get("best_fid_step") == step and "fid" in final and final["best_fid"] == final["fid"]:
+            self._keep_best(step, G)  # the last evaluation is the best: its weights are the best ones
+        self.log(step, final)
+        for name, module in (("generator.pt", G), ("discriminator.pt", D)):
+            torch.save(module.state_dict(), self.folder / name)
+            self.tracker.log_artifact(self.run_id, self.folder / name, "weights")
+        if len(readouts) == 2:  # the path of the architecture's scalars (the Dirac-GAN's theta, psi)
+            self._log_path(readouts)
+        self.tracker.flush()
+        self._log_models(G, z_dim, step)
+        self.tracker.end_run(self.run_id, "FINISHED", {TAG_OUTCOME: "finished"})
+        return SeedResult(self.seed, self.run_id, "finished", step, final)
+
+    def _best(self, final: dict[str, float], step: int) -> dict[str, float]:
+        """best_fid and its step over every evaluation of the run (read back, so resumed runs count too)."""
+        if "fid" not in final:
+            return {}
+        history = [(m.value, m.step) for m in self.tracker.metric_history(self.run_id, "fid")] + [(final["fid"], step)]
+        value, at = min(history)
+        return {"best_fid": value, "best_fid_step": float(at)}
+
+    def _log_path(self, keys: list[str]) -> None:
+        """The run's own figure of its two readouts' path over training, read back from the store."""
+        xs, ys = ([m.value for m in sorted(self.tracker.metric_history(self.run_id, key), key=lambda m: m.step)]
+                  for key in keys)  # fmt: skip
+        path = sample_figures.save_path(xs, ys, keys, self.folder / "trajectory.png", f"seed {self.seed}")
+        self.tracker.log_artifact(self.run_id, path, "samples")
+
+    def _log_models(self, G: torch.nn.Module, z_dim: int, step: int) -> None:
+        """The last and best generators as MLflow models (exec.generators); a failure is a warning: the
+        run's weights are stored already."""
+        best = None
+        if BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
+            best = self.tracker.download(self.run_id, BEST_WEIGHTS, self.folder / "best-model")
+        try:
+            took = generators.log_models(self.tracker, self.run_id, G, z_dim, step, best)
+            log.info("seed %d: generator logged as an MLflow model in %.1f s", self.seed, took)
+        except TrackingError as exc:
+            log.warning("seed %d: %s", self.seed, exc)
