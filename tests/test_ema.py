@@ -123,3 +123,28 @@ def test_ema_enters_the_hash_only_when_on() -> None:
     base = config.resolve(("t", {"dataset": "ring8"})).config_hash()
     assert config.resolve(("t", {"dataset": "ring8", "ema": 0.0})).config_hash() == base
     assert config.resolve(("t", {"dataset": "ring8", "ema": 0.999})).config_hash() != base
+
+
+def test_an_ema_run_logs_the_averaged_generators_metrics_weights_and_model(store: str, tmp_path) -> None:
+    """`lossbench run --ema 0.9`: ema_modes beside modes at each evaluation, weights/generator_ema.pt equal
+    to the average the library computes for the same seed, and the `generator_ema` MLflow model."""
+    from mlflow import MlflowClient
+    from test_cli import lossbench, runs_by_role
+
+    flags = {"dataset": "ring8", "steps": 20, "log_every": 10, "eval_every": 10, "metrics": "modes", "ema": BETA}
+    lossbench("run", "--dataset", "ring8", "--steps", "20", "--log-every", "10", "--eval-every", "10", "--metrics",
+              "modes", "--ema", str(BETA), "--seed-start", "2", "--no-progress", "--tracking-uri", store)  # fmt: skip
+    (run,) = runs_by_role(store)["seed"]
+    client = MlflowClient(store)
+    history = client.get_metric_history(run.info.run_id, "ema_modes")
+    assert [m.step for m in history] == [10, 20] and run.data.metrics["ema_modes"] == history[-1].value
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "modes")] == [10, 20]
+    saved = torch.load(client.download_artifacts(run.info.run_id, "weights/generator_ema.pt", str(tmp_path)),
+                       weights_only=True)  # fmt: skip
+    cfg = config.resolve(("t", flags))
+    state = trainer.setup(cfg, [2], (2,), torch.device("cpu"))
+    trainer.train(cfg, state, data.load("ring8").x)
+    for name, a in state.average.state_dict(0).items():
+        torch.testing.assert_close(saved[name], a, rtol=0, atol=0)
+    logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+    assert {m.name for m in logged} == {"generator", "generator_ema"}

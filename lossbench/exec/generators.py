@@ -1,5 +1,6 @@
 """A run's generator as a self-contained sampler, logged as an MLflow model at the end of a seed run
-(lossbench.tracking_models): the last weights as `generator`, the best evaluation's as `generator_best`."""
+(lossbench.tracking_models): the last weights as `generator`, the best evaluation's as `generator_best`,
+the average of its weights (--ema) as `generator_ema`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from lossbench.gan.models import STANDARD_RANGE, rescale
 from lossbench.tracking import Tracker
 from lossbench.tracking_models import log_generator
 
-MODEL_LAST, MODEL_BEST = "generator", "generator_best"
+MODEL_LAST, MODEL_BEST, MODEL_EMA = "generator", "generator_best", "generator_ema"
 
 
 class Sampler(nn.Module):
@@ -31,9 +32,9 @@ class Sampler(nn.Module):
 
 
 def log_models(tracker: Tracker, run_id: str, G: nn.Module, z_dim: int, step: int,
-               best_weights: Path | None) -> float:  # fmt: skip
-    """Log G (and G with `best_weights` loaded, when the run kept them) as MLflow models of the run;
-    returns the wall time it took in seconds."""
+               best_weights: Path | None, averaged: nn.Module | None = None) -> float:  # fmt: skip
+    """Log G (and G with `best_weights` loaded, when the run kept them, and the `averaged` G of --ema)
+    as MLflow models of the run; returns the wall time it took in seconds."""
     started = time.perf_counter()
     dist = getattr(G, "z_dist", "normal")
     log_generator(tracker.uri, tracker.client, run_id, Sampler(G), z_dim, dist, MODEL_LAST, step)
@@ -41,4 +42,6 @@ def log_models(tracker: Tracker, run_id: str, G: nn.Module, z_dim: int, step: in
         best = Sampler(G)
         best.G.load_state_dict(torch.load(best_weights, map_location="cpu", weights_only=True))
         log_generator(tracker.uri, tracker.client, run_id, best, z_dim, dist, MODEL_BEST, step)
+    if averaged is not None:
+        log_generator(tracker.uri, tracker.client, run_id, Sampler(averaged), z_dim, dist, MODEL_EMA, step)
     return time.perf_counter() - started

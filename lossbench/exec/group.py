@@ -41,6 +41,7 @@ from lossbench.train import checkpoint, validate
 from lossbench.train.loop import Hooks, Outcome, train
 from lossbench.train.state import TrainState, setup, training_data
 
+EMA_PREFIX = "ema_"  # the averaged generator's metrics (--ema): ema_fid, ema_modes, ...
 log = logging.getLogger(__name__)
 
 
@@ -86,8 +87,7 @@ class Context:
             if extractor:  # a reference split missing on disk fails before the probe
                 reference_set(cfg, ex.data_dir, train_set)
             cached = real_cached(cfg, extractor, cache_dir)
-            plan = estimate(cfg, train_set, device, len(ex.seeds), 1, extractor, cached, ex.speed,
-                            cache_dir=cache_dir)
+            plan = estimate(cfg, train_set, device, len(ex.seeds), 1, extractor, cached, ex.speed, cache_dir=cache_dir)
             print(plan.line(), file=sys.stderr, flush=True)
         evaluate = make_evaluator(cfg, device, ex.data_dir, train_set, cache_dir, extractor, show=ex.progress)
         return cls(cfg, ex, device, train_set, training_data(cfg, train_set.x, device), tracker, evaluate)
@@ -202,7 +202,7 @@ class _Group:
         hooks = Hooks(
             log=lambda k, step, values: self.runs[k].log(step, values | self._readouts(k)),
             samples=self._log_samples,
-            evaluate=lambda k, step, G: self.runs[k].log_evaluation(step, self.ctx.evaluate(G, self.seeds[k], step), G),
+            evaluate=self._evaluate,
             checkpoint=lambda k, step, st: self._stage_checkpoint(st, k),
             checkpoint_commit=self._commit_checkpoint,
             progress=bar.update,
@@ -236,10 +236,31 @@ class _Group:
         """End seed k's run by its outcome; a finished seed is evaluated a last time first."""
         if outcome.status != "finished":  # diverged, or interrupted (checkpointed by `run`, with its siblings)
             return self.runs[k].end(outcome)
+        averaged = self._averaged(k, outcome.step)  # first: it reloads a group's shared G view
         G = self.state.players.generator(k)
-        final = self.ctx.evaluate(G, self.seeds[k], outcome.step)
+        final = self.ctx.evaluate(G, self.seeds[k], outcome.step) | averaged
         return self.runs[k].finish(outcome.step, final, G, self.state.players.discriminator(k),
-                                   self.ctx.cfg.model.z_dim, self.readout_keys)  # fmt: skip
+                                   self.ctx.cfg.model.z_dim, self.readout_keys, self._average(k))  # fmt: skip
+
+    def _evaluate(self, k: int, step: int, G: torch.nn.Module) -> None:
+        """An evaluation during training: G's, then (with --ema) the averaged G's under ema_ names."""
+        self.runs[k].log_evaluation(step, self.ctx.evaluate(G, self.seeds[k], step), G)
+        if averaged := self._averaged(k, step):
+            self.runs[k].log(step, averaged)
+
+    def _average(self, k: int) -> torch.nn.Module | None:
+        """Seed k's averaged G (--ema), or None."""
+        average = self.state.average
+        return None if average is None else average.generator(self.state.players, k)
+
+    def _averaged(self, k: int, step: int) -> dict[str, float]:
+        """The averaged G's evaluation, its metrics named ema_<metric>; {} without --ema."""
+        G = self._average(k)
+        return (
+            {}
+            if G is None
+            else {f"{EMA_PREFIX}{key}": v for key, v in self.ctx.evaluate(G, self.seeds[k], step).items()}
+        )
 
     def _abort_checkpoint(self) -> None:
         """Drop a checkpoint staged but not committed (the previous commit stays each seed's)."""

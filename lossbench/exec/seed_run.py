@@ -125,20 +125,22 @@ class SeedRun:
             self.tracker.end_run(self.run_id, "FAILED", {TAG_OUTCOME: "failed", TAG_ERROR: str(exc)[:500]})
 
     def finish(self, step: int, final: dict[str, float], G: torch.nn.Module, D: torch.nn.Module, z_dim: int,
-               readouts: list[str]) -> SeedResult:  # fmt: skip
-        """Close a finished run: `final` (the last evaluation) with its best FID, the weights, the path of
-        the `readouts` (two of them: a plane), the generators as MLflow models; then FINISHED."""
+               readouts: list[str], averaged: torch.nn.Module | None = None) -> SeedResult:  # fmt: skip
+        """Close a finished run: `final` (the last evaluation) with its best FID, the weights (and the
+        averaged G's, with --ema), the path of the `readouts` (two of them: a plane), the generators as
+        MLflow models; then FINISHED."""
         final |= self._best(final, step)
         if final.get("best_fid_step") == step and "fid" in final and final["best_fid"] == final["fid"]:
             self._keep_best(step, G)  # the last evaluation is the best: its weights are the best ones
         self.log(step, final)
-        for name, module in (("generator.pt", G), ("discriminator.pt", D)):
+        weights = (("generator.pt", G), ("discriminator.pt", D), ("generator_ema.pt", averaged))
+        for name, module in ((n, m) for n, m in weights if m is not None):
             torch.save(module.state_dict(), self.folder / name)
             self.tracker.log_artifact(self.run_id, self.folder / name, "weights")
         if len(readouts) == 2:  # the path of the architecture's scalars (the Dirac-GAN's theta, psi)
             self._log_path(readouts)
         self.tracker.flush()
-        self._log_models(G, z_dim, step)
+        self._log_models(G, z_dim, step, averaged)
         self.tracker.end_run(self.run_id, "FINISHED", {TAG_OUTCOME: "finished"})
         return SeedResult(self.seed, self.run_id, "finished", step, final)
 
@@ -157,14 +159,14 @@ class SeedRun:
         path = sample_figures.save_path(xs, ys, keys, self.folder / "trajectory.png", f"seed {self.seed}")
         self.tracker.log_artifact(self.run_id, path, "samples")
 
-    def _log_models(self, G: torch.nn.Module, z_dim: int, step: int) -> None:
-        """The last and best generators as MLflow models (exec.generators); a failure is a warning: the
-        run's weights are stored already."""
+    def _log_models(self, G: torch.nn.Module, z_dim: int, step: int, averaged: torch.nn.Module | None) -> None:
+        """The last, best and averaged generators as MLflow models (exec.generators); a failure is a
+        warning: the run's weights are stored already."""
         best = None
         if BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
             best = self.tracker.download(self.run_id, BEST_WEIGHTS, self.folder / "best-model")
         try:
-            took = generators.log_models(self.tracker, self.run_id, G, z_dim, step, best)
+            took = generators.log_models(self.tracker, self.run_id, G, z_dim, step, best, averaged)
             log.info("seed %d: generator logged as an MLflow model in %.1f s", self.seed, took)
         except TrackingError as exc:
             log.warning("seed %d: %s", self.seed, exc)
