@@ -26,53 +26,50 @@ store_options = stack(
 )  # fmt: skip
 
 
-# flag -> flat config key; flags left unset do not override lower layers
-CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--loss", "loss", str, "Loss name (see `lossbench losses`) or package.module:Class."),
-    ("--penalty", "penalty", str, "Penalty on D: none, gp, r1, r2, dragan (default: the loss card's)."),
-    ("--instance-noise", "instance_noise", float, "Sigma of Gaussian noise on D's real and fake inputs; 0 = off."),
-    ("--penalty-weight", "penalty_weight", float,
-     "Penalty weight: lambda (gp, dragan) or gamma (r1, r2 add gamma/2 E||grad D||^2)."),
-    ("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, ring8, grid25, dirac."),
-    ("--arch", "arch", str, "mlp, mlp2d, dcgan, infogan, pacgan-mlp, dirac (default: the data set's)."),
-    ("--dirac-init", "dirac_init", str, "arch dirac: initial THETA,PSI of G(z)=theta, D(x)=psi x (default 1,1)."),
-    ("--d-norm", "d_norm", str, "Normalisation of D's weights: none or spectral."),
-    ("--d-batchnorm", "d_batchnorm", bool, "Batch norm in D where the arch has it (infogan); see --d-batchnorm-penalty."),  # noqa: E501
-    ("--d-batchnorm-penalty", "d_batchnorm_penalty", bool,
-     "Allow --d-batchnorm with a gradient penalty (through the penalty batch's statistics, as compare_gan)."),
-    ("--z-dim", "z_dim", int, "Latent size."),
-    ("--z-dist", "z_dist", str, "Latent distribution: normal (N(0,1)) or uniform (U(-1,1))."),
-    ("--steps", "steps", int, "Budget in generator steps."),
-    ("--epochs", "epochs", int, "Budget in passes of D over the training set (instead of --steps)."),
-    ("--epoch-samples", "epoch_samples", int, "Examples in an epoch (compare_gan: 50000); 0 = the training set."),
-    ("--batch-size", "batch_size", int, "Batch size."),
-    ("--n-critic", "n_critic", int, "D steps per G step."),
-    ("--updates", "updates", str, "alternating (D steps, then G) or simultaneous (both at one point; n_critic 1)."),
-    ("--consensus", "consensus", float, "Consensus optimisation's gamma (with --updates simultaneous); 0 = off."),
-    ("--pack", "pack", int, "PacGAN packing: D scores this many samples at once (1 = off)."),
-    ("--batching", "batching", str, "Real batches: iid (default), epoch (a fresh shuffle each epoch) or "
-     "epoch-bootstrap (PacGAN's: packed tuples from bootstrap resamples, shuffled each epoch)."),
-    ("--g-bn-stats", "g_bn_stats", str, "G's batch-norm statistics: batch (all batch*pack samples) or "
-     "pack-slot (each pack slot's batch apart, as PacGAN's code)."),
-    ("--optimizer", "optimizer", str, "adam, rmsprop or sgd (plain gradient descent)."),
-    ("--lr-g", "lr_g", float, "Generator learning rate."),
-    ("--lr-d", "lr_d", float, "Discriminator learning rate."),
-    ("--beta1", "beta1", float, "Adam beta1."),
-    ("--beta2", "beta2", float, "Adam beta2."),
-    ("--weight-clip", "weight_clip", float, "Clip D's weights to [-c, c]; 0 = off."),
-    ("--g-noise", "g_noise", str, "G's z: fresh, or d-step (the z of the D step before it, as compare_gan)."),
-    ("--log-every", "log_every", int, "Steps between logged loss means."),
-    ("--sample-every", "sample_every", int, "Steps between sample grids."),
-    ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints."),
-    ("--ema", "ema", float, "Beta of a moving average of G's weights, evaluated beside G (ema_* metrics); 0 = off."),
-    ("--metrics", "metrics", str, "Comma list: fid,is,kid,pr,dc (images) or modes (2-D); none: no evaluation."),
-    ("--fid-samples", "fid_samples", int, "Generated samples per evaluation (default 10000)."),
-    ("--eval-every", "eval_every", int, "Steps between evaluations (0 = only at the end)."),
-    ("--eval-epochs", "eval_epochs", int, "Epochs between evaluations (instead of --eval-every; 0 = off)."),
-    ("--reference-split", "reference_split", str, "Real statistics from train or test."),
-    ("--mode-samples", "mode_samples", int, "2-D data: generated points scored for modes (default 2500)."),
-    ("--mode-threshold", "mode_threshold", int, "2-D data: high-quality samples that capture a mode (default 1)."),
-]
+# flag -> (type, help); its flat config key is the flag's name with - as _ (--lr-g: lr_g). Flags left
+# unset do not override lower layers.
+CONFIG_FLAGS: dict[str, tuple[Any, str]] = {
+    "--loss": (str, "Loss name (see `lossbench losses`) or package.module:Class."),
+    "--penalty": (str, "Penalty on D: none, gp, r1, r2, dragan (default: the loss card's)."),
+    "--instance-noise": (float, "Sigma of Gaussian noise on D's real and fake inputs; 0 = off."),
+    "--penalty-weight": (float, "Penalty weight: lambda (gp, dragan) or gamma (r1, r2 add gamma/2 E||grad D||^2)."),
+    "--dataset": (str, "mnist, fashion-mnist, cifar10, stacked-mnist, ring8, grid25, dirac."),
+    "--arch": (str, "mlp, mlp2d, dcgan, infogan, pacgan-mlp, pacgan-dcgan, dirac (default: the data set's)."),
+    "--dirac-init": (str, "arch dirac: initial THETA,PSI of G(z)=theta, D(x)=psi x (default 1,1)."),
+    "--d-norm": (str, "Normalisation of D's weights: none or spectral."),
+    "--d-batchnorm": (bool, "Batch norm in D where the arch has it (infogan); see --d-batchnorm-penalty."),
+    "--d-batchnorm-penalty": (bool, "Allow --d-batchnorm with a gradient penalty (as compare_gan)."),
+    "--z-dim": (int, "Latent size."),
+    "--z-dist": (str, "Latent distribution: normal (N(0,1)) or uniform (U(-1,1))."),
+    "--steps": (int, "Budget in generator steps."),
+    "--epochs": (int, "Budget in passes of D over the training set (instead of --steps)."),
+    "--epoch-samples": (int, "Examples in an epoch (compare_gan: 50000); 0 = the training set."),
+    "--batch-size": (int, "Batch size."),
+    "--n-critic": (int, "D steps per G step."),
+    "--updates": (str, "alternating (D steps, then G) or simultaneous (both at one point; n_critic 1)."),
+    "--consensus": (float, "Consensus optimisation's gamma (with --updates simultaneous); 0 = off."),
+    "--pack": (int, "PacGAN packing: D scores this many samples at once (1 = off)."),
+    "--batching": (str, "Real batches: iid (default), epoch (reshuffled each epoch), epoch-bootstrap (PacGAN's)."),
+    "--g-bn-stats": (str, "G's batch-norm statistics: batch (all batch*pack samples) or pack-slot (PacGAN's code)."),
+    "--optimizer": (str, "adam, rmsprop or sgd (plain gradient descent)."),
+    "--lr-g": (float, "Generator learning rate."),
+    "--lr-d": (float, "Discriminator learning rate."),
+    "--beta1": (float, "Adam beta1."),
+    "--beta2": (float, "Adam beta2."),
+    "--weight-clip": (float, "Clip D's weights to [-c, c]; 0 = off."),
+    "--g-noise": (str, "G's z: fresh, or d-step (the z of the D step before it, as compare_gan)."),
+    "--log-every": (int, "Steps between logged loss means."),
+    "--sample-every": (int, "Steps between sample grids."),
+    "--checkpoint-every": (int, "Steps between checkpoints."),
+    "--ema": (float, "Beta of a moving average of G's weights, evaluated beside G (ema_* metrics); 0 = off."),
+    "--metrics": (str, "Comma list: fid,is,kid,pr,dc (images) or modes (2-D); none: no evaluation."),
+    "--fid-samples": (int, "Generated samples per evaluation (default 10000)."),
+    "--eval-every": (int, "Steps between evaluations (0 = only at the end)."),
+    "--eval-epochs": (int, "Epochs between evaluations (instead of --eval-every; 0 = off)."),
+    "--reference-split": (str, "Real statistics from train or test."),
+    "--mode-samples": (int, "2-D data: generated points scored for modes (default 2500)."),
+    "--mode-threshold": (int, "2-D data: high-quality samples that capture a mode (default 1)."),
+}  # fmt: skip
 
 
 class _Bool(click.ParamType):
@@ -89,15 +86,20 @@ class _Bool(click.ParamType):
         self.fail(f"{value!r} is neither true nor false", param, ctx)
 
 
+def flag_key(flag: str) -> str:
+    """--lr-g -> lr_g: a config flag's flat config key."""
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def config_options(f: Any) -> Any:
-    for flag, key, kind, help_ in reversed(CONFIG_FLAGS):
-        f = click.option(flag, key, type=_Bool() if kind is bool else kind, default=None, help=help_)(f)
+    for flag, (kind, help_) in reversed(CONFIG_FLAGS.items()):
+        f = click.option(flag, flag_key(flag), type=_Bool() if kind is bool else kind, default=None, help=help_)(f)
     return f
 
 
 def flag_values(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Pop the config flags the user set; the rest of kwargs stays."""
-    return {key: v for _, key, _, _ in CONFIG_FLAGS if (v := kwargs.pop(key, None)) is not None}
+    return {key: v for key in map(flag_key, CONFIG_FLAGS) if (v := kwargs.pop(key, None)) is not None}
 
 
 speed_options = stack(

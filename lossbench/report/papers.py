@@ -19,7 +19,7 @@ table can be recomputed by report/against.py's own code path where the MLflow st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,14 @@ class Seen:
 
 @dataclass(frozen=True)
 class Cell:
+    """A published cell and every committed comparison with it; reproduced if any one reproduced it."""
+
     published: PaperResult
     seen: tuple[Seen, ...]
+    reproduced: bool = field(init=False)
 
-    @property
-    def reproduced(self) -> bool:
-        return any(s.outcome == REPRODUCED for s in self.seen)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reproduced", any(s.outcome == REPRODUCED for s in self.seen))
 
 
 def cells(paper: Paper, root: Path) -> list[Cell]:
