@@ -116,7 +116,10 @@ def test_header_states_the_protocol_of_a_real_run_and_why_sections_are_empty(
         assert line in page, line
     runs = pd.read_csv(out / "runs.csv")
     assert (runs["fid_samples"].tolist(), runs["reference_split"].tolist(), runs["eval_every"].tolist()) == (
-        [8], ["test"], [1])
+        [8],
+        ["test"],
+        [1],
+    )
 
 
 def test_holm_and_expected_best() -> None:
@@ -124,7 +127,8 @@ def test_holm_and_expected_best() -> None:
     curve = report_stats.expected_best(np.array([3.0, 1.0, 2.0]))  # exact: best of 2 of 3 is 1 in 2 of 3 pairs
     assert curve == pytest.approx([2.0, 1 * 2 / 3 + 2 * 1 / 3, 1.0], abs=1e-12)
     assert report_stats.expected_best(np.array([3.0, 1.0, 2.0]), lower_is_better=False) == pytest.approx(
-        [2.0, 3 * 2 / 3 + 2 * 1 / 3, 3.0], abs=1e-12)
+        [2.0, 3 * 2 / 3 + 2 * 1 / 3, 3.0], abs=1e-12
+    )
     values = np.array([4.0, 1.0, 7.0, 2.0, 9.0])  # against every k-subset, enumerated
     brute = [np.mean([min(c) for c in combinations(values, k)]) for k in range(1, 6)]
     assert report_stats.expected_best(values) == pytest.approx(brute, abs=1e-12)
@@ -159,3 +163,23 @@ def test_html_renders_in_headless_chromium(store: str, tmp_path: Path) -> None:
     subprocess.run([browser, *flags, "--window-size=1280,2400", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120)  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_the_header_says_stacked_mnist_modes_are_classifier_triples_not_2d_points() -> None:
+    """A stacked-MNIST modes run is described by what its numbers are (digit triples read by the
+    project's classifier), not as 2-D points against a mixture's known modes."""
+    from lossbench.report import protocol
+
+    params = {"metrics": "modes", "feature_extractor": "none", "fid_samples": "10000", "reference_split": "train",
+              "eval_every": "100", "mode_samples": "26000", "mode_threshold": "1", "steps": "200"}  # fmt: skip
+    stacked = protocol.describe(params | {"dataset": "stacked-mnist"})
+    assert (
+        stacked.startswith(
+            "metrics modes on 26000 generated images, each channel read as one digit by the project's MNIST classifier"
+        )
+        and "of 1,000" in stacked
+        and "known modes" not in stacked
+    )
+    assert stacked.endswith("evaluated every 100 steps and at the last step (200)")
+    ring = protocol.describe(params | {"dataset": "ring8"})
+    assert "against the mixture's known modes" in ring and "classifier" not in ring

@@ -37,6 +37,11 @@ def describe(p: dict[str, str]) -> str:
     when = schedule(p["eval_every"], p["steps"])
     if names == "none":
         return "no evaluation (metrics none): losses only"
+    if p.get("dataset") == "stacked-mnist" and names == "modes":  # lossbench.metrics.classified
+        return (f"metrics modes on {p['mode_samples']} generated images, each channel read as one digit by the "
+                f"project's MNIST classifier: modes = distinct digit triples seen {p['mode_threshold']} or more "
+                f"times (of 1,000), reverse_kl = KL(p || uniform) of the triple histogram (no reference "
+                f"sample); {when}")  # fmt: skip
     if p["feature_extractor"] == "none" or names == "modes":
         return (f"metrics {names} on {p['mode_samples']} generated points against the mixture's known modes "
                 f"(a mode counts when {p['mode_threshold']} or more high-quality points fall in it; no feature "
