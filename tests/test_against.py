@@ -162,7 +162,7 @@ def test_the_listing_reads_the_committed_pacgan_report() -> None:
                              "(margin ± 1.58, one paper std)")  # fmt: skip
     assert "  PacGAN3 (pack 3) on grid25, modes = 24.6 ± 0.4 (se): never compared" in lines
     assert "  ALI on ring8, modes = 6.6 ± 0.3 (se): context only (no lossbench model)" in lines
-    every = run_cli("papers").stdout.splitlines()
+    every = run_cli("papers", "--reports", str(ROOT / "reports")).stdout.splitlines()
     assert len(every) == 4 and every[3].startswith("veegan2017: ") and "(4 cells; 0 compared" in every[3]
 
 
