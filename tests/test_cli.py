@@ -34,7 +34,7 @@ def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: 
     proc = lossbench(
         "run", "--loss", "minimax", "--seeds", "2", "--steps", "20", "--log-every", "5", "--sample-every", "10",
         "--eval-every", "10",
-        "--fid-samples", "24", "--metrics", "fid,kid", "--tracking-uri", store, "--data-dir", mnist_dir,
+        "--fid-samples", "8", "--metrics", "fid,kid", "--tracking-uri", store, "--data-dir", mnist_dir,
         "--no-progress",
     )  # fmt: skip
     assert "2 finished" in proc.stdout
@@ -54,7 +54,7 @@ def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: 
             "minimax", "mnist", "mlp", "20", "64", "1",
         )  # fmt: skip
         assert p["optimizer"] == "adam" and float(p["lr_d"]) == 2e-4 and p["device"] == "cpu"
-        assert p["torch_version"] and p["lossbench_version"] and p["fid_samples"] == "24"
+        assert p["torch_version"] and p["lossbench_version"] and p["fid_samples"] == "8"
         history = client.get_metric_history(r.info.run_id, "d_loss")
         assert [m.step for m in history] == [5, 10, 15, 20]
         for key in ("g_loss", "d_real", "d_fake", "penalty", "images_per_s", "fid", "kid_mean", "best_fid"):
@@ -79,8 +79,8 @@ def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: 
     assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(16)]
 
     # the same code path measures a folder of samples against a data set
-    result = json.loads(lossbench("fid", str(out), "mnist:test", "--samples", "16", "--data-dir", mnist_dir).stdout)
-    assert result["n_first"] == 16 and result["n_second"] == 16 and result["second"] == "mnist:test"
+    result = json.loads(lossbench("fid", str(out), "mnist:test", "--samples", "8", "--data-dir", mnist_dir).stdout)
+    assert result["n_first"] == 16 and result["n_second"] == 8 and result["second"] == "mnist:test"
     assert result["fid"] > 50 and "kid_mean" in result
 
 
