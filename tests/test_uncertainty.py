@@ -91,15 +91,18 @@ def test_comparisons_and_summary_carry_the_probability_and_interval() -> None:
     assert "P(a beats b on a random seed pair) = 0.83" in tests["a", "b"].statement
     assert tests["a", "c"].p is None and "P(a beats c on a random seed pair) = 1.00" in tests["a", "c"].statement
     higher = {(t.a, t.b): t for t in report_stats.compare_losses(runs, "fid", lower_is_better=False)}
-    assert "b > a" in higher["a", "b"].statement and "P(b beats a on a random seed pair) = 0.83" in higher[
-        "a", "b"].statement
+    assert (
+        "b > a" in higher["a", "b"].statement
+        and "P(b beats a on a random seed pair) = 0.83" in higher["a", "b"].statement
+    )
     summary = report_stats.summarise(runs).set_index("label")
     d = report_stats.describe([1.0, 2.0, 3.0])
     assert (summary.loc["a", "fid_ci_low"], summary.loc["a", "fid_ci_high"]) == (d.ci_low, d.ci_high)
     assert summary.loc["a", "fid_n"] == 3 and np.isnan(summary.loc["c", "fid_ci_low"])
     assert report_stats.no_pairs(runs, "fid") == []
     assert report_stats.no_pairs(_runs({"a": [1.0, 2.0]}), "fid") == [
-        "mnist: no pairwise tests: one configuration (a); a test needs two"]
+        "mnist: no pairwise tests: one configuration (a); a test needs two"
+    ]
 
 
 def test_budget_band() -> None:
@@ -126,8 +129,23 @@ def test_run_summary_prints_the_reports_interval(store: str) -> None:
     col = keys.index("high_quality")
     seeds = [float(lines[header + 1 + i].split()[3 + col]) for i in range(3)]
     assert len(set(seeds)) > 1, seeds  # the seeds differ: the statistics below are not trivially equal
-    rows = {line.split()[0]: line for line in lines[header + 4:] if line.strip()}
+    rows = {line.split()[0]: line for line in lines[header + 4 :] if line.strip()}
     d = report_stats.describe(seeds)
     for name, value in (("mean", d.mean), ("std", d.std), ("lo95", d.ci_low), ("hi95", d.ci_high)):
         numbers = re.findall(r"-?\d+\.\d{4}", rows[name])
         assert float(numbers[col]) == pytest.approx(value, abs=6e-5), (name, rows[name])
+
+
+def test_the_averaged_generators_scores_are_summarised_beside_gs() -> None:
+    """--ema runs log ema_fid beside fid: the summary carries both, the display table shows both, and
+    an ema_ score keeps its metric's direction."""
+    from lossbench.metrics.registry import higher_is_better
+    from lossbench.report import build
+
+    runs = _runs({"a": [1.0, 2.0, 3.0]})
+    runs["ema_fid"] = [0.5, 1.5, 2.5]
+    summary = report_stats.summarise(runs)
+    assert summary.loc[0, "fid_mean"] == 2.0 and summary.loc[0, "ema_fid_mean"] == 1.5
+    shown = build._display(summary, "fid")
+    assert list(shown.loc[0, ["fid mean ± std", "ema_fid mean ± std"]]) == ["2 ± 1", "1.5 ± 1"]
+    assert higher_is_better("ema_modes") and not higher_is_better("ema_fid") and not higher_is_better("ema_reverse_kl")

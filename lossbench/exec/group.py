@@ -35,13 +35,13 @@ from lossbench.exec.runs import SeedResult, run_tags
 from lossbench.exec.seed_run import SeedRun
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
+from lossbench.metrics.registry import EMA_PREFIX
 from lossbench.options import ExecConfig, resolve_exec
 from lossbench.tracking import Tracker
 from lossbench.train import checkpoint, validate
 from lossbench.train.loop import Hooks, Outcome, train
 from lossbench.train.state import TrainState, setup, training_data
 
-EMA_PREFIX = "ema_"  # the averaged generator's metrics (--ema): ema_fid, ema_modes, ...
 log = logging.getLogger(__name__)
 
 

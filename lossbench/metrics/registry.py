@@ -31,6 +31,8 @@ class MetricSpec:
             raise ValueError(f"lower_is_better names keys the metric does not log: {', '.join(sorted(stray))}")
 
 
+EMA_PREFIX = "ema_"  # the averaged generator's (--ema) scores: ema_fid, ema_modes, ... (same directions)
+
 METRICS: Registry[MetricSpec] = Registry("metric", key="metrics")
 METRICS.add("fid", MetricSpec(("fid",), higher_is_better=False, points=False))
 METRICS.add("is", MetricSpec(("is_mean", "is_std"), higher_is_better=True, points=False))
@@ -68,7 +70,8 @@ def check(names: tuple[str, ...], points: bool, dataset: str | None = None) -> N
 
 def higher_is_better(key: str) -> bool:
     """By logged key: kid_mean -> False, is_mean -> True; fid and best_fid -> False; modes and
-    high_quality -> True, reverse_kl -> False."""
+    high_quality -> True, reverse_kl -> False; an ema_ key as its own (ema_modes -> True)."""
+    key = key.removeprefix(EMA_PREFIX)
     for name in METRICS.names():
         spec = METRICS.get(name)
         if key in spec.lower_is_better:

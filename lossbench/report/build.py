@@ -21,7 +21,7 @@ import pandas as pd
 
 from lossbench import cards, folders, manifest
 from lossbench.errors import LossbenchError
-from lossbench.metrics.registry import higher_is_better
+from lossbench.metrics.registry import EMA_PREFIX, higher_is_better
 from lossbench.progress import phase
 from lossbench.report import against as report_against
 from lossbench.report import figures as report_figures
@@ -150,7 +150,7 @@ def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
     ]
     extra = ("kid_mean", "is_mean", "precision", "recall", "density", "coverage", "high_quality", "reverse_kl",
              "equilibrium_distance")  # fmt: skip
-    for s in dict.fromkeys((score, f"best_{score}" if score == "fid" else None, *extra)):
+    for s in dict.fromkeys((score, f"best_{score}" if score == "fid" else None, f"{EMA_PREFIX}{score}", *extra)):
         if s and f"{s}_mean" in summary:
             out[f"{s} mean ± std"] = [
                 "" if pd.isna(m) else f"{m:.4g} ± {sd:.2g}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])
@@ -249,10 +249,12 @@ def _write(
         "FID over training": report_figures.curves(hist, runs, "fid", figs / "fid_curve.png"),
         "Discriminator loss": report_figures.curves(hist, runs, "d_loss", figs / "d_loss.png"),
         "Generator loss": report_figures.curves(hist, runs, "g_loss", figs / "g_loss.png"),
-        "G's learning signal over training": report_figures.curves(hist, runs, "g_signal", figs / "g_signal.png",
-                                                                   log=True),
-        "Dirac-GAN trajectories in the (θ, ψ) plane": report_figures.trajectories(hist, runs,
-                                                                                  figs / "trajectories.png"),
+        "G's learning signal over training": report_figures.curves(
+            hist, runs, "g_signal", figs / "g_signal.png", log=True
+        ),
+        "Dirac-GAN trajectories in the (θ, ψ) plane": report_figures.trajectories(
+            hist, runs, figs / "trajectories.png"
+        ),
         f"Expected best {score} vs budget": report_figures.budget(runs, score, figs / "budget.png", lower),
     }
     hist_fid = hist[hist["key"] == "fid"]
@@ -343,8 +345,11 @@ def _html(
         *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in figures.items()],
         "<h2>Samples (median seed)</h2>",
         *[f"<figure>{_img(p)}<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in grids.items()],
-        *(["<h2>Not shown</h2><ul id='not-shown'>", *[f"<li>{html.escape(m)}</li>" for m in missing], "</ul>"]
-          if missing else []),  # fmt: skip
+        *(
+            ["<h2>Not shown</h2><ul id='not-shown'>", *[f"<li>{html.escape(m)}</li>" for m in missing], "</ul>"]
+            if missing
+            else []
+        ),  # fmt: skip
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -25,13 +25,17 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from lossbench.metrics.registry import EMA_PREFIX
+
 MIN_SEEDS_FOR_TEST = 3
 MIN_SEEDS_FOR_INTERVAL = 3
 CONFIDENCE = 0.95
 RESAMPLES = 9999  # bootstrap resamples per interval; the expanded level's tails need thousands
 GROUP = ["config_hash", "label", "loss", "penalty", "dataset", "arch"]
-SCORES = ["fid", "best_fid", "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "modes",
-          "high_quality", "reverse_kl", "equilibrium_distance"]  # fmt: skip
+BASE_SCORES = ["fid", "best_fid", "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "modes",
+               "high_quality", "reverse_kl", "equilibrium_distance"]  # fmt: skip
+# and the averaged generator's (--ema), where the runs logged them
+SCORES = BASE_SCORES + [EMA_PREFIX + s for s in BASE_SCORES if s not in ("best_fid", "equilibrium_distance")]
 
 
 def finished_with(runs: pd.DataFrame, score: str) -> pd.DataFrame:
