@@ -12,6 +12,7 @@ Each figure is the best of --repeat timings (the median for logging), as timeit 
             (foreach Adam, bf16, compile);
             for mlp/mnist also the plain PyTorch reference loop (benchmarks/reference.py), side by side
   seeds     5 seeds one after another against the same 5 with --parallel-seeds
+  ema       --ema's moving average of G's weights: ms per step with and without it (mlp, dcgan)
   logging   the training loop with its MLflow logging (async metrics into a real sqlite store) against
             none: the overhead in % of step time
   features  Inception feature extraction (FID/KID/IS), images/s, with the FLOP count used
@@ -309,8 +310,10 @@ def bench_profile(device: torch.device, args: argparse.Namespace) -> None:
     steps = max(args.steps // 10, 10)
     cfg = configure(name, arch, steps)
     seeds = list(range(args.seeds))
-    paths_ = {"--parallel-seeds": SpeedConfig(parallel_seeds=True),
-              "--parallel-seeds --cuda-graphs": SpeedConfig(parallel_seeds=True, cuda_graphs=True)}
+    paths_ = {
+        "--parallel-seeds": SpeedConfig(parallel_seeds=True),
+        "--parallel-seeds --cuda-graphs": SpeedConfig(parallel_seeds=True, cuda_graphs=True),
+    }
     for label, speed in paths_.items():
         if speed.cuda_graphs and device.type != "cuda":
             continue
@@ -328,8 +331,10 @@ def bench_profile(device: torch.device, args: argparse.Namespace) -> None:
         busy = sum(e.device_time for e in kernels) / 1e6 / steps if kernels else 0.0
         on_device = (f", device busy {1e3 * busy:.2f} ms per step ({100 * busy / wall:.0f}%), "
                      f"{len(kernels) / steps:.0f} kernels per step") if kernels else ""  # fmt: skip
-        print(f"profile   {arch}/{name}{note}, {len(seeds)} seeds, {label}, {steps} steps: "
-              f"{1e3 * wall:.2f} ms per step (profiled){on_device}")
+        print(
+            f"profile   {arch}/{name}{note}, {len(seeds)} seeds, {label}, {steps} steps: "
+            f"{1e3 * wall:.2f} ms per step (profiled){on_device}"
+        )
         key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
         for line in events.table(sort_by=key, row_limit=12).splitlines():
             print(f"          {line}")
@@ -353,8 +358,10 @@ def bench_signals(device: torch.device, args: argparse.Namespace) -> None:
     with_signal, without = [], []
     for _ in range(args.repeat):
         with_signal.append(time_training(cfg, x, shape, device, [0]))
-        with mock.patch.object(players.Single, "grad_norms", zeros), \
-                mock.patch.object(updates, "learning_signal", lambda grad: torch.zeros((), device=device)):
+        with (
+            mock.patch.object(players.Single, "grad_norms", zeros),
+            mock.patch.object(updates, "learning_signal", lambda grad: torch.zeros((), device=device)),
+        ):
             without.append(time_training(cfg, x, shape, device, [0]))
     a, b = statistics.median(with_signal), statistics.median(without)
     # direct: the added operations alone, timed back to back with plain steps on the same state
@@ -410,14 +417,39 @@ def bench_counterfactual(device: torch.device, args: argparse.Namespace) -> None
             sync(device)
             ratios.append((time.perf_counter() - start) / 100 / step)
         a, b = statistics.median(on_t), statistics.median(off_t)
-        print(f"counterfactual mlp/mnist, {len(seeds)} seed(s){' stacked' if speed else ''}, {args.steps} steps, "
-              f"median of {args.repeat}: {args.steps / b:.1f} steps/s without, {args.steps / a:.1f} with "
-              f"({100 * (a - b) / b:+.1f}% of step time end to end); the added operations alone: "
-              f"{100 * statistics.median(ratios):.2f}% of step time [{100 * min(ratios):.2f}-{100 * max(ratios):.2f}]")
+        print(
+            f"counterfactual mlp/mnist, {len(seeds)} seed(s){' stacked' if speed else ''}, {args.steps} steps, "
+            f"median of {args.repeat}: {args.steps / b:.1f} steps/s without, {args.steps / a:.1f} with "
+            f"({100 * (a - b) / b:+.1f}% of step time end to end); the added operations alone: "
+            f"{100 * statistics.median(ratios):.2f}% of step time [{100 * min(ratios):.2f}-{100 * max(ratios):.2f}]"
+        )
 
 
-BENCHES = {"matmul": bench_matmul, "train": bench_train, "seeds": bench_seeds, "logging": bench_logging,
-           "features": bench_features, "signals": bench_signals, "counterfactual": bench_counterfactual,
+def bench_ema(device: torch.device, args: argparse.Namespace) -> None:
+    """--ema's cost per training step: whole runs with and without the average (beta 0.999), alternating,
+    medians with their range, on mlp/mnist and dcgan/mnist, one seed and (mlp) a stacked group."""
+    import statistics
+
+    x, shape, note = dataset("mnist", device)
+    for arch, steps, seeds in (("mlp", args.steps, [0]), ("mlp", args.steps, list(range(args.seeds))),
+                               ("dcgan", max(10, args.steps // 10), [0])):  # fmt: skip
+        speed = SpeedConfig(parallel_seeds=len(seeds) > 1)
+        times: dict[float, list[float]] = {0.0: [], 0.999: []}
+        for _ in range(args.repeat):
+            for beta in times:
+                cfg = configure("mnist", arch, steps, ema=beta, sample_every=10**9, checkpoint_every=10**9)
+                times[beta].append(time_training(cfg, x, shape, device, seeds, speed))
+        off, on = (statistics.median(times[b]) for b in (0.0, 0.999))
+        group = f"{len(seeds)} seeds stacked" if len(seeds) > 1 else "1 seed"
+        print(f"ema       {arch}/mnist{note}, {group}, {steps} steps, median of {args.repeat}: "
+              f"{off / steps * 1e3:.3f} ms/step without [{min(times[0.0]) / steps * 1e3:.3f}-"
+              f"{max(times[0.0]) / steps * 1e3:.3f}], {on / steps * 1e3:.3f} with "
+              f"[{min(times[0.999]) / steps * 1e3:.3f}-{max(times[0.999]) / steps * 1e3:.3f}] "
+              f"({100 * (on - off) / off:+.1f}%)")  # fmt: skip
+
+
+BENCHES = {"matmul": bench_matmul, "ema": bench_ema, "train": bench_train, "seeds": bench_seeds,
+           "logging": bench_logging, "features": bench_features, "signals": bench_signals, "counterfactual": bench_counterfactual,
            "profile": bench_profile, "ops": ops.bench_ops, "explain": ops.bench_explain}  # fmt: skip
 
 
