@@ -449,8 +449,9 @@ def bench_ema(device: torch.device, args: argparse.Namespace) -> None:
 
 
 BENCHES = {"matmul": bench_matmul, "ema": bench_ema, "train": bench_train, "seeds": bench_seeds,
-           "logging": bench_logging, "features": bench_features, "signals": bench_signals, "counterfactual": bench_counterfactual,
-           "profile": bench_profile, "ops": ops.bench_ops, "explain": ops.bench_explain}  # fmt: skip
+           "logging": bench_logging, "features": bench_features, "signals": bench_signals,
+           "counterfactual": bench_counterfactual, "profile": bench_profile, "ops": ops.bench_ops,
+           "explain": ops.bench_explain}  # fmt: skip
 
 
 def main() -> None:
