@@ -104,6 +104,12 @@ def analyse(data: dict, steps: int, eval_every: int) -> str:
     return "\n".join(md)
 
 
+def aligned(runs: list[dict], key: str) -> tuple[list[int], np.ndarray]:
+    """The steps every run logged `key` at, and the runs x steps matrix of its values there."""
+    steps = sorted(set.intersection(*(set(r[key]) for r in runs)))
+    return steps, np.array([[r[key][s] for s in steps] for r in runs])
+
+
 def figures(data: dict, out: Path) -> None:
     import matplotlib
 
@@ -111,43 +117,42 @@ def figures(data: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     colours = {"minimax": "tab:red", "non-saturating": "tab:blue", SEED_LOOP: "tab:green"}
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    for ax, cell in zip(axes.flat, CELLS):
+
+    def panels(name: str, title: str, draw, ylabel: str | None = None, **grid) -> None:  # noqa: ANN001
+        """One panel per (optimiser, n_critic) cell, drawn by draw(ax, cell), saved as out/name."""
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, **grid)
+        for ax, cell in zip(axes.flat, CELLS):
+            draw(ax, cell)
+            ax.set_title(f"{'Adam 2e-4' if cell[0] == 'adam' else 'SGD 0.05'}, n_critic {cell[1]}")
+            ax.set_yscale("log")
+            if ylabel:
+                ax.set_ylabel(ylabel)
+            ax.legend(fontsize=7)
+        for ax in axes[1]:
+            ax.set_xlabel("generator step")
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+
+    def fcd(ax, cell) -> None:  # noqa: ANN001
         for who, runs in sorted(data[cell].items()):
-            steps = sorted(set.intersection(*(set(r["fcd"]) for r in runs)))
-            v = np.array([[r["fcd"][s] for s in steps] for r in runs])
+            steps, v = aligned(runs, "fcd")
             for row in v:
                 ax.plot(steps, row, color=colours[who], alpha=0.25, lw=0.8)
             ax.plot(steps, np.median(v, 0), color=colours[who], lw=2, ls="--" if who == SEED_LOOP else "-",
                     label=f"{who} (median of {len(runs)})")  # fmt: skip
-        ax.set_title(f"{'Adam 2e-4' if cell[0] == 'adam' else 'SGD 0.05'}, n_critic {cell[1]}")
-        ax.set_yscale("log")
-        ax.set_ylabel("fcd (lower is better)")
-        ax.legend(fontsize=7)
-    for ax in axes[1]:
-        ax.set_xlabel("generator step")
-    fig.suptitle("Sample quality over training: fcd per seed (thin) and median (thick)")
-    fig.tight_layout()
-    fig.savefig(out / "fcd_by_cell.png", dpi=110)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, sharey=True)
-    for ax, cell in zip(axes.flat, CELLS):
+    def signals(ax, cell) -> None:  # noqa: ANN001
         for loss in LOSSES:
             for key, ls in (("g_signal_minimax", "-"), ("g_signal_ns", ":")):
-                runs = data[cell][loss]
-                steps = sorted(set.intersection(*(set(r[key]) for r in runs)))
-                v = np.median(np.array([[r[key][s] for s in steps] for r in runs]), 0)
-                ax.plot(steps, v, color=colours[loss], ls=ls, label=f"{key} on {loss}'s logits")
-        ax.set_title(f"{'Adam 2e-4' if cell[0] == 'adam' else 'SGD 0.05'}, n_critic {cell[1]}")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    for ax in axes[1]:
-        ax.set_xlabel("generator step")
-    fig.suptitle("What each loss would pass back through the same d_f (median over 5 seeds)")
-    fig.tight_layout()
-    fig.savefig(out / "counterfactual_signals.png", dpi=110)
-    plt.close(fig)
+                steps, v = aligned(data[cell][loss], key)
+                ax.plot(steps, np.median(v, 0), color=colours[loss], ls=ls, label=f"{key} on {loss}'s logits")
+
+    panels("fcd_by_cell.png", "Sample quality over training: fcd per seed (thin) and median (thick)", fcd,
+           ylabel="fcd (lower is better)")  # fmt: skip
+    panels("counterfactual_signals.png", "What each loss would pass back through the same d_f (median over 5 seeds)",
+           signals, sharey=True)  # fmt: skip
 
 
 def main() -> None:
