@@ -180,5 +180,7 @@ def test_the_inception_rate_is_measured_once_a_day_per_device_and_thread_count(t
     try:
         torch.set_num_threads(threads + 1)
         assert estimate_mod.rate_path(ext, shape, cpu, tmp_path) != path
+        estimate_mod.cached_images_per_s(ext, shape, cpu, tmp_path, now=2000.0)
+        assert len(calls) == 8  # another thread count: measured again, though today's record is fresh
     finally:
         torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ table can be recomputed by report/against.py's own code path where the MLflow st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +81,10 @@ class Cell:
 
     published: PaperResult
     seen: tuple[Seen, ...]
-    reproduced: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "reproduced", any(s.outcome == REPRODUCED for s in self.seen))
+    @property
+    def reproduced(self) -> bool:
+        return any(s.outcome == REPRODUCED for s in self.seen)
 
 
 def cells(paper: Paper, root: Path) -> list[Cell]:

@@ -37,11 +37,12 @@ class GeneratorAverage:
         self.names = [name for name, _ in G.named_parameters()]
         with torch.no_grad():
             self.average = [p.detach().clone() for p in players.g_parameters()]
+        self.current = players.g_parameters()  # G's own tensors: the players update them in place
         self._view = copy.deepcopy(G)  # a module of its own: G's stays as the hooks see it
 
     def update(self, players: Players) -> None:
         with torch.no_grad():
-            update(self.average, [p.detach() for p in players.g_parameters()], self.beta)
+            update(self.average, self.current, self.beta)
 
     def state_dict(self, k: int = 0) -> dict[str, Tensor]:
         """Seed k's averaged parameters by name, the same whether it trained alone or in a group."""
