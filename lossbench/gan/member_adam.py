@@ -29,27 +29,40 @@ def _per_member(value: Tensor, like: Tensor) -> Tensor:
     return value.reshape(-1, *([1] * (like.dim() - 1))).to(like)
 
 
-def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int, lr: Tensor,
-                beta1: Tensor, beta2: Tensor, eps: float) -> None:  # fmt: skip
-    """One Adam step in place for a stacked parameter (S, ...) with per-member lr, beta1, beta2 (S,);
-    the formula is the module's, in torch.optim.Adam's order of operations (the scalars in float64,
-    as torch computes them in Python floats, then cast to the parameter's dtype)."""
+def coefficients(step: int, lr: Tensor, beta1: Tensor, beta2: Tensor) -> dict[str, Tensor]:
+    """The step's per-member scalars (S,) in float64, as torch computes them in Python floats:
+    1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t) and lr / (1 - beta1^t)."""
     lr, beta1, beta2 = (x.to(torch.float64) for x in (lr, beta1, beta2))
-    step_size = lr / (1 - beta1**step)
-    bias_correction2_sqrt = (1 - beta2**step).sqrt()
-    exp_avg.lerp_(grad, _per_member(1 - beta1, param))
-    exp_avg_sq.mul_(_per_member(beta2, param)).addcmul_(grad, grad * _per_member(1 - beta2, param))
-    denom = (exp_avg_sq.sqrt() / _per_member(bias_correction2_sqrt, param)).add_(eps)
-    param.sub_(_per_member(step_size, param) * exp_avg / denom)
+    return {"one_minus_beta1": 1 - beta1, "beta2": beta2, "one_minus_beta2": 1 - beta2,
+            "bias_correction2_sqrt": (1 - beta2**step).sqrt(), "step_size": lr / (1 - beta1**step)}  # fmt: skip
+
+
+def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, c: dict[str, Tensor],
+                eps: float) -> None:  # fmt: skip
+    """One Adam step in place for a stacked parameter (S, ...), with the per-member `coefficients` c
+    (already shaped (S, 1, ...) and cast to the parameter's dtype); the formula is the module's, in
+    torch.optim.Adam's order of operations."""
+    exp_avg.lerp_(grad, c["one_minus_beta1"])
+    exp_avg_sq.mul_(c["beta2"]).addcmul_(grad, grad * c["one_minus_beta2"])
+    denom = (exp_avg_sq.sqrt() / c["bias_correction2_sqrt"]).add_(eps)
+    param.sub_(c["step_size"] * exp_avg / denom)
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch's Adam keeps its step count in (float32, float64 under a float64 default)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 class MemberAdam(torch.optim.Optimizer):
     """Adam over stacked parameters (leading dimension S = members) with per-member `lr`, `betas`
     (sequences or tensors of length S, held in float64: pass Python floats, as a float32 tensor keeps
-    its rounding); see `adam_update`."""
+    its rounding); see `adam_update`. Member k's slice of its state, with `member_param_groups(k)`,
+    is a torch.optim.Adam state dict for that member alone (checkpoints do not tell the two apart)."""
+
+    per_member = True  # its param_groups hold every member's values: a member's slice is made, not copied
 
     def __init__(self, params: Iterable[Tensor], lr: Tensor, betas: tuple[Tensor, Tensor], eps: float = 1e-8) -> None:
-        lr, beta1, beta2 = (torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in (lr, *betas))
+        lr, beta1, beta2 = (torch.as_tensor(x, dtype=torch.float64).reshape(-1).cpu() for x in (lr, *betas))
         if not len(lr) == len(beta1) == len(beta2):
             raise ValueError(f"lr and betas must name every member: {len(lr)}, {len(beta1)}, {len(beta2)}")
         if bool((lr <= 0).any()) or bool(((beta1 < 0) | (beta1 >= 1) | (beta2 < 0) | (beta2 >= 1)).any()):
@@ -61,17 +74,39 @@ class MemberAdam(torch.optim.Optimizer):
                     raise ValueError(f"a stacked parameter's first dimension must be the {len(lr)} members, "
                                      f"got shape {tuple(p.shape)}")  # fmt: skip
 
+    def member_param_groups(self, k: int) -> list[dict]:
+        """Member k's param_groups in torch.optim.Adam's own state-dict format (made by torch's Adam,
+        so its keys are whatever this torch writes), with this optimiser's parameter indices."""
+        from lossbench.gan.optim import OPTIMIZERS
+
+        own = self.state_dict()["param_groups"]
+        out = []
+        for group, mine in zip(self.param_groups, own):
+            betas = (float(group["beta1"][k]), float(group["beta2"][k]))
+            template = OPTIMIZERS.get("adam")([torch.zeros(1)], float(group["lr"][k]), betas, False)
+            out.append(template.state_dict()["param_groups"][0] | {"eps": group["eps"], "params": mine["params"]})
+        return out
+
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            with_grad = [p for p in group["params"] if p.grad is not None]
+            if not with_grad:
+                continue
+            for p in with_grad:
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())  # torch Adam's own
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                adam_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], int(state["step"].item()),
-                            group["lr"], group["beta1"], group["beta2"], group["eps"])  # fmt: skip
+            # the members step together: one step count, the coefficients computed once per group
+            step = int(self.state[with_grad[0]]["step"].item())
+            c = coefficients(step, group["lr"], group["beta1"], group["beta2"])
+            cast: dict[tuple, dict[str, Tensor]] = {}
+            for p in with_grad:
+                key = (p.dtype, p.device, p.dim())
+                if key not in cast:  # moved to the parameters' device once per step and shape rank
+                    cast[key] = {name: _per_member(v, p) for name, v in c.items()}
+                state = self.state[p]
+                adam_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], cast[key], group["eps"])

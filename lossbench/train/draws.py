@@ -12,6 +12,7 @@ from torch import Tensor
 from lossbench.gan import latent
 from lossbench.gan.batches import Sampler
 from lossbench.gan.penalties import Noises
+from lossbench.train.members import per_member
 from lossbench.train.players import Players
 
 
@@ -24,7 +25,7 @@ class Draws:
     streams: list[dict[str, torch.Generator]]
     batch_size: int
     z_dim: int
-    sigma: float = 0.0  # instance noise on D's inputs; 0 draws nothing
+    sigma: float | Tensor = 0.0  # instance noise on D's inputs, or per member (S,); 0.0 draws nothing
     z_dist: str = "normal"  # lossbench.gan.latent
     samplers: list[Sampler] = field(default_factory=list)  # per seed (lossbench.gan.batches)
     reuse_d_noise: bool = False  # G's step takes the z of the D step before it (g_noise "d-step")
@@ -47,11 +48,11 @@ class Draws:
 
     def instance_noise(self, like: Tensor) -> Tensor | None:
         """sigma * N(0, 1) noise shaped like a batch of samples (S, B, *sample), or None when off."""
-        if self.sigma == 0:
+        if not torch.is_tensor(self.sigma) and self.sigma == 0:
             return None
         shape = (self.batch_size, *self.data.shape[1:])
-        return self.sigma * torch.stack([torch.randn(shape, generator=s["instance"], device=self.data.device)
-                                         for s in self.streams])  # fmt: skip
+        e = torch.stack([torch.randn(shape, generator=s["instance"], device=self.data.device) for s in self.streams])
+        return (per_member(self.sigma, e) if torch.is_tensor(self.sigma) else self.sigma) * e
 
     def with_instance_noise(self, x: Tensor) -> Tensor:
         e = self.instance_noise(x)

@@ -57,7 +57,7 @@ def d_scores(critic: Critic, real: Tensor, fake: Tensor, joint: bool = True) -> 
 
 
 def d_total(
-    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Noises,
+    critic: Critic, loss: Loss, penalty: Penalty, weight: float | Tensor, real: Tensor, fake: Tensor, u: Noises,
     d_real: Tensor, d_fake: Tensor,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """L_D(d_r, d_f) + weight * penalty(D, real, fake, u), and its statistics (D_STATS)."""
@@ -68,7 +68,7 @@ def d_total(
 
 
 def d_objective(
-    critic: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, fake: Tensor, u: Noises,
+    critic: Critic, loss: Loss, penalty: Penalty, weight: float | Tensor, real: Tensor, fake: Tensor, u: Noises,
     joint: bool = True,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """One seed's discriminator objective L_D + weight * penalty on `d_scores`, and its statistics."""
@@ -77,7 +77,7 @@ def d_objective(
 
 
 def joint_objective(
-    critic: Critic, generator: Critic, loss: Loss, penalty: Penalty, weight: float, real: Tensor, z: Tensor,
+    critic: Critic, generator: Critic, loss: Loss, penalty: Penalty, weight: float | Tensor, real: Tensor, z: Tensor,
     e: Tensor | None, u: Noises, m: int = 1, joint: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Both players' objectives at the same parameters on the same fakes (simultaneous updates):
@@ -146,6 +146,8 @@ class Players(Protocol):
     penalty: Penalty
     needs_real: bool  # G's objective takes D(x) on a real batch (relativistic losses)
     pack: int  # samples per D input (PacGAN); real and fake batches reach d_objective packed
+    clip: float | Tensor | None  # WGAN's weight clip c (per member (S,) in a group of configurations); None: off
+    instance_noise: float | Tensor  # sigma of the noise on D's inputs (per member (S,)); 0.0: off
     compiler: Compiler
     opt_d: torch.optim.Optimizer
     opt_g: torch.optim.Optimizer
@@ -191,9 +193,10 @@ class Single(_Norms):
     def __init__(
         self, G: nn.Module, D: nn.Module, make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
         penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
-        instance_noise: float = 0.0, pack: int = 1,
+        instance_noise: float = 0.0, pack: int = 1, clip: float = 0.0,
     ) -> None:  # fmt: skip
         self.G, self.D = G, D
+        self.clip, self.instance_noise = (clip if clip > 0 else None), instance_noise
         self.opt_g, self.opt_d = make_opt_g(list(G.parameters())), make_opt_d(list(D.parameters()))
         self.loss, self.penalty, self.weight, self.pack = loss, penalty, weight, pack
         self.needs_real = needs_real(loss)
@@ -270,8 +273,8 @@ class Stacked(_Norms):
 
     def __init__(
         self, Gs: list[nn.Module], Ds: list[nn.Module], make_opt_g: OptFactory, make_opt_d: OptFactory, loss: Loss,
-        penalty: Penalty, weight: float, precision: Precision, compile_mode: str | None = None,
-        instance_noise: float = 0.0, pack: int = 1,
+        penalty: Penalty, weight: float | Tensor, precision: Precision, compile_mode: str | None = None,
+        instance_noise: float | Tensor = 0.0, pack: int = 1, clip: float | Tensor = 0.0,
     ) -> None:  # fmt: skip
         if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
             raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
@@ -283,7 +286,13 @@ class Stacked(_Norms):
         g_base, d_base = copy.deepcopy(Gs[0]).to("meta"), copy.deepcopy(Ds[0]).to("meta")
         self.opt_g = make_opt_g(list(self.g_params.values()))
         self.opt_d = make_opt_d(list(self.d_params.values()))
-        self.loss, self.penalty, self.weight, self.pack = loss, penalty, weight, pack
+        self.loss, self.penalty, self.pack = loss, penalty, pack
+        # per-member values (lossbench.train.members): lambda enters each member's objective through vmap
+        like = next(iter(self.d_params.values()))
+        self.weight = torch.as_tensor(weight, dtype=like.dtype, device=like.device).expand(self.size).contiguous()
+        on = torch.is_tensor(clip) or clip > 0
+        self.clip = (torch.as_tensor(clip, dtype=like.dtype, device=like.device).expand(self.size) if on else None)
+        self.instance_noise = instance_noise
         self.needs_real = needs_real(loss)
         self.joint = not has_batch_statistics(Ds[0])
         self._g_one = precision.wrap(lambda p, b, z: functional_call(g_base, (p, b), (z,)))
@@ -293,20 +302,20 @@ class Stacked(_Norms):
         real_dim = 0 if self.needs_real else None
         self.compiler = Compiler(compile_mode)
         self._fake = self.compiler(vmap(self._g_one))
-        self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, u_dim)),
+        self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, 0, u_dim)),
                                           allowed=not penalty.input_gradient)  # fmt: skip
-        e_dim = 0 if instance_noise > 0 else None
+        e_dim = 0 if torch.is_tensor(instance_noise) or instance_noise > 0 else None
         # G's logits are compiled, its loss is not: the loss's backward then passes through the
         # logits' tensor, which leaves dL_G/dd_f for the learning signal (inside one compiled graph
         # it would not)
         self._g_logits = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
         self._g_loss = vmap(loss.generator_loss, in_dims=(0, real_dim))
-        joint = vmap(self._joint_seed, in_dims=(0, 0, 0, 0, 0, 0, e_dim, u_dim))
+        joint = vmap(self._joint_seed, in_dims=(0, 0, 0, 0, 0, 0, 0, e_dim, u_dim))
         self._joint, self._joint_eager = self.compiler(joint, allowed=not penalty.input_gradient), joint
 
-    def _d_seed(self, p: dict, b: dict, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
+    def _d_seed(self, p: dict, b: dict, w: Tensor, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
         critic = lambda x: self._d_one(p, b, x)  # noqa: E731
-        return d_objective(critic, self.loss, self.penalty, self.weight, real, fake, u, self.joint)
+        return d_objective(critic, self.loss, self.penalty, w, real, fake, u, self.joint)
 
     def _g_seed(
         self, gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None, e: Tensor | None
@@ -316,11 +325,12 @@ class Stacked(_Norms):
         return d_fake if d_real is None else (d_fake, d_real)
 
     def _joint_seed(
-        self, gp: dict, gb: dict, dp: dict, db: dict, real: Tensor, z: Tensor, e: Tensor | None, u: Noises
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self, gp: dict, gb: dict, dp: dict, db: dict, w: Tensor, real: Tensor, z: Tensor, e: Tensor | None,
+        u: Noises,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
         generator = lambda v: self._g_one(gp, gb, v)  # noqa: E731
-        return joint_objective(critic, generator, self.loss, self.penalty, self.weight, real, z, e, u, self.pack,
+        return joint_objective(critic, generator, self.loss, self.penalty, w, real, z, e, u, self.pack,
                                self.joint)  # fmt: skip
 
     def fake(self, z: Tensor) -> Tensor:
@@ -333,11 +343,12 @@ class Stacked(_Norms):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         self.compiler.begin_step()
         fn = self._joint_eager if double_backward else self._joint
-        total, stats, d_real, d_fake = fn(self.g_params, self.g_buffers, self.d_params, self.d_buffers, real, z, e, u)
+        total, stats, d_real, d_fake = fn(self.g_params, self.g_buffers, self.d_params, self.d_buffers, self.weight,
+                                          real, z, e, u)  # fmt: skip
         return total, stats, self._g_loss(d_fake, d_real if self.needs_real else None), d_fake
 
     def d_objective(self, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
-        return self._d_objective(self.d_params, self.d_buffers, real, fake, u)
+        return self._d_objective(self.d_params, self.d_buffers, self.weight, real, fake, u)
 
     def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         self.compiler.begin_step()
@@ -374,8 +385,8 @@ class Stacked(_Norms):
         return {
             "G": self._module_state(self.g_params, self.g_buffers, k),
             "D": self._module_state(self.d_params, self.d_buffers, k),
-            "opt_g": _slice_optimizer(self.opt_g.state_dict(), k),
-            "opt_d": _slice_optimizer(self.opt_d.state_dict(), k),
+            "opt_g": _slice_optimizer(self.opt_g, k),
+            "opt_d": _slice_optimizer(self.opt_d, k),
         }
 
     def load_state_dict(self, k: int, state: dict[str, Any]) -> None:
@@ -387,14 +398,18 @@ class Stacked(_Norms):
             _load_optimizer_slice(opt, state[key], k, self.size)
 
 
-def _slice_optimizer(sd: dict[str, Any], k: int) -> dict[str, Any]:
+def _slice_optimizer(opt: torch.optim.Optimizer, k: int) -> dict[str, Any]:
     """Seed k's optimiser state from a stacked one: per-parameter tensors lose their seed dim; scalars
-    (Adam's step count, shared by all seeds) are kept."""
+    (Adam's step count, shared by all seeds) are kept; an optimiser with per-member values
+    (lossbench.gan.member_adam) makes member k's param_groups in torch's own format."""
+    sd = opt.state_dict()
     state = {
         i: {n: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else copy.deepcopy(v)) for n, v in st.items()}
         for i, st in sd["state"].items()
     }
-    return {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
+    per_member = getattr(opt, "per_member", False)
+    groups = opt.member_param_groups(k) if per_member else copy.deepcopy(sd["param_groups"])  # type: ignore[attr-defined]
+    return {"state": state, "param_groups": groups}
 
 
 def _load_optimizer_slice(opt: torch.optim.Optimizer, single: dict[str, Any], k: int, size: int) -> None:
@@ -409,5 +424,6 @@ def _load_optimizer_slice(opt: torch.optim.Optimizer, single: dict[str, Any], k:
                 target[n][k] = v.to(target[n].device)
             else:
                 target[n] = copy.deepcopy(v)
-    sd["param_groups"] = [g | {"params": own["params"]} for g, own in zip(single["param_groups"], sd["param_groups"])]
+    if not getattr(opt, "per_member", False):  # per-member values stay the group's own (its members' configurations)
+        sd["param_groups"] = [g | {"params": own["params"]} for g, own in zip(single["param_groups"], sd["param_groups"])]
     opt.load_state_dict(sd)

@@ -7,6 +7,7 @@ loss, penalty); the loop receives them inside the players and never looks a name
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,11 @@ from lossbench import rng
 from lossbench.config import RunConfig, build_models
 from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
+from lossbench.gan.member_adam import MemberAdam
 from lossbench.options import SpeedConfig
-from lossbench.train import counterfactual
+from lossbench.train import counterfactual, members
 from lossbench.train.ema import GeneratorAverage
-from lossbench.train.players import D_STATS, Players, Single, Stacked
+from lossbench.train.players import D_STATS, OptFactory, Players, Single, Stacked
 from lossbench.train.speed import Precision
 
 D_KEYS = (*D_STATS, "d_grad_norm")  # the D-step accumulator's columns: means over a log window
@@ -90,41 +92,44 @@ def training_data(cfg: RunConfig, x: Tensor, device: torch.device) -> Tensor:
 
 def setup(
     cfg: RunConfig, seeds: int | list[int], sample_shape: tuple[int, ...], device: torch.device,
-    speed: SpeedConfig | None = None,
+    speed: SpeedConfig | None = None, configs: Sequence[RunConfig] | None = None,
 ) -> TrainState:  # fmt: skip
     """G, D (initialised from each seed's "init" stream), optimisers and streams for the seeds:
-    plain modules for one seed, stacked and vmapped ones when speed.parallel_seeds groups several."""
+    plain modules for one seed, stacked and vmapped ones when speed.parallel_seeds groups several.
+    `configs` (one per seed; default cfg for each) makes a group of configurations: members that
+    share cfg's shape (lossbench.train.members) and differ in their learning rates, betas, penalty
+    weight, weight clip or instance-noise sigma, each trained as its own configuration."""
     speed = speed or SpeedConfig()
     speed.check_device(device)
     seed_list = [seeds] if isinstance(seeds, int) else list(seeds)
     if len(seed_list) > 1 and not speed.parallel_seeds:
         raise ValueError("several seeds in one state need speed.parallel_seeds")
+    cfgs = list(configs) if configs is not None else [cfg] * len(seed_list)
+    if len(cfgs) != len(seed_list) or members.shape_key(cfgs[0]) != members.shape_key(cfg):
+        raise ValueError("one configuration per seed, each of cfg's shape")
     pairs = []
-    for seed in seed_list:
+    for seed, member_cfg in zip(seed_list, cfgs):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(rng.derive(seed, "init"))
-            G, D = build_models(cfg, sample_shape)
+            G, D = build_models(member_cfg, sample_shape)
         pairs.append((G.to(device), D.to(device)))
     t = cfg.train
-    factory = optim.OPTIMIZERS.get(t.optimizer)
-
-    def make_opt_g(params: list[Tensor]) -> torch.optim.Optimizer:
-        return factory(params, t.lr_g, (t.beta1, t.beta2), speed.fused_optim)
-
-    def make_opt_d(params: list[Tensor]) -> torch.optim.Optimizer:
-        return factory(params, t.lr_d, (t.beta1, t.beta2), speed.fused_optim)
-
-    common = dict(
-        make_opt_g=make_opt_g, make_opt_d=make_opt_d, loss=losses.get(cfg.loss.loss),
-        penalty=penalties.get(cfg.loss.penalty), weight=cfg.loss.penalty_weight,
-        precision=Precision(speed.precision, device), compile_mode=speed.compile_mode,
-        instance_noise=cfg.loss.instance_noise, pack=cfg.train.pack,
-    )  # fmt: skip
     players: Players
+    common = dict(
+        loss=losses.get(cfg.loss.loss), penalty=penalties.get(cfg.loss.penalty),
+        precision=Precision(speed.precision, device), compile_mode=speed.compile_mode, pack=cfg.train.pack,
+    )  # fmt: skip
     if len(pairs) == 1:
-        players = Single(pairs[0][0], pairs[0][1], **common)
+        make_opt_g, make_opt_d = _optimizers(cfgs[0], speed)
+        players = Single(pairs[0][0], pairs[0][1], make_opt_g, make_opt_d, weight=cfgs[0].loss.penalty_weight,
+                         instance_noise=cfgs[0].loss.instance_noise, clip=cfgs[0].train.weight_clip, **common)  # fmt: skip
     else:
-        players = Stacked([g for g, _ in pairs], [d for _, d in pairs], **common)
+        hyper = members.Hyper.of(cfgs, device, torch.get_default_dtype())
+        make_opt_g, make_opt_d = _optimizers(cfg, speed, hyper)
+        players = Stacked([g for g, _ in pairs], [d for _, d in pairs], make_opt_g, make_opt_d,
+                          weight=hyper.penalty_weight, clip=hyper.weight_clip if t.weight_clip > 0 else 0.0,
+                          instance_noise=hyper.instance_noise if cfg.loss.instance_noise > 0 else 0.0,
+                          **common)  # fmt: skip
     S = len(seed_list)
     average = GeneratorAverage(players, t.ema) if t.ema > 0 else None
     return TrainState(
@@ -136,3 +141,23 @@ def setup(
         acc_g=torch.zeros(S, len(G_KEYS), device=device),
         average=average,
     )
+
+
+def _optimizers(cfg: RunConfig, speed: SpeedConfig, hyper: members.Hyper | None = None) -> tuple[OptFactory, OptFactory]:
+    """The players' optimiser factories: cfg's optimiser with its learning rates and betas, or, for a
+    group whose members differ in them, Adam with each member's own (lossbench.gan.member_adam)."""
+    t = cfg.train
+    if hyper is not None and not all(hyper.uniform(name) for name in ("lr_g", "lr_d", "beta1", "beta2")):
+        if t.optimizer not in members.MEMBER_OPTIMIZERS:  # shape_key keeps such members apart
+            raise ValueError(f"optimizer {t.optimizer} takes one learning rate for a group")
+        betas = (hyper.beta1, hyper.beta2)
+        return (lambda params: MemberAdam(params, hyper.lr_g, betas)), (lambda params: MemberAdam(params, hyper.lr_d, betas))
+    factory = optim.OPTIMIZERS.get(t.optimizer)
+
+    def make_opt_g(params: list[Tensor]) -> torch.optim.Optimizer:
+        return factory(params, t.lr_g, (t.beta1, t.beta2), speed.fused_optim)
+
+    def make_opt_d(params: list[Tensor]) -> torch.optim.Optimizer:
+        return factory(params, t.lr_d, (t.beta1, t.beta2), speed.fused_optim)
+
+    return make_opt_g, make_opt_d

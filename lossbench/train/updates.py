@@ -29,6 +29,7 @@ from lossbench.registry import Registry
 from lossbench.train.consensus import consensus_gradients
 from lossbench.train.counterfactual import counterfactual_signals
 from lossbench.train.draws import Draws
+from lossbench.train.members import per_member
 from lossbench.train.players import Players, learning_signal, pack
 
 if TYPE_CHECKING:
@@ -41,15 +42,19 @@ StepFn = Callable[["Players", Draws, "TrainState", "TrainConfig"], None]
 UPDATES: Registry[StepFn] = Registry("update rule", key="updates")  # the names of lossbench.gan.update_rules
 
 
-def clip_weights(P: Players, c: float) -> None:
-    """WGAN: D's weights into [-c, c] after its step; c = 0 is off."""
-    if c > 0:
-        with torch.no_grad():
-            for p in P.d_parameters():
-                p.clamp_(-c, c)
+def clip_weights(P: Players) -> None:
+    """WGAN: D's weights into [-c, c] after its step, c = P.clip (per member in a group of
+    configurations: (S,)); None is off."""
+    c = P.clip
+    if c is None:
+        return
+    with torch.no_grad():
+        for p in P.d_parameters():
+            bound = per_member(c, p) if torch.is_tensor(c) else c
+            p.clamp_(-bound, bound)
 
 
-def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> None:
+def d_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One discriminator step on L_D + weight * penalty, for every seed at once (D's inputs packed)."""
     real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
     fake = pack(draws.with_instance_noise(P.fake(draws.noise())), P.pack, batch_dim=1)
@@ -58,7 +63,7 @@ def d_step(P: Players, draws: Draws, state: TrainState, weight_clip: float) -> N
     total.sum().backward()  # the sum over seeds: each seed's parameters get their own gradient
     grad_norm = P.grad_norms(P.d_parameters())  # before any clipping: what the loss asked of D
     P.opt_d.step()
-    clip_weights(P, weight_clip)
+    clip_weights(P)
     state.acc_d += torch.cat([stats, grad_norm[:, None]], dim=1)
 
 
@@ -89,7 +94,7 @@ def g_step(P: Players, draws: Draws, state: TrainState) -> None:
 def alternating(P: Players, draws: Draws, state: TrainState, t: TrainConfig) -> None:
     """n_critic D steps, then one G step against the updated D."""
     for _ in range(t.n_critic):
-        d_step(P, draws, state, t.weight_clip)
+        d_step(P, draws, state)
     g_step(P, draws, state)
 
 
@@ -122,7 +127,7 @@ def simultaneous(P: Players, draws: Draws, state: TrainState, t: TrainConfig) ->
     g_norm, d_norm = P.grad_norms(g_params), P.grad_norms(d_params)
     P.opt_d.step()
     P.opt_g.step()
-    clip_weights(P, t.weight_clip)
+    clip_weights(P)
     state.acc_d += torch.cat([stats, d_norm[:, None]], dim=1)
     state.acc_g += g_row(P, g_loss, d_fake, d_fake_grad, g_norm)
     state.step += 1

@@ -1,0 +1,169 @@
+"""Configurations trained as one group (issue 27): members that share a shape and differ in learning
+rates, betas, penalty weight, weight clip or instance-noise sigma equal their sequential twins in
+float64, a member's checkpoint moves between a group and a run alone, and one member's divergence
+leaves the others bit for bit."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lossbench import config
+from lossbench import train as trainer
+from lossbench.gan import data
+from lossbench.gan.member_adam import MemberAdam
+from lossbench.options import SpeedConfig
+from lossbench.train import members
+from lossbench.train.state import training_data
+
+CPU = torch.device("cpu")
+PARALLEL = SpeedConfig(parallel_seeds=True)
+STATS = ("d_loss", "d_real", "d_fake", "penalty", "g_loss", "g_signal", "d_grad_norm", "g_grad_norm")
+
+
+@pytest.fixture
+def float64():
+    """In float64 a group's kernels and a run alone round apart at 1e-16: 1e-9 over these runs."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def resolve(flags: dict) -> config.RunConfig:
+    return config.resolve(("flags", {"dataset": "ring8", "log_every": 2, **flags}))
+
+
+def data_for(cfg: config.RunConfig, mnist_dir: str | None) -> tuple[torch.Tensor, tuple[int, ...]]:
+    ds = data.load(cfg.data.dataset, mnist_dir if cfg.data.dataset == "mnist" else None, "train")
+    x = training_data(cfg, ds.x[:2048].to(torch.get_default_dtype()), CPU)
+    return x, ds.sample_shape
+
+
+def train(cfgs: list[config.RunConfig], seeds: list[int], x: torch.Tensor, shape: tuple[int, ...], log=None):
+    state = trainer.setup(cfgs[0], seeds, shape, CPU, PARALLEL if len(seeds) > 1 else None, configs=cfgs)
+    logged: dict[int, list] = {k: [] for k in range(len(seeds))}
+
+    def record(k: int, step: int, values: dict) -> None:
+        logged[k].append((step, values))
+        if log is not None:
+            log(state, k, step)
+
+    outcomes = trainer.train(cfgs[0], state, x, trainer.Hooks(log=record))
+    return outcomes, logged, state
+
+
+def stats(logged: list) -> torch.Tensor:
+    return torch.tensor([[v[k] for k in STATS] for _, v in logged])
+
+
+BASE_MNIST = {"dataset": "mnist", "steps": 4, "batch_size": 8}
+CASES = {
+    "mlp/mnist, lr and beta1": (
+        {**BASE_MNIST, "arch": "mlp", "loss": "non-saturating"},
+        [{"lr_g": 1e-3, "lr_d": 2e-4, "beta1": 0.5}, {"lr_g": 3e-4, "lr_d": 1e-3, "beta1": 0.9},
+         {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "beta2": 0.9}]),
+    "wgan-gp, lambda": ({"loss": "wgan-gp", "steps": 6}, [{"penalty_weight": 1.0}, {"penalty_weight": 10.0},
+                                                           {"penalty_weight": 0.1}]),
+    "wgan, clip (RMSprop)": ({"loss": "wgan", "steps": 6}, [{"weight_clip": 0.01}, {"weight_clip": 0.1},
+                                                             {"weight_clip": 0.5}]),
+    "infogan/mnist, D batch norm, uniform z, lr and beta1": (
+        {**BASE_MNIST, "arch": "infogan", "d_batchnorm": True, "z_dim": 16, "z_dist": "uniform", "loss": "minimax"},
+        [{"lr": 1e-3, "beta1": 0.5}, {"lr": 2e-4, "beta1": 0.7}]),
+    "pacgan-mlp pack 2, lr": ({"arch": "pacgan-mlp", "pack": 2, "z_dim": 2, "steps": 6},
+                              [{"lr": 1e-3}, {"lr": 1e-4}]),
+    "instance noise sigma": ({"loss": "least-squares", "steps": 6}, [{"instance_noise": 0.1},
+                                                                       {"instance_noise": 0.5}]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("base, varied", CASES.values(), ids=CASES.keys())
+def test_grouped_configurations_equal_their_sequential_twins(base, varied, mnist_dir: str, float64: None) -> None:
+    cfgs = [resolve(base | v) for v in varied]
+    assert len({c.config_hash() for c in cfgs}) == len(cfgs)  # different configurations
+    assert len({members.shape_key(c) for c in cfgs}) == 1  # of one shape
+    x, shape = data_for(cfgs[0], mnist_dir)
+    seeds = list(range(len(cfgs)))[::-1]  # seeds and configurations both differ per member
+    outcomes, together, group = train(cfgs, seeds, x, shape)
+    assert [o.status for o in outcomes] == ["finished"] * len(cfgs)
+    for k, (cfg, seed) in enumerate(zip(cfgs, seeds)):
+        _, alone, single = train([cfg], [seed], x, shape)
+        assert [s for s, _ in together[k]] == [s for s, _ in alone[0]]
+        torch.testing.assert_close(stats(together[k]), stats(alone[0]), rtol=1e-9, atol=1e-9)
+        mine, theirs = group.state_dict(k), single.state_dict(0)
+        for part in ("G", "D"):
+            for name in theirs[part]:
+                torch.testing.assert_close(mine[part][name], theirs[part][name], rtol=1e-9, atol=1e-9)
+        for opt in ("opt_g", "opt_d"):  # a member's optimiser state is its run's own, in torch's format
+            kernels = ("fused", "foreach")  # how the update runs (one kernel or several), not what it computes
+            assert [{n: v for n, v in g.items() if n not in kernels} for g in mine[opt]["param_groups"]] == \
+                   [{n: v for n, v in g.items() if n not in kernels} for g in theirs[opt]["param_groups"]]
+    # and the members trained differently from one another
+    assert not torch.allclose(stats(together[0]), stats(together[1]))
+
+
+def test_a_group_with_different_learning_rates_uses_per_member_adam(float64: None) -> None:
+    cfgs = [resolve({"steps": 1, "lr": lr}) for lr in (1e-3, 1e-4)]
+    state = trainer.setup(cfgs[0], [0, 1], (2,), CPU, PARALLEL, configs=cfgs)
+    assert isinstance(state.players.opt_g, MemberAdam)
+    same = trainer.setup(cfgs[0], [0, 1], (2,), CPU, PARALLEL)  # one configuration's seeds: torch's Adam
+    assert type(same.players.opt_g) is torch.optim.Adam
+
+
+def test_a_members_checkpoint_moves_between_the_group_and_a_run_alone(float64: None) -> None:
+    cfgs = [resolve({"loss": "wgan-gp", "steps": 8, "lr": lr, "penalty_weight": w})
+            for lr, w in ((1e-3, 10.0), (1e-4, 1.0))]  # fmt: skip
+    x, shape = data_for(cfgs[0], None)
+    saved: dict[int, dict] = {}
+
+    def keep(state, k: int, step: int) -> None:
+        if step == 4:
+            saved[k] = copy.deepcopy(state.state_dict(k))
+
+    _, together, _ = train(cfgs, [0, 1], x, shape, log=keep)
+    # member 1 continues alone from the group's checkpoint, exactly as it went on in the group
+    single = trainer.setup(cfgs[1], 1, shape, CPU)
+    single.load_state_dict(copy.deepcopy(saved[1]))
+    logged: list = []
+    trainer.train(cfgs[1], single, x, trainer.Hooks(log=lambda k, s, v: logged.append((s, v))))
+    torch.testing.assert_close(stats(logged), stats([e for e in together[1] if e[0] > 4]), rtol=1e-9, atol=1e-9)
+    # and both checkpoints load back into a new group, which goes on bit for bit
+    group = trainer.setup(cfgs[0], [0, 1], shape, CPU, PARALLEL, configs=cfgs)
+    for k in (0, 1):
+        group.load_state_dict(copy.deepcopy(saved[k]), k)
+    again: dict[int, list] = {0: [], 1: []}
+    trainer.train(cfgs[0], group, x, trainer.Hooks(log=lambda k, s, v: again[k].append((s, v))))
+    for k in (0, 1):
+        assert torch.equal(stats(again[k]), stats([e for e in together[k] if e[0] > 4]))
+
+
+def test_a_diverging_member_leaves_the_others_bit_for_bit() -> None:
+    cfgs = [resolve({"steps": 12, "lr": lr}) for lr in (1e-3, 3e-4, 1e-4)]
+    x, shape = data_for(cfgs[0], None)
+    _, clean, _ = train(cfgs, [0, 1, 2], x, shape)
+
+    def poison(state, k: int, step: int) -> None:
+        if k == 1 and step == 2:  # member 1's generator turns NaN after its first log
+            with torch.no_grad():
+                next(iter(state.players.g_params.values()))[1].fill_(float("nan"))
+
+    outcomes, logged, _ = train(cfgs, [0, 1, 2], x, shape, log=poison)
+    assert [o.status for o in outcomes] == ["finished", "diverged", "finished"]
+    assert [s for s, _ in logged[1]] == [2]
+    for k in (0, 2):
+        assert torch.equal(stats(logged[k]), stats(clean[k]))
+
+
+def test_configurations_of_different_shapes_never_share_a_group() -> None:
+    base = {"steps": 1}
+    apart = [({"n_critic": 1}, {"n_critic": 2}), ({"weight_clip": 0.0}, {"weight_clip": 0.01}),
+             ({"instance_noise": 0.0}, {"instance_noise": 0.1}), ({"loss": "minimax"}, {"loss": "hinge"}),
+             ({"optimizer": "sgd", "lr": 1e-3}, {"optimizer": "sgd", "lr": 1e-2})]  # fmt: skip
+    for a, b in apart:
+        cfgs = [resolve(base | a), resolve(base | b)]
+        assert members.shape_key(cfgs[0]) != members.shape_key(cfgs[1]), (a, b)
+        with pytest.raises(ValueError):
+            trainer.setup(cfgs[0], [0, 1], (2,), CPU, PARALLEL, configs=cfgs)
+    together = ({"lr": 1e-3, "beta1": 0.5}, {"lr": 1e-4, "beta1": 0.9, "beta2": 0.99, "penalty_weight": 3.0})
+    assert members.shape_key(resolve(base | together[0])) == members.shape_key(resolve(base | together[1]))
