@@ -32,10 +32,18 @@ class SpeedConfig:
     compile: bool = False  # torch.compile G (and D when no penalty needs double backward)
     fused_optim: bool = True  # torch's fused Adam: one kernel per update; measured faster (BENCHMARKS.md)
     cuda_graphs: bool = False  # CUDA graphs of the fixed-shape forwards and backwards (compile, reduce-overhead)
+    # train (configuration, seed) members that share a shape together (lossbench.train.members); implies
+    # parallel_seeds
+    parallel_configs: bool = False
+    group_size: int | None = None  # the most members in one group (memory); None: no bound
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"'precision' must be fp32 or bf16, got {self.precision!r}")
+        if self.group_size is not None and self.group_size < 1:
+            raise ConfigError(f"--group-size must be >= 1 (members trained together), got {self.group_size}")
+        if self.parallel_configs and not self.parallel_seeds:  # a group of configurations groups their seeds too
+            object.__setattr__(self, "parallel_seeds", True)
 
     @property
     def compile_mode(self) -> str | None:

@@ -105,6 +105,12 @@ def flag_values(kwargs: dict[str, Any]) -> dict[str, Any]:
 speed_options = stack(
     click.option("--parallel-seeds", is_flag=True,
                  help="Train the seeds of a configuration together on one device (vmap over stacked models)."),
+    click.option("--parallel-configs", is_flag=True,
+                 help="Train configurations that share a shape (differing in learning rates, betas, penalty weight, "
+                      "clip, instance noise) together with their seeds, as one vmapped group (implies "
+                      "--parallel-seeds; local executor)."),
+    click.option("--group-size", type=int, default=None,
+                 help="The most (configuration, seed) members trained as one group; bounds memory (default: no bound)."),
     click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                  help="bf16 autocasts model forwards; losses and penalties stay fp32."),
     click.option("--compile", "compile_", is_flag=True,
@@ -169,6 +175,8 @@ def exec_values(kwargs: dict[str, Any]) -> dict[str, Any]:
 
     speed = SpeedConfig(
         parallel_seeds=kwargs["parallel_seeds"],
+        parallel_configs=kwargs["parallel_configs"],
+        group_size=kwargs["group_size"],
         precision=kwargs["precision"],
         compile=kwargs["compile_"],
         fused_optim=kwargs["fused_optim"],

@@ -23,7 +23,7 @@ from typing import Any
 from lossbench import procs, progress
 from lossbench.config import RunConfig
 from lossbench.errors import ConfigError, LossbenchError
-from lossbench.exec.group import Context, train_members
+from lossbench.exec.group import Context, Slot, train_members, train_slots
 from lossbench.exec.plan import Plan, groups, plan
 from lossbench.exec.runs import RunSummary, SeedResult, close_parent, kill_parents, open_parent, skipped, summary
 from lossbench.options import ExecConfig
@@ -57,7 +57,54 @@ EXECUTORS: Registry[Executor] = Registry("executor")
 
 @EXECUTORS.register("local")
 def run_local(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
+    if jobs and jobs[0][1].speed.parallel_configs:
+        return run_grouped(jobs)
     return [run_here(cfg, ex) for cfg, ex in jobs]
+
+
+def run_grouped(jobs: list[Job]) -> list[RunSummary]:
+    """--parallel-configs: plan every job, open the parents of those with seeds to train, then train
+    all their members in groups of one shape (exec.group.slot_groups), each member in its own run
+    under its own parent; close every parent with its own seeds' results. Configurations of one shape
+    share one context (data, store, metric engine), opened once; `lossbench sweep --dry-run` shows the
+    groups and their estimate."""
+    import dataclasses as dc
+
+    from lossbench.options import resolve_exec
+    from lossbench.train.members import shape_key
+
+    shared: dict[RunConfig, Context] = {}
+    contexts = []
+    for cfg, ex in jobs:
+        key = shape_key(cfg)
+        if key not in shared:
+            shared[key] = Context.open(cfg, ex)
+        contexts.append(dc.replace(shared[key], cfg=cfg, ex=resolve_exec(ex)))
+    plans = [plan(ctx.tracker, ctx.cfg, ctx.ex) for ctx in contexts]
+    parents: dict[int, str] = {}
+    slots: list[Slot] = []
+    owner: dict[int, int] = {}  # id(slot) -> its job
+    try:
+        for i, (ctx, p) in enumerate(zip(contexts, plans)):
+            if p.idle:
+                continue
+            parents[i] = open_parent(ctx.tracker, ctx.cfg, ctx.ex, p)
+            params = ctx.params()
+            for m in p.members:
+                slot = Slot(ctx, parents[i], params, m)
+                owner[id(slot)] = i
+                slots.append(slot)
+        trained: dict[int, list[SeedResult]] = {i: [] for i in range(len(jobs))}
+        for slot, result in train_slots(slots):
+            trained[owner[id(slot)]].append(result)
+    except BaseException:
+        for i in parents:
+            kill_parents(contexts[i].tracker, [parents[i]])
+        raise
+    return [
+        close_parent(ctx.tracker, ctx.cfg, p, parents[i], trained[i]) if i in parents else summary(ctx.cfg, p, None, [])
+        for i, (ctx, p) in enumerate(zip(contexts, plans))
+    ]
 
 
 def run_here(cfg: RunConfig, ex: ExecConfig) -> RunSummary:
@@ -100,6 +147,9 @@ def run_ray(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
     if not jobs:
         return []
     first = jobs[0][1]
+    if first.speed.parallel_configs:
+        raise ConfigError("--parallel-configs trains its groups on the local executor; with --executor ray, use "
+                          "--parallel-seeds")  # fmt: skip
     tracker = Tracker(first.tracking_uri, first.experiment)  # the store answers before the cluster starts
     try:
         _connect(ray, opts.address)

@@ -38,11 +38,14 @@ from lossbench.gan import data, models
 from lossbench.metrics.registry import EMA_PREFIX
 from lossbench.options import ExecConfig, resolve_exec
 from lossbench.tracking import Tracker
-from lossbench.train import checkpoint, validate
+from lossbench.train import checkpoint, members, validate
 from lossbench.train.loop import Hooks, Outcome, train
 from lossbench.train.state import TrainState, setup, training_data
 
 log = logging.getLogger(__name__)
+
+TAG_GROUP = "lossbench.group"  # the first member's run id: every member of one trained group has it
+TAG_GROUP_SIZE = "lossbench.group_size"  # members trained together (1: alone)
 
 
 class Interrupted(LossbenchError):
@@ -105,30 +108,66 @@ class Context:
         }
 
 
-def train_members(ctx: Context, parent_id: str, members: list[Member] | tuple[Member, ...]) -> list[SeedResult]:
-    """Train the members one after another, or in groups with --parallel-seeds; a signal checkpoints
-    the seeds in training, ends them KILLED and raises Interrupted."""
-    from lossbench.exec.plan import groups
+@dataclass(frozen=True, eq=False)  # members are told apart by identity
+class Slot:
+    """One member of a group: its configuration's context, the parent run it belongs to, the parameters
+    its run logs, and its seed as planned."""
 
+    ctx: Context
+    parent_id: str
+    params: dict[str, Any]
+    member: Member
+
+
+def train_members(ctx: Context, parent_id: str, members: list[Member] | tuple[Member, ...]) -> list[SeedResult]:
+    """Train one configuration's members one after another, or in groups with --parallel-seeds; a
+    signal checkpoints the seeds in training, ends them KILLED and raises Interrupted."""
     params = ctx.params()
-    results: list[SeedResult] = []
+    return [result for _, result in train_slots([Slot(ctx, parent_id, params, m) for m in members])]
+
+
+def slot_groups(slots: list[Slot]) -> list[list[Slot]]:
+    """Members trained together: one at a time; with --parallel-seeds a configuration's seeds that
+    start at one step; with --parallel-configs every member of one shape (lossbench.train.members)
+    that starts at that step. At most --group-size to a group."""
+    from lossbench.exec.plan import grouped
+
+    if not slots:
+        return []
+    speed = slots[0].ctx.ex.speed
+    if not speed.parallel_seeds:
+        return [[s] for s in slots]
+    ordered = sorted(slots, key=lambda s: s.member.step)
+    if speed.parallel_configs:
+        return grouped(ordered, lambda s: (members.shape_key(s.ctx.cfg), s.member.step), speed.group_size)
+    return grouped(ordered, lambda s: (s.ctx.cfg.config_hash(), s.member.step), speed.group_size)
+
+
+def train_slots(slots: list[Slot]) -> list[tuple[Slot, SeedResult]]:
+    """Train the members in their groups (`slot_groups`), each in its own run under its own parent; a
+    signal checkpoints the members in training, ends them KILLED and raises Interrupted."""
+    results: list[tuple[Slot, SeedResult]] = []
     with stop_on_signals() as stop:
-        for group in groups(members, ctx.ex.speed.parallel_seeds):
+        for group in slot_groups(slots):
             if stop[0]:  # the signal came as the previous group closed (its final evaluation): start no more
-                raise Interrupted(f"interrupted before seed {group[0].seed} started; continue with --resume")
+                raise Interrupted(f"interrupted before seed {group[0].member.seed} started; continue with --resume")
             leases: list[lease.Lease] = []  # held until the group ends, however it ends
             try:
                 with tempfile.TemporaryDirectory(prefix="lossbench-") as workdir:
                     with contextlib.ExitStack() as claims:  # held until the group's runs exist and are leased
-                        claimed = [m for m in sorted(group, key=lambda m: m.seed) if _claim(ctx, m, claims, leases)]
-                        results += [SeedResult(m.seed, m.run_id, "skipped") for m in group if m not in claimed]
-                        trainer = _Group(ctx, parent_id, params, claimed, Path(workdir), leases) if claimed else None
+                        first: dict[str, int] = {}  # configurations in their order of appearance, seeds in order
+                        ordered = sorted(group, key=lambda s: (first.setdefault(s.ctx.cfg.config_hash(), len(first)),
+                                                               s.member.seed))  # fmt: skip
+                        claimed = [s for s in ordered if _claim(s.ctx, s.member, claims, leases)]
+                        results += [(s, SeedResult(s.member.seed, s.member.run_id, "skipped"))
+                                    for s in group if s not in claimed]  # fmt: skip
+                        trainer = _Group(claimed, Path(workdir), leases) if claimed else None
                     if trainer is not None:
-                        results.extend(trainer.run(stop))
+                        results.extend(zip(claimed, trainer.run(stop)))
             finally:
                 for held in leases:
                     held.release()
-            interrupted = [r for r in results if r.outcome == "interrupted"]
+            interrupted = [r for _, r in results if r.outcome == "interrupted"]
             if interrupted:
                 raise Interrupted(f"interrupted at step {interrupted[0].step}; continue with --resume")
     return results
@@ -163,41 +202,56 @@ def _claim(ctx: Context, m: Member, claims: contextlib.ExitStack, leases: list[l
 
 
 class _Group:
-    """A group of seeds of one configuration trained together, each in its own child run (exec.seed_run):
-    the loop's hooks, and the group's checkpoints staged seed by seed and committed as one."""
+    """A group of members trained together, each in its own child run (exec.seed_run): the seeds of one
+    configuration, or with --parallel-configs of several configurations of one shape (what they share,
+    device, data, store, metric engine, comes from the first member's context). The loop's hooks, and
+    the group's checkpoints staged member by member and committed as one."""
 
-    def __init__(self, ctx: Context, parent_id: str, params: dict[str, Any], members: list[Member], workdir: Path,
-                 leases: list[lease.Lease]):  # fmt: skip
-        self.ctx, self.workdir, self.members, self.leases = ctx, workdir, members, leases
-        self.seeds = [m.seed for m in members]
-        self.state = setup(ctx.cfg, self.seeds, ctx.train_set.sample_shape, ctx.device, ctx.ex.speed)
-        self.runs = [self._open_run(k, m, parent_id, params) for k, m in enumerate(members)]
-        self._commit: checkpoint.GroupCommit | None = None  # the checkpoint being staged, seed by seed
+    def __init__(self, slots: list[Slot], workdir: Path, leases: list[lease.Lease]):
+        self.ctx, self.slots, self.workdir, self.leases = slots[0].ctx, slots, workdir, leases
+        self.cfgs = [s.ctx.cfg for s in slots]
+        self.seeds = [s.member.seed for s in slots]
+        self.state = setup(self.ctx.cfg, self.seeds, self.ctx.train_set.sample_shape, self.ctx.device, self.ctx.ex.speed,
+                           configs=self.cfgs)  # fmt: skip
+        self.runs = [self._open_run(k, s) for k, s in enumerate(slots)]
+        together = {TAG_GROUP: self.runs[0].run_id, TAG_GROUP_SIZE: str(len(self.runs))}
+        for run in self.runs:  # which runs trained together (the latest group, for a resumed member)
+            self.ctx.tracker.set_tags(run.run_id, together)
+        self._commit: checkpoint.GroupCommit | None = None  # the checkpoint being staged, member by member
         self._started = 0.0  # when that checkpoint began
         self.readout_keys = list(models.readouts(self.state.G, self.state.D))
 
-    def _open_run(self, k: int, m: Member, parent_id: str, params: dict[str, Any]) -> SeedRun:
-        """Member m's run: continued from its checkpoint, or new and leased to this process as it is made."""
-        tracker, folder = self.ctx.tracker, self.workdir / str(m.seed)
+    def _open_run(self, k: int, slot: Slot) -> SeedRun:
+        """Member k's run: continued from its checkpoint, or new and leased to this process as it is made."""
+        m, ctx = slot.member, slot.ctx
+        tracker, folder = ctx.tracker, self.workdir / f"{k}-{m.seed}"
         if m.run_id:
             # read now, under its lease: the latest, whatever the planner saw (a group checkpoint
             # that a killed process made but did not finish renaming into place is finished first)
-            path = checkpoint.recover(self.ctx.ex.checkpoints, m.run_id)
+            path = checkpoint.recover(ctx.ex.checkpoints, m.run_id)
             if path is not None:
-                self.state.load_state_dict(checkpoint.load(path, validate.expected(self.ctx.cfg, self.ctx.device)), k)
+                self.state.load_state_dict(checkpoint.load(path, validate.expected(ctx.cfg, ctx.device)), k)
             return SeedRun.resume(tracker, m.seed, m.run_id, self.state.step, folder)
-        tags = run_tags(self.ctx.cfg, self.ctx.ex)
-        run = SeedRun.start(tracker, self.ctx.cfg, tags, parent_id, params, m.seed, len(self.ctx.train_set.x), folder)
-        held = lease.Lease.take(self.ctx.ex.checkpoints, run.run_id)
+        tags = run_tags(ctx.cfg, ctx.ex)
+        run = SeedRun.start(tracker, ctx.cfg, tags, slot.parent_id, slot.params, m.seed, len(ctx.train_set.x), folder)
+        held = lease.Lease.take(ctx.ex.checkpoints, run.run_id)
         if held is None:  # cannot happen while this process holds the seed's claim
             raise CheckpointError(f"run {run.run_id} was leased by another process as it was created")
         self.leases.append(held)
         return run
 
+    def _label(self) -> str:
+        """What the progress bar calls the group."""
+        cfg = self.ctx.cfg
+        configs = len({c.config_hash() for c in self.cfgs})
+        if configs > 1:
+            return f"{cfg.loss.loss} {configs} configurations x {len(self.seeds)} members"
+        label = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {','.join(map(str, self.seeds))}"
+        return f"{cfg.loss.loss} {label}"
+
     def run(self, stop: list[bool]) -> list[SeedResult]:
         cfg, tracker = self.ctx.cfg, self.ctx.tracker
-        label = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {','.join(map(str, self.seeds))}"
-        bar = progress.Steps(f"{cfg.loss.loss} {label}", cfg.train.steps, self.state.step, self.state.window,
+        bar = progress.Steps(self._label(), cfg.train.steps, self.state.step, self.state.window,
                              bar=self.ctx.ex.progress)  # fmt: skip
         hooks = Hooks(
             log=lambda k, step, values: self.runs[k].log(step, values | self._readouts(k)),
@@ -240,7 +294,7 @@ class _Group:
         G = self.state.players.generator(k)
         final = self.ctx.evaluate(G, self.seeds[k], outcome.step) | averaged
         return self.runs[k].finish(outcome.step, final, G, self.state.players.discriminator(k),
-                                   self.ctx.cfg.model.z_dim, self.readout_keys, self._average(k))  # fmt: skip
+                                   self.cfgs[k].model.z_dim, self.readout_keys, self._average(k))  # fmt: skip
 
     def _evaluate(self, k: int, step: int, G: torch.nn.Module) -> None:
         """An evaluation during training: G's, then (with --ema) the averaged G's under ema_ names."""

@@ -19,7 +19,9 @@ group seeds with `groups`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError
@@ -30,6 +32,7 @@ from lossbench.tracking_records import RunRecord
 from lossbench.train import checkpoint, validate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,21 @@ def _member(seed: int, resumable: list[RunRecord], cfg: RunConfig, ex: ExecConfi
     return Member(seed, run_id, known=known)  # it died before its first checkpoint: step 0, in the same run
 
 
-def groups(members: tuple[Member, ...] | list[Member], parallel: bool) -> list[list[Member]]:
+def groups(members: tuple[Member, ...] | list[Member], parallel: bool, size: int | None = None) -> list[list[Member]]:
     """Seeds trained together: one at a time, or with --parallel-seeds every seed starting at the same
-    step (all new seeds form one group; resumed ones join those at their checkpoint's step). Seeds
-    checkpointed together are always at one step (train.checkpoint), so they go on together."""
+    step (all new seeds form one group; resumed ones join those at their checkpoint's step), at most
+    `size` to a group. Seeds checkpointed together are always at one step (train.checkpoint), so they
+    go on together."""
     if not parallel:
         return [[m] for m in members]
-    by_step: dict[int, list[Member]] = {}
-    for m in members:
-        by_step.setdefault(m.step, []).append(m)
-    return [by_step[step] for step in sorted(by_step)]
+    return grouped(sorted(members, key=lambda m: m.step), lambda m: m.step, size)
+
+
+def grouped(items: list[T], key: Callable[[T], Hashable], size: int | None = None) -> list[list[T]]:
+    """items with equal keys together, in order of first appearance, in chunks of at most `size`
+    (None: no bound)."""
+    by_key: dict[Hashable, list[T]] = {}
+    for item in items:
+        by_key.setdefault(key(item), []).append(item)
+    step = size or max(len(items), 1)
+    return [same[i : i + step] for same in by_key.values() for i in range(0, len(same), step)]
