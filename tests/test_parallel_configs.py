@@ -244,3 +244,25 @@ def test_a_group_size_of_zero_is_refused_in_one_line(store: str, tmp_path) -> No
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "Error: --group-size must be >= 1 (members trained together), got 0"
     assert not runs_by_role(store)["seed"]
+
+
+def test_the_dry_run_shows_each_members_group(store: str, tmp_path) -> None:
+    import json
+
+    from test_cli import lossbench, runs_by_role
+
+    suite = tmp_path / "search.toml"
+    suite.write_text(SEARCH_SUITE)
+
+    def groups(*flags: str) -> list[int]:
+        proc = lossbench("sweep", str(suite), "--dry-run", "--format", "json", *flags, "--tracking-uri", store)
+        return [json.loads(line)["group"] for line in proc.stdout.splitlines()]
+
+    # planned order: 3 non-saturating settings x 2 seeds, then 3 wgan-gp settings x 2 seeds
+    assert groups() == list(range(12))  # one at a time
+    assert groups("--parallel-seeds") == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # a configuration's seeds
+    assert groups("--parallel-configs") == [0] * 6 + [1] * 6  # one group per loss: its draws share a shape
+    assert groups("--parallel-configs", "--group-size", "4") == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3]
+    text = lossbench("sweep", str(suite), "--dry-run", "--parallel-configs", "--tracking-uri", store).stdout
+    assert "groups (--parallel-configs): 2 (2 of 6 members); estimated" in text
+    assert not runs_by_role(store)["seed"]

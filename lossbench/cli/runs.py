@@ -110,10 +110,10 @@ def sweep(
             continue
         say(p.summary())
         if dry_run and fmt == "json":
-            for line in sweep_mod.json_lines(p.planned):
+            for line in sweep_mod.json_lines(p.planned, exec_values(kwargs)["speed"]):
                 click.echo(line)
         elif dry_run:
-            _print_sweep_plan(spec, p.planned, kwargs["device"], kwargs["data_dir"])
+            _print_sweep_plan(spec, p.planned, kwargs["device"], kwargs["data_dir"], exec_values(kwargs)["speed"])
     if dry_run:
         return
     (p,) = plans
@@ -183,8 +183,9 @@ def _store_args(tracking_uri: str | None, experiment: str) -> str:
     return args + (f" --experiment {experiment}" if experiment != "lossbench" else "")
 
 
-def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str | None) -> None:
-    """One line per planned configuration with its measured estimate, then the total."""
+def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str | None, speed: Any) -> None:
+    """One line per planned configuration with its measured estimate, then the total; with
+    --parallel-seeds or --parallel-configs, the groups and their training time timed as groups."""
     from lossbench.exec import sweep as sweep_mod
     from lossbench.exec.estimate import evaluations_per_seed
     from lossbench.exec.search import drawn_fields
@@ -217,3 +218,23 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     note = f"; {untimed} configuration{'s' * (untimed != 1)} not timed ({why})" if untimed else ""
     click.echo(f"estimated: {duration(train_s + eval_s)} on {device} (training {duration(train_s)}, "
                f"evaluation {duration(eval_s)}), from steps and Inception images timed now{note}")  # fmt: skip
+    if speed.parallel_seeds and any(p.seeds for p in planned):
+        _print_groups(planned, speed, device, data_dir, eval_s)
+
+
+def _print_groups(planned: list, speed: Any, device: Any, data_dir: str | None, eval_s: float) -> None:
+    """The groups the members train in, and the stage's time with training timed group by group."""
+    from collections import Counter
+
+    from lossbench.exec import sweep as sweep_mod
+    from lossbench.progress import duration, phase
+
+    sizes = [len(g) for g in sweep_mod.planned_groups(planned, speed)]
+    with phase(f"timing the groups: {len(sizes):,} on {device}", len(sizes), "group") as advance:
+        grouped = sweep_mod.grouped_estimate(planned, speed, device, data_dir, advance)
+    how = "--parallel-configs" if speed.parallel_configs else "--parallel-seeds"
+    shown = ", ".join(f"{n} of {size}" for size, n in sorted(Counter(sizes).items(), reverse=True))
+    untimed = f"; {len(sizes) - grouped.timed} not timed (data not here)" if grouped.timed < len(sizes) else ""
+    click.echo(f"groups ({how}{f', --group-size {speed.group_size}' if speed.group_size else ''}): {len(sizes)} "
+               f"({shown} members); estimated {duration(grouped.train_s + eval_s)} as groups (training "
+               f"{duration(grouped.train_s)}, each group timed at its size{untimed}; evaluation as above)")  # fmt: skip

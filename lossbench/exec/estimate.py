@@ -40,16 +40,17 @@ def probe_cap(plan_steps: int) -> int:
 
 def steps_per_s(
     cfg: RunConfig, train_set: data.Dataset, device: torch.device, speed: SpeedConfig | None = None,
-    plan_steps: int | None = None,
+    plan_steps: int | None = None, members: int = 1,
 ) -> float:  # fmt: skip
-    """Generator steps/s of cfg on this device, one seed: steps timed after a warm-up, on a throwaway
-    state (no sample grids, checkpoints or evaluations in the measured steps), at least PROBE_SECONDS
-    long unless that would pass `probe_cap(plan_steps)` steps."""
+    """Generator steps/s of cfg on this device, one seed (or a group of `members` trained together,
+    whose every step is a step of each): steps timed after a warm-up, on a throwaway state (no sample
+    grids, checkpoints or evaluations in the measured steps), at least PROBE_SECONDS long unless that
+    would pass `probe_cap(plan_steps)` steps."""
     quiet = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, log_every=10**9, sample_every=10**9,
                                                                checkpoint_every=10**9),
                                 metrics=dataclasses.replace(cfg.metrics, eval_every=0))  # fmt: skip
-    speed = dataclasses.replace(speed or SpeedConfig(), parallel_seeds=False)
-    state = setup(quiet, 0, train_set.sample_shape, device, speed)
+    speed = dataclasses.replace(speed or SpeedConfig(), parallel_seeds=members > 1)
+    state = setup(quiet, list(range(members)) if members > 1 else 0, train_set.sample_shape, device, speed)
     x = training_data(cfg, train_set.x, device)
 
     def run(steps: int) -> float:

@@ -38,7 +38,7 @@ from lossbench.gan import data, models
 from lossbench.metrics.registry import EMA_PREFIX
 from lossbench.options import ExecConfig, resolve_exec
 from lossbench.tracking import Tracker
-from lossbench.train import checkpoint, members, validate
+from lossbench.train import checkpoint, validate
 from lossbench.train.loop import Hooks, Outcome, train
 from lossbench.train.state import TrainState, setup, training_data
 
@@ -127,20 +127,16 @@ def train_members(ctx: Context, parent_id: str, members: list[Member] | tuple[Me
 
 
 def slot_groups(slots: list[Slot]) -> list[list[Slot]]:
-    """Members trained together: one at a time; with --parallel-seeds a configuration's seeds that
-    start at one step; with --parallel-configs every member of one shape (lossbench.train.members)
+    """Members trained together (exec.plan.group_key): one at a time; with --parallel-seeds a
+    configuration's seeds that start at one step; with --parallel-configs every member of one shape
     that starts at that step. At most --group-size to a group."""
-    from lossbench.exec.plan import grouped
+    from lossbench.exec.plan import group_key, grouped
 
     if not slots:
         return []
     speed = slots[0].ctx.ex.speed
-    if not speed.parallel_seeds:
-        return [[s] for s in slots]
-    ordered = sorted(slots, key=lambda s: s.member.step)
-    if speed.parallel_configs:
-        return grouped(ordered, lambda s: (members.shape_key(s.ctx.cfg), s.member.step), speed.group_size)
-    return grouped(ordered, lambda s: (s.ctx.cfg.config_hash(), s.member.step), speed.group_size)
+    ordered = sorted(slots, key=lambda s: s.member.step) if speed.parallel_seeds else slots
+    return grouped(ordered, lambda s: group_key(s.ctx.cfg, s.member.step, speed) or id(s), speed.group_size)
 
 
 def train_slots(slots: list[Slot]) -> list[tuple[Slot, SeedResult]]:

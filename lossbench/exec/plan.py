@@ -26,10 +26,10 @@ from typing import TypeVar
 from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError
 from lossbench.exec import lease
-from lossbench.options import ExecConfig
+from lossbench.options import ExecConfig, SpeedConfig
 from lossbench.tracking import Tracker
 from lossbench.tracking_records import RunRecord
-from lossbench.train import checkpoint, validate
+from lossbench.train import checkpoint, members, validate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,6 +124,17 @@ def groups(members: tuple[Member, ...] | list[Member], parallel: bool, size: int
     if not parallel:
         return [[m] for m in members]
     return grouped(sorted(members, key=lambda m: m.step), lambda m: m.step, size)
+
+
+def group_key(cfg: RunConfig, step: int, speed: SpeedConfig) -> Hashable | None:
+    """What a (configuration, seed) member at `step` must share with the others of its group: None
+    (trained alone); with --parallel-seeds its configuration and step; with --parallel-configs its
+    shape (lossbench.train.members) and step."""
+    if not speed.parallel_seeds:
+        return None
+    if speed.parallel_configs:
+        return members.shape_key(cfg), step
+    return cfg.config_hash(), step
 
 
 def grouped(items: list[T], key: Callable[[T], Hashable], size: int | None = None) -> list[list[T]]:

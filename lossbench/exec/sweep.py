@@ -22,10 +22,11 @@ from lossbench import tracking_models
 from lossbench.config import RunConfig
 from lossbench.errors import ConfigError, DataError, TrackingError
 from lossbench.exec import executors
-from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed
+from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed, steps_per_s
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
 from lossbench.exec.generators import MODEL_LAST
+from lossbench.exec.plan import group_key, grouped
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
 from lossbench.exec.search import Choice, choose
@@ -153,15 +154,25 @@ def _plan(cfgs: list[RunConfig], seeds: int, stage: str, tracker: Tracker, max_r
     return out
 
 
-def json_lines(planned: list[Planned]) -> list[str]:
+def planned_groups(planned: list[Planned], speed: SpeedConfig) -> list[list[tuple[int, int]]]:
+    """The groups the planned (configuration, seed) members will train in, as (index in `planned`,
+    seed) pairs: exec.plan.group_key's groups of new members (a resumed member joins those at its
+    checkpoint's step, which a plan does not read), at most speed.group_size each."""
+    items = [(i, seed) for i, p in enumerate(planned) for seed in p.seeds]
+    return grouped(items, lambda it: group_key(planned[it[0]].cfg, 0, speed) or it, speed.group_size)
+
+
+def json_lines(planned: list[Planned], speed: SpeedConfig | None = None) -> list[str]:
     """One JSON object per planned (configuration, seed): stage, loss, dataset, every config key, its
-    hash, the seed, and its evaluations per seed (the final one included: the schedule's cost)."""
+    hash, the seed, its evaluations per seed (the final one included: the schedule's cost), and the
+    group it trains in (`planned_groups`: members with one number train together)."""
+    group_of = {item: g for g, members in enumerate(planned_groups(planned, speed or SpeedConfig())) for item in members}
     out = []
-    for p in planned:
+    for i, p in enumerate(planned):
         flat = p.cfg.flat()
         head = {"stage": p.stage, "loss": flat.pop("loss"), "dataset": flat.pop("dataset")}
         tail = {"config_hash": p.cfg.config_hash(), "evaluations": evaluations_per_seed(p.cfg)}
-        out += [json.dumps(head | flat | tail | {"seed": s}) for s in p.seeds]
+        out += [json.dumps(head | flat | tail | {"seed": s, "group": group_of[(i, s)]}) for s in p.seeds]
     return out
 
 
@@ -177,6 +188,41 @@ def estimates(
         if advance is not None:
             advance(1)
     return out
+
+
+@dataclass(frozen=True)
+class GroupedEstimate:
+    """The training time of the planned groups, each timed as a group of its size (members of one
+    shape and size share one probe; a probe trains copies of the group's first configuration, so it
+    times torch's Adam where the group will run per-member Adam)."""
+
+    sizes: list[int]  # members per group
+    train_s: float
+    timed: int  # groups with a measured rate (the others' data is not here)
+
+
+def grouped_estimate(
+    planned: list[Planned], speed: SpeedConfig, device: torch.device, data_dir: str | None,
+    advance: Callable[[int], None] | None = None,
+) -> GroupedEstimate:  # fmt: skip
+    """The planned members' groups (`planned_groups`), each timed at its size: training time of the
+    whole stage as it will run. `advance(1)` follows each group."""
+    timer = _Timer(device, data_dir, None, speed)
+    rates: dict[tuple[RunConfig, int], float] = {}
+    train_s, timed, sizes = 0.0, 0, []
+    for members in planned_groups(planned, speed):
+        cfg = planned[members[0][0]].cfg
+        sizes.append(len(members))
+        key = (_cost_key(cfg), len(members))
+        ds = timer._data(cfg.data.dataset)
+        if ds is not None:
+            if key not in rates:
+                rates[key] = steps_per_s(cfg, ds, device, speed, cfg.train.steps * len(members), len(members))
+            train_s += cfg.train.steps / rates[key]
+            timed += 1
+        if advance is not None:
+            advance(1)
+    return GroupedEstimate(sizes, train_s, timed)
 
 
 class _Timer:
