@@ -101,8 +101,8 @@ def stacked_singles() -> Iterator[None]:
     """While active, trainer.setup builds one member as a Stacked group of one (vmap over S = 1)
     instead of the plain Single modules: vmap's own cost, apart from the group's size."""
 
-    def stacked_one(G: torch.nn.Module, D: torch.nn.Module, **common: Any) -> Stacked:
-        return Stacked([G], [D], **common)
+    def stacked_one(G: torch.nn.Module, D: torch.nn.Module, *optimizers: Any, **common: Any) -> Stacked:
+        return Stacked([G], [D], *optimizers, **common)
 
     with mock.patch.object(state_module, "Single", stacked_one):
         yield
@@ -121,15 +121,27 @@ class Group:
         self.step_fn(self.state.players, self.draws, self.state, self.cfg.train)
 
 
+def drawn(cfg: RunConfig, size: int) -> list[RunConfig]:
+    """`size` configurations of cfg's shape with their own learning rates and beta1 (a random
+    search's draws: log-uniform lr in [1e-5, 1e-2], beta1 in [0, 0.9], from a fixed generator)."""
+    gen = torch.Generator().manual_seed(0)
+    lr = (10 ** (torch.rand(size, generator=gen, dtype=torch.float64) * 3 - 5)).tolist()
+    beta1 = (torch.rand(size, generator=gen, dtype=torch.float64) * 0.9).tolist()
+    return [dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_g=a, lr_d=a, beta1=b))
+            for a, b in zip(lr, beta1)]  # fmt: skip
+
+
 def build(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch.device, size: int,
-          stacked: bool = False) -> Group:  # fmt: skip
-    """A group of `size` members (seeds 0..size-1); size 1 is the plain path unless `stacked`."""
-    speed = SpeedConfig(parallel_seeds=size > 1 or stacked)
+          stacked: bool = False, configs: bool = False) -> Group:  # fmt: skip
+    """A group of `size` members (seeds 0..size-1); size 1 is the plain path unless `stacked`; with
+    `configs`, each member its own configuration (`drawn`: per-member Adam, as --parallel-configs)."""
+    speed = SpeedConfig(parallel_seeds=size > 1 or stacked, parallel_configs=configs)
     if stacked and size == 1:
         with stacked_singles():
             state = trainer.setup(cfg, [0], shape, device, speed)
     else:
-        state = trainer.setup(cfg, list(range(size)), shape, device, speed)
+        members = drawn(cfg, size) if configs else None
+        state = trainer.setup(cfg, list(range(size)), shape, device, speed, configs=members)
     t = cfg.train
     draws = Draws(training_data(cfg, x, device), state.streams, t.batch_size * t.pack, cfg.model.z_dim,
                   cfg.loss.instance_noise, cfg.model.z_dist, state.samplers,
@@ -185,15 +197,16 @@ def bench_ops(device: torch.device, args: argparse.Namespace) -> None:
         x, shape = load_data(cfg.data.dataset, device)
         totals: dict[int, int] = {}
         by_op: dict[int, Counter] = {}
-        rows = [(1, False), (1, True), *((s, True) for s in GROUPS if s > 1)]
-        for size, stacked in rows:
-            group = build(cfg, x, shape, device, size, stacked)
+        rows = [(1, False, False), (1, True, False), *((s, True, False) for s in GROUPS if s > 1),
+                *((s, True, True) for s in GROUPS if s > 1)]  # fmt: skip
+        for size, stacked, configs in rows:
+            group = build(cfg, x, shape, device, size, stacked, configs)
             per_step = count_steps(group, warmup=2, steps=3)
             same = all(c == per_step[0] for c in per_step)
             total, views = split_views(per_step[0])
             rate = size / time_steps(group, TIMED_STEPS[name], args.repeat)
-            path = "plain" if not stacked else "vmap"
-            if stacked:
+            path = "vmap, S configurations (per-member Adam)" if configs else "plain" if not stacked else "vmap"
+            if stacked and not configs:
                 totals[size], by_op[size] = total, per_step[0]
             print(f"| {name} | {size} | {path} | {total}{'' if same else ' (varies)'} | {views} | "
                   f"{total / size:.1f} | {(total - views) / size:.1f} | {rate:.1f} |")  # fmt: skip

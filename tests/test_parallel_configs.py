@@ -266,3 +266,15 @@ def test_the_dry_run_shows_each_members_group(store: str, tmp_path) -> None:
     text = lossbench("sweep", str(suite), "--dry-run", "--parallel-configs", "--tracking-uri", store).stdout
     assert "groups (--parallel-configs): 2 (2 of 6 members); estimated" in text
     assert not runs_by_role(store)["seed"]
+
+
+def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: str, tmp_path) -> None:
+    from test_cli import lossbench, runs_by_role
+
+    suite = tmp_path / "spectral.toml"
+    suite.write_text(SEARCH_SUITE.replace("[grid]", 'd_norm = "spectral"\n[grid]'))
+    proc = lossbench("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("Error: --parallel-seeds and --parallel-configs do not support d_norm=spectral")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert runs_by_role(store) == {"parent": [], "seed": []}  # not even a parent run
