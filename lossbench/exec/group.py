@@ -243,7 +243,7 @@ class _Group:
         cfg = self.ctx.cfg
         configs = len({c.config_hash() for c in self.cfgs})
         if configs > 1:
-            return f"{cfg.loss.loss} {configs} configurations x {len(self.seeds)} members"
+            return f"{cfg.loss.loss} {configs} configurations, {len(self.seeds)} members"
         label = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {','.join(map(str, self.seeds))}"
         return f"{cfg.loss.loss} {label}"
 
