@@ -44,8 +44,11 @@ class SeedRun:
     """The child run of one seed that this process trains: its store, seed and run id, and a local
     folder for the files it uploads (each stays in place until the tracker's flush)."""
 
-    def __init__(self, tracker: Tracker, seed: int, run_id: str, folder: Path) -> None:
+    def __init__(self, tracker: Tracker, seed: int, run_id: str, folder: Path, resumed: bool = False) -> None:
         self.tracker, self.seed, self.run_id, self._folder = tracker, seed, run_id, folder
+        # (value, step) of every FID the run logged, in order: kept here, so an evaluation costs no query
+        # of the store; a resumed run's earlier ones are read back once, at its first use (`_evaluations`)
+        self._history: list[tuple[float, int]] | None = None if resumed else []
 
     @classmethod
     def start(cls, tracker: Tracker, cfg: RunConfig, tags: dict[str, str], parent_id: str, params: dict[str, Any],
@@ -68,7 +71,7 @@ class SeedRun:
         """An interrupted run, RUNNING again, continued at `step` (its checkpoint's, or 0)."""
         tracker.reopen(run_id)
         log.info("seed %d: continuing run %s at step %d", seed, run_id, step)
-        return cls(tracker, seed, run_id, folder)
+        return cls(tracker, seed, run_id, folder, resumed=True)
 
     @property
     def folder(self) -> Path:
@@ -92,10 +95,20 @@ class SeedRun:
     def log_evaluation(self, step: int, values: dict[str, float], G: torch.nn.Module) -> None:
         """An evaluation during training; G's weights kept as generator_best.pt when its FID is the run's
         best so far (strictly lower than every earlier one, as best_fid_step picks the first)."""
-        earlier = [m.value for m in self.tracker.metric_history(self.run_id, "fid")] if "fid" in values else []
+        earlier = self._evaluations() if "fid" in values else []  # before the new value is logged
         self.log(step, values)
-        if "fid" in values and all(values["fid"] < v for v in earlier):
+        if "fid" not in values:
+            return
+        best = all(values["fid"] < v for v, _ in earlier)
+        earlier.append((values["fid"], step))
+        if best:
             self._keep_best(step, G)
+
+    def _evaluations(self) -> list[tuple[float, int]]:
+        """The run's (FID, step) so far, in the order logged; read from the store once for a resumed run."""
+        if self._history is None:
+            self._history = [(m.value, m.step) for m in self.tracker.metric_history(self.run_id, "fid")]
+        return self._history
 
     def _keep_best(self, step: int, G: torch.nn.Module) -> None:
         """G's weights at the run's best evaluation, in the store (weights/generator_best.pt), so a
@@ -145,11 +158,10 @@ class SeedRun:
         return SeedResult(self.seed, self.run_id, "finished", step, final)
 
     def _best(self, final: dict[str, float], step: int) -> dict[str, float]:
-        """best_fid and its step over every evaluation of the run (read back, so resumed runs count too)."""
+        """best_fid and its step over every evaluation of the run (a resumed run's earlier ones too)."""
         if "fid" not in final:
             return {}
-        history = [(m.value, m.step) for m in self.tracker.metric_history(self.run_id, "fid")] + [(final["fid"], step)]
-        value, at = min(history)
+        value, at = min([*self._evaluations(), (final["fid"], step)])
         return {"best_fid": value, "best_fid_step": float(at)}
 
     def _log_path(self, keys: list[str]) -> None:
