@@ -54,3 +54,31 @@ def test_a_resumed_run_keeps_the_better_steps_weights(tmp_path: Path, monkeypatc
     assert (stored["best_fid"], stored["best_fid_step"]) == (3.0, 4.0)
     assert _kept(tracker, run.run_id, tmp_path) == 4.0
     assert reads == ["fid"]  # once, at the resumed run's first evaluation
+
+
+def _samples(uri: str, model: str, run_id: str) -> torch.Tensor:
+    """The logged model's samples of a fixed batch of latents."""
+    from lossbench.tracking_models import load_generator
+
+    G, z_dim, _ = load_generator(f"runs:/{run_id}/{model}", uri)
+    with torch.no_grad():
+        return G(torch.arange(2 * z_dim, dtype=torch.float32).reshape(2, z_dim))
+
+
+def test_the_best_generator_is_logged_from_the_weights_the_run_wrote(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """FID 5, 3 (step 4), final 6: the model generator_best is step 4's G, from the file the run saved
+    (nothing downloaded back)."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = Tracker(uri, "lossbench")
+    downloads: list[str] = []
+    download = tracker.download
+    monkeypatch.setattr(tracker, "download", lambda run_id, path, dst: downloads.append(path) or download(run_id, path, dst))
+    run = _start(tracker, tmp_path / "a")
+    for step, fid in ((2, 5.0), (4, 3.0)):
+        run.log_evaluation(step, {"fid": fid}, _G(step))
+    run.finish(8, {"fid": 6.0}, _G(8), _G(0), 2, [])
+    z = torch.arange(4, dtype=torch.float32).reshape(2, 2)
+    torch.testing.assert_close(_samples(uri, "generator_best", run.run_id), _G(4)(z).detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(_samples(uri, "generator", run.run_id), _G(8)(z).detach(), rtol=0, atol=1e-6)
+    assert downloads == []

@@ -49,6 +49,7 @@ class SeedRun:
         # (value, step) of every FID the run logged, in order: kept here, so an evaluation costs no query
         # of the store; a resumed run's earlier ones are read back once, at its first use (`_evaluations`)
         self._history: list[tuple[float, int]] | None = None if resumed else []
+        self._best_weights: Path | None = None  # the local generator_best.pt this process last wrote
 
     @classmethod
     def start(cls, tracker: Tracker, cfg: RunConfig, tags: dict[str, str], parent_id: str, params: dict[str, Any],
@@ -117,6 +118,7 @@ class SeedRun:
         path = folder / "generator_best.pt"
         torch.save(G.state_dict(), path)
         self.tracker.log_artifact(self.run_id, path, "weights")
+        self._best_weights = path
 
     # --- the close ----------------------------------------------------------------------------
 
@@ -173,9 +175,10 @@ class SeedRun:
 
     def _log_models(self, G: torch.nn.Module, z_dim: int, step: int, averaged: torch.nn.Module | None) -> None:
         """The last, best and averaged generators as MLflow models (exec.generators); a failure is a
-        warning: the run's weights are stored already."""
-        best = None
-        if BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
+        warning: the run's weights are stored already. The best weights are the local file this process
+        wrote; a resumed run whose best came before it reads them back from the store."""
+        best = self._best_weights
+        if best is None and BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
             best = self.tracker.download(self.run_id, BEST_WEIGHTS, self.folder / "best-model")
         try:
             took = generators.log_models(self.tracker, self.run_id, G, z_dim, step, best, averaged)
