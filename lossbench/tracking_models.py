@@ -30,12 +30,12 @@ def registered_name(suite: str, loss: str, dataset: str) -> str:
     return f"lossbench-{suite}-{loss}-{dataset}"
 
 
-def log_generator(uri: str, client: Any, run_id: str, module: torch.nn.Module, z_dim: int, z_dist: str, name: str,
-                  step: int) -> str:  # fmt: skip
+def log_generator(uri: str, client: Any, experiment_id: str, run_id: str, module: torch.nn.Module, z_dim: int,
+                  z_dist: str, name: str, step: int) -> str:  # fmt: skip
     """Log `module` (latents (B, z_dim) -> samples, on the CPU, in eval mode) as the MLflow model `name`
     of the run, at `step`, its latent distribution `z_dist` in the model's metadata; returns its model
-    id. The model is created in the run's experiment first (MLflow's fluent API would put it in the
-    process's active experiment)."""
+    id. The model is created in the run's experiment, `experiment_id`, first (MLflow's fluent API would
+    put it in the process's active experiment)."""
     import mlflow
     import mlflow.pytorch
     import numpy as np
@@ -51,7 +51,6 @@ def log_generator(uri: str, client: Any, run_id: str, module: torch.nn.Module, z
     )
     try:
         mlflow.set_tracking_uri(uri)  # the fluent API's store: this process's one store
-        experiment_id = client.get_run(run_id).info.experiment_id
         model = client.create_logged_model(experiment_id, name=name, source_run_id=run_id)
         mlflow.pytorch.log_model(
             module, name=name, run_id=run_id, model_id=model.model_id, step=step, signature=signature,

@@ -82,3 +82,6 @@ def test_the_best_generator_is_logged_from_the_weights_the_run_wrote(tmp_path: P
     torch.testing.assert_close(_samples(uri, "generator_best", run.run_id), _G(4)(z).detach(), rtol=0, atol=1e-6)
     torch.testing.assert_close(_samples(uri, "generator", run.run_id), _G(8)(z).detach(), rtol=0, atol=1e-6)
     assert downloads == []
+    models = tracker.client.search_logged_models([tracker.experiment_id])  # in the run's experiment
+    assert sorted((m.name, m.source_run_id) for m in models) == [("generator", run.run_id),
+                                                                 ("generator_best", run.run_id)]  # fmt: skip

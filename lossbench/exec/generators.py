@@ -34,14 +34,19 @@ class Sampler(nn.Module):
 def log_models(tracker: Tracker, run_id: str, G: nn.Module, z_dim: int, step: int,
                best_weights: Path | None, averaged: nn.Module | None = None) -> float:  # fmt: skip
     """Log G (and G with `best_weights` loaded, when the run kept them, and the `averaged` G of --ema)
-    as MLflow models of the run; returns the wall time it took in seconds."""
+    as MLflow models of the run, in the tracker's experiment (the run's); returns the wall time it took
+    in seconds."""
     started = time.perf_counter()
     dist = getattr(G, "z_dist", "normal")
-    log_generator(tracker.uri, tracker.client, run_id, Sampler(G), z_dim, dist, MODEL_LAST, step)
+
+    def log(module: nn.Module, name: str) -> None:
+        log_generator(tracker.uri, tracker.client, tracker.experiment_id, run_id, module, z_dim, dist, name, step)
+
+    log(Sampler(G), MODEL_LAST)
     if best_weights is not None:
         best = Sampler(G)
         best.G.load_state_dict(torch.load(best_weights, map_location="cpu", weights_only=True))
-        log_generator(tracker.uri, tracker.client, run_id, best, z_dim, dist, MODEL_BEST, step)
+        log(best, MODEL_BEST)
     if averaged is not None:
-        log_generator(tracker.uri, tracker.client, run_id, Sampler(averaged), z_dim, dist, MODEL_EMA, step)
+        log(Sampler(averaged), MODEL_EMA)
     return time.perf_counter() - started
