@@ -89,12 +89,18 @@ def redact(uri: str) -> str:
     return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception in one line for a message: its text's first line (its type's name when it has no
+    text), at most `limit` characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def _wrap(action: str, uri: str, exc: Exception) -> TrackingError:
     text = str(exc).strip()
     if "Max retries exceeded" in text:  # a tracking server that failed or stalled every try, in its bound
         return TrackingError(f"tracking server {redact(uri)}: cannot {action}: {_gave_up(text)}")
-    first_line = text.splitlines()[0] if text else type(exc).__name__
-    return TrackingError(f"tracking store {redact(uri)}: cannot {action} ({first_line[:200]})")
+    return TrackingError(f"tracking store {redact(uri)}: cannot {action} ({first_line(exc)})")
 
 
 def _gave_up(text: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from lossbench.errors import ConfigError, TrackingError
+from lossbench.tracking import first_line
 
 EXAMPLE_BATCH = 2  # torch.export specializes a size-1 dimension: the example's batch must be > 1
 MODEL_URI_PREFIXES = ("runs:/", "models:/")
@@ -59,8 +60,7 @@ def log_generator(uri: str, client: Any, experiment_id: str, run_id: str, module
             metadata={"z_dim": z_dim, "z_dist": z_dist},
         )  # fmt: skip
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise TrackingError(f"run {run_id}: cannot log the generator as model '{name}' ({first})") from None
+        raise TrackingError(f"run {run_id}: cannot log the generator as model '{name}' ({first_line(exc)})") from None
     return model.model_id
 
 
@@ -84,8 +84,7 @@ def load_generator(uri: str, tracking_uri: str) -> tuple[torch.nn.Module, int, s
             raise ValueError("its metadata names no latent size (z_dim): not a lossbench generator")
         return G, z_dim, str(meta.get("z_dist", "normal"))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"{uri}: no logged generator there ({first})") from None
+        raise ConfigError(f"{uri}: no logged generator there ({first_line(exc)})") from None
 
 
 def register(client: Any, name: str, run_id: str, model_name: str, alias: str, description: str) -> int:
@@ -103,8 +102,8 @@ def register(client: Any, name: str, run_id: str, model_name: str, alias: str, d
         if model_id:  # the logged model names its versions: the UI's "Registered models" column reads this tag
             _tag_version(client, model_id, name, mv.version)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise TrackingError(f"cannot register run {run_id}'s {model_name} as {name}@{alias} ({first})") from None
+        raise TrackingError(f"cannot register run {run_id}'s {model_name} as {name}@{alias} "
+                            f"({first_line(exc)})") from None  # fmt: skip
     return int(mv.version)
 
 

@@ -27,6 +27,14 @@ def _start(tracker: Tracker, folder: Path, dataset: str = "ring8") -> SeedRun:
     return SeedRun.start(tracker, cfg, {}, "", {}, 0, 100, folder)
 
 
+def _calls(monkeypatch: pytest.MonkeyPatch, tracker: Tracker, method: str) -> list[str]:
+    """Record the second argument (the key, the artifact path) of each call of one of the tracker's methods."""
+    seen: list[str] = []
+    real = getattr(tracker, method)
+    monkeypatch.setattr(tracker, method, lambda run_id, what, *rest: seen.append(what) or real(run_id, what, *rest))
+    return seen
+
+
 def _kept(tracker: Tracker, run_id: str, tmp_path: Path) -> float:
     """The fill of the weights the run stored as generator_best.pt."""
     path = tracker.download(run_id, BEST_WEIGHTS, tmp_path / "dl")
@@ -37,9 +45,7 @@ def test_a_resumed_run_keeps_the_better_steps_weights(tmp_path: Path, monkeypatc
     """FID 5, 3 (the best, step 4), then an interruption; resumed: 4 at step 6, 6 at the end. The
     resumed process knows step 4's 3 (read back once, not per evaluation) and keeps step 4's weights."""
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "lossbench")
-    reads: list[str] = []
-    history = tracker.metric_history
-    monkeypatch.setattr(tracker, "metric_history", lambda run_id, key: reads.append(key) or history(run_id, key))
+    reads = _calls(monkeypatch, tracker, "metric_history")
     run = _start(tracker, tmp_path / "a")
     for step, fid in ((2, 5.0), (4, 3.0)):
         run.log_evaluation(step, {"fid": fid, "is_mean": 1.0}, _G(step))
@@ -65,15 +71,12 @@ def _samples(uri: str, model: str, run_id: str) -> torch.Tensor:
         return G(torch.arange(2 * z_dim, dtype=torch.float32).reshape(2, z_dim))
 
 
-def test_the_best_generator_is_logged_from_the_weights_the_run_wrote(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_the_best_generator_is_logged_from_the_weights_the_run_wrote(tmp_path: Path, monkeypatch) -> None:
     """FID 5, 3 (step 4), final 6: the model generator_best is step 4's G, from the file the run saved
     (nothing downloaded back)."""
     uri = f"sqlite:///{tmp_path}/m.db"
     tracker = Tracker(uri, "lossbench")
-    downloads: list[str] = []
-    download = tracker.download
-    monkeypatch.setattr(tracker, "download", lambda run_id, path, dst: downloads.append(path) or download(run_id, path, dst))
+    downloads = _calls(monkeypatch, tracker, "download")
     run = _start(tracker, tmp_path / "a")
     for step, fid in ((2, 5.0), (4, 3.0)):
         run.log_evaluation(step, {"fid": fid}, _G(step))
