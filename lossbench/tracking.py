@@ -49,6 +49,9 @@ TAG_ROLE = "lossbench.role"  # parent | seed
 TAG_LOSS = "lossbench.loss"
 TAG_DATASET = "lossbench.dataset"
 TAG_ERROR = "lossbench.error"
+# the logged model with a seed run's best evaluation's weights: generator_best, or generator itself where
+# the last evaluation is the best (then no generator_best is logged)
+TAG_BEST_MODEL = "lossbench.best_model"
 PARENT_TAG = "mlflow.parentRunId"
 # a tracking server's bound (MLflow's own defaults, 120 s and 7 retries, are 4 minutes of silence for a
 # server that fails requests, and none at all for one that stalls); the user's own values win
@@ -283,6 +286,13 @@ class Tracker:
             return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
         except Exception as exc:
             raise _wrap(f"download {artifact_path} of run {run_id}", self.uri, exc) from None
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """A run's tags (any run of the store)."""
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except Exception as exc:
+            raise _wrap(f"read run {run_id}", self.uri, exc) from None
 
     def artifacts(self, run_id: str, folder: str) -> list[str]:
         """Paths of a run's artifacts under `folder`, sorted."""

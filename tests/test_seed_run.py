@@ -71,20 +71,65 @@ def _samples(uri: str, model: str, run_id: str) -> torch.Tensor:
         return G(torch.arange(2 * z_dim, dtype=torch.float32).reshape(2, z_dim))
 
 
-def test_the_best_generator_is_logged_from_the_weights_the_run_wrote(tmp_path: Path, monkeypatch) -> None:
-    """FID 5, 3 (step 4), final 6: the model generator_best is step 4's G, from the file the run saved
-    (nothing downloaded back)."""
+def _models(tracker: Tracker, run_id: str) -> list[str]:
+    """The names of the run's logged models, searched in the run's experiment."""
+    return sorted(m.name for m in tracker.client.search_logged_models([tracker.experiment_id])
+                  if m.source_run_id == run_id)  # fmt: skip
+
+
+def test_higher_is_better_modes_keep_the_best_generator_from_the_weights_the_run_wrote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """modes (higher is better, the registry's ranking key for 2-D mixtures): 3, 7 (step 4), 5, final 6.
+    best_modes is 7 at step 4; the model generator_best is step 4's G, from the file the run saved
+    (nothing downloaded back), and the run's tag names it."""
     uri = f"sqlite:///{tmp_path}/m.db"
     tracker = Tracker(uri, "lossbench")
     downloads = _calls(monkeypatch, tracker, "download")
     run = _start(tracker, tmp_path / "a")
-    for step, fid in ((2, 5.0), (4, 3.0)):
-        run.log_evaluation(step, {"fid": fid}, _G(step))
-    run.finish(8, {"fid": 6.0}, _G(8), _G(0), 2, [])
+    for step, modes in ((2, 3.0), (4, 7.0), (6, 5.0)):
+        run.log_evaluation(step, {"modes": modes, "high_quality": 0.5, "reverse_kl": 1.0 / step}, _G(step))
+    run.finish(8, {"modes": 6.0, "high_quality": 0.5, "reverse_kl": 0.1}, _G(8), _G(0), 2, [])
+    stored = tracker.client.get_run(run.run_id).data
+    assert (stored.metrics["best_modes"], stored.metrics["best_modes_step"]) == (7.0, 4.0)
+    assert _kept(tracker, run.run_id, tmp_path) == 4.0
     z = torch.arange(4, dtype=torch.float32).reshape(2, 2)
     torch.testing.assert_close(_samples(uri, "generator_best", run.run_id), _G(4)(z).detach(), rtol=0, atol=1e-6)
-    torch.testing.assert_close(_samples(uri, "generator", run.run_id), _G(8)(z).detach(), rtol=0, atol=1e-6)
-    assert downloads == []
-    models = tracker.client.search_logged_models([tracker.experiment_id])  # in the run's experiment
-    assert sorted((m.name, m.source_run_id) for m in models) == [("generator", run.run_id),
-                                                                 ("generator_best", run.run_id)]  # fmt: skip
+    assert _models(tracker, run.run_id) == ["generator", "generator_best"]  # in the run's experiment
+    assert stored.tags["lossbench.best_model"] == "generator_best"
+    assert downloads == ["weights/generator_best.pt"]  # _kept's own, after the run ended
+
+
+def test_a_run_whose_last_evaluation_is_its_best_logs_one_model(tmp_path: Path) -> None:
+    """FID 5, 3, final 2: the last step is the best; only `generator` is exported, the tag says it is
+    the best one, and `lossbench sample runs:/<id>/generator_best` samples it."""
+    from lossbench.exec.stored_generators import write_samples
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = Tracker(uri, "lossbench")
+    run = _start(tracker, tmp_path / "a")
+    for step, fid in ((2, 5.0), (4, 3.0)):
+        run.log_evaluation(step, {"fid": fid}, _G(step))
+    run.finish(8, {"fid": 2.0}, _G(8), _G(0), 2, [])
+    stored = tracker.client.get_run(run.run_id).data
+    assert (stored.metrics["best_fid"], stored.metrics["best_fid_step"]) == (2.0, 8.0)
+    assert _kept(tracker, run.run_id, tmp_path) == 8.0  # the raw weights file is still written
+    assert _models(tracker, run.run_id) == ["generator"]
+    assert stored.tags["lossbench.best_model"] == "generator"
+    for model in ("generator_best", "generator"):
+        write_samples(f"runs:/{run.run_id}/{model}", 5, tmp_path / model, 3, uri, "cpu")
+    best = (tmp_path / "generator_best" / "points.csv").read_text().splitlines()
+    assert len(best) == 6 and best == (tmp_path / "generator" / "points.csv").read_text().splitlines()
+
+
+def test_the_ranking_key_and_its_direction_come_from_the_metric_registry() -> None:
+    from lossbench.metrics.registry import best, higher_is_better, improves, ranking_key
+
+    assert ranking_key(["is_mean", "kid_mean", "fid"]) == "fid"  # images: FID first
+    assert ranking_key(["modes", "fid"]) == "fid"  # stacked MNIST with both: FID, as the report's score
+    assert ranking_key(["modes", "high_quality", "reverse_kl", "fcd"]) == "modes"  # 2-D mixtures, stacked MNIST
+    assert ranking_key(["fcd"]) == "fcd" and ranking_key(["precision", "recall"]) is None
+    history = [(3.0, 2), (7.0, 4), (7.0, 6), (1.0, 8)]
+    assert best(history, "modes") == (7.0, 4) and best(history, "fid") == (1.0, 8)  # ties: the earliest
+    assert improves(8.0, [3.0, 7.0], "modes") and not improves(7.0, [3.0, 7.0], "modes")
+    assert improves(2.0, [3.0, 7.0], "fid") and not improves(3.0, [3.0, 7.0], "fid")
+    assert higher_is_better("best_modes") and higher_is_better("best_is_mean") and not higher_is_better("best_fid")
