@@ -15,6 +15,8 @@ Each figure is the best of --repeat timings (the median for logging), as timeit 
   ema       --ema's moving average of G's weights: ms per step with and without it (mlp, dcgan)
   logging   the training loop with its MLflow logging (async metrics into a real sqlite store) against
             none: the overhead in % of step time
+  system    --system-metrics: steps/s without MLflow's system metrics monitor and with it (default and
+            1 s interval), its thread's CPU (benchmarks/system_metrics.py; needs psutil)
   features  Inception feature extraction (FID/KID/IS), images/s, with the FLOP count used
   signals   the cost of the learning signal (g_signal, g_grad_norm, d_grad_norm) in % of step time
   counterfactual  the cost of the counterfactual signals (g_signal_minimax, _ns, _ls) in % of step
@@ -39,7 +41,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import lossbench
-from benchmarks import ops
+from benchmarks import ops, system_metrics
 from lossbench import config, paths
 from lossbench import train as trainer
 from lossbench.config import RunConfig
@@ -451,7 +453,7 @@ def bench_ema(device: torch.device, args: argparse.Namespace) -> None:
 BENCHES = {"matmul": bench_matmul, "ema": bench_ema, "train": bench_train, "seeds": bench_seeds,
            "logging": bench_logging, "features": bench_features, "signals": bench_signals,
            "counterfactual": bench_counterfactual, "profile": bench_profile, "ops": ops.bench_ops,
-           "explain": ops.bench_explain}  # fmt: skip
+           "explain": ops.bench_explain, "system": system_metrics.bench_system}  # fmt: skip
 
 
 def main() -> None:

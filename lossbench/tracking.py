@@ -49,6 +49,9 @@ TAG_ROLE = "lossbench.role"  # parent | seed
 TAG_LOSS = "lossbench.loss"
 TAG_DATASET = "lossbench.dataset"
 TAG_ERROR = "lossbench.error"
+# the logged model with a seed run's best evaluation's weights: generator_best, or generator itself where
+# the last evaluation is the best (then no generator_best is logged)
+TAG_BEST_MODEL = "lossbench.best_model"
 PARENT_TAG = "mlflow.parentRunId"
 # a tracking server's bound (MLflow's own defaults, 120 s and 7 retries, are 4 minutes of silence for a
 # server that fails requests, and none at all for one that stalls); the user's own values win
@@ -89,12 +92,18 @@ def redact(uri: str) -> str:
     return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception in one line for a message: its text's first line (its type's name when it has no
+    text), at most `limit` characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def _wrap(action: str, uri: str, exc: Exception) -> TrackingError:
     text = str(exc).strip()
     if "Max retries exceeded" in text:  # a tracking server that failed or stalled every try, in its bound
         return TrackingError(f"tracking server {redact(uri)}: cannot {action}: {_gave_up(text)}")
-    first_line = text.splitlines()[0] if text else type(exc).__name__
-    return TrackingError(f"tracking store {redact(uri)}: cannot {action} ({first_line[:200]})")
+    return TrackingError(f"tracking store {redact(uri)}: cannot {action} ({first_line(exc)})")
 
 
 def _gave_up(text: str) -> str:
@@ -277,6 +286,13 @@ class Tracker:
             return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
         except Exception as exc:
             raise _wrap(f"download {artifact_path} of run {run_id}", self.uri, exc) from None
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """A run's tags (any run of the store)."""
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except Exception as exc:
+            raise _wrap(f"read run {run_id}", self.uri, exc) from None
 
     def artifacts(self, run_id: str, folder: str) -> list[str]:
         """Paths of a run's artifacts under `folder`, sorted."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from lossbench.errors import ConfigError, TrackingError
+from lossbench.tracking import first_line
 
 EXAMPLE_BATCH = 2  # torch.export specializes a size-1 dimension: the example's batch must be > 1
 MODEL_URI_PREFIXES = ("runs:/", "models:/")
@@ -30,12 +31,12 @@ def registered_name(suite: str, loss: str, dataset: str) -> str:
     return f"lossbench-{suite}-{loss}-{dataset}"
 
 
-def log_generator(uri: str, client: Any, run_id: str, module: torch.nn.Module, z_dim: int, z_dist: str, name: str,
-                  step: int) -> str:  # fmt: skip
+def log_generator(uri: str, client: Any, experiment_id: str, run_id: str, module: torch.nn.Module, z_dim: int,
+                  z_dist: str, name: str, step: int) -> str:  # fmt: skip
     """Log `module` (latents (B, z_dim) -> samples, on the CPU, in eval mode) as the MLflow model `name`
     of the run, at `step`, its latent distribution `z_dist` in the model's metadata; returns its model
-    id. The model is created in the run's experiment first (MLflow's fluent API would put it in the
-    process's active experiment)."""
+    id. The model is created in the run's experiment, `experiment_id`, first (MLflow's fluent API would
+    put it in the process's active experiment)."""
     import mlflow
     import mlflow.pytorch
     import numpy as np
@@ -51,7 +52,6 @@ def log_generator(uri: str, client: Any, run_id: str, module: torch.nn.Module, z
     )
     try:
         mlflow.set_tracking_uri(uri)  # the fluent API's store: this process's one store
-        experiment_id = client.get_run(run_id).info.experiment_id
         model = client.create_logged_model(experiment_id, name=name, source_run_id=run_id)
         mlflow.pytorch.log_model(
             module, name=name, run_id=run_id, model_id=model.model_id, step=step, signature=signature,
@@ -60,8 +60,7 @@ def log_generator(uri: str, client: Any, run_id: str, module: torch.nn.Module, z
             metadata={"z_dim": z_dim, "z_dist": z_dist},
         )  # fmt: skip
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise TrackingError(f"run {run_id}: cannot log the generator as model '{name}' ({first})") from None
+        raise TrackingError(f"run {run_id}: cannot log the generator as model '{name}' ({first_line(exc)})") from None
     return model.model_id
 
 
@@ -85,8 +84,7 @@ def load_generator(uri: str, tracking_uri: str) -> tuple[torch.nn.Module, int, s
             raise ValueError("its metadata names no latent size (z_dim): not a lossbench generator")
         return G, z_dim, str(meta.get("z_dist", "normal"))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"{uri}: no logged generator there ({first})") from None
+        raise ConfigError(f"{uri}: no logged generator there ({first_line(exc)})") from None
 
 
 def register(client: Any, name: str, run_id: str, model_name: str, alias: str, description: str) -> int:
@@ -104,8 +102,8 @@ def register(client: Any, name: str, run_id: str, model_name: str, alias: str, d
         if model_id:  # the logged model names its versions: the UI's "Registered models" column reads this tag
             _tag_version(client, model_id, name, mv.version)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise TrackingError(f"cannot register run {run_id}'s {model_name} as {name}@{alias} ({first})") from None
+        raise TrackingError(f"cannot register run {run_id}'s {model_name} as {name}@{alias} "
+                            f"({first_line(exc)})") from None  # fmt: skip
     return int(mv.version)
 
 

@@ -147,4 +147,5 @@ def test_an_ema_run_logs_the_averaged_generators_metrics_weights_and_model(store
     for name, a in state.average.state_dict(0).items():
         torch.testing.assert_close(saved[name], a, rtol=0, atol=0)
     logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
-    assert {m.name for m in logged} == {"generator", "generator_ema"}
+    best = run.data.tags["lossbench.best_model"]  # by modes: generator_best, or generator where step 20 is the best
+    assert {m.name for m in logged} == {"generator", "generator_ema", best}

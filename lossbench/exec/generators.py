@@ -1,18 +1,21 @@
 """A run's generator as a self-contained sampler, logged as an MLflow model at the end of a seed run
-(lossbench.tracking_models): the last weights as `generator`, the best evaluation's as `generator_best`,
-the average of its weights (--ema) as `generator_ema`."""
+(lossbench.tracking_models): the last weights as `generator`, the best evaluation's as `generator_best`
+(only where the best is not the last: the run's tag lossbench.best_model names the model that holds
+it, and `best_uri` follows it), the average of its weights (--ema) as `generator_ema`."""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from lossbench.errors import LossbenchError
 from lossbench.gan.models import STANDARD_RANGE, rescale
-from lossbench.tracking import Tracker
+from lossbench.tracking import TAG_BEST_MODEL, Tracker
 from lossbench.tracking_models import log_generator
 
 MODEL_LAST, MODEL_BEST, MODEL_EMA = "generator", "generator_best", "generator_ema"
@@ -34,14 +37,33 @@ class Sampler(nn.Module):
 def log_models(tracker: Tracker, run_id: str, G: nn.Module, z_dim: int, step: int,
                best_weights: Path | None, averaged: nn.Module | None = None) -> float:  # fmt: skip
     """Log G (and G with `best_weights` loaded, when the run kept them, and the `averaged` G of --ema)
-    as MLflow models of the run; returns the wall time it took in seconds."""
+    as MLflow models of the run, in the tracker's experiment (the run's); returns the wall time it took
+    in seconds."""
     started = time.perf_counter()
     dist = getattr(G, "z_dist", "normal")
-    log_generator(tracker.uri, tracker.client, run_id, Sampler(G), z_dim, dist, MODEL_LAST, step)
+
+    def log(module: nn.Module, name: str) -> None:
+        log_generator(tracker.uri, tracker.client, tracker.experiment_id, run_id, module, z_dim, dist, name, step)
+
+    log(Sampler(G), MODEL_LAST)
     if best_weights is not None:
         best = Sampler(G)
         best.G.load_state_dict(torch.load(best_weights, map_location="cpu", weights_only=True))
-        log_generator(tracker.uri, tracker.client, run_id, best, z_dim, dist, MODEL_BEST, step)
+        log(best, MODEL_BEST)
     if averaged is not None:
-        log_generator(tracker.uri, tracker.client, run_id, Sampler(averaged), z_dim, dist, MODEL_EMA, step)
+        log(Sampler(averaged), MODEL_EMA)
     return time.perf_counter() - started
+
+
+def best_uri(uri: str, run_tags: Callable[[str], dict[str, str]]) -> str:
+    """runs:/<id>/generator_best of a run whose last evaluation was its best is runs:/<id>/generator
+    (the model its tag lossbench.best_model names: the run logged the same weights once); any other
+    URI, or a run that cannot be read (the load then says why), as it is."""
+    run_id, _, name = uri.removeprefix("runs:/").partition("/")
+    if not uri.startswith("runs:/") or name.strip("/") != MODEL_BEST:
+        return uri
+    try:
+        named = run_tags(run_id).get(TAG_BEST_MODEL, MODEL_BEST)
+    except LossbenchError:
+        return uri
+    return f"runs:/{run_id}/{named}"

@@ -5,13 +5,15 @@ here or a Ray task (exec.executors.train_task) on a worker.
 `start` creates the child run under its configuration's parent (parameters, tags, data inputs,
 config.json); `resume` reopens an interrupted one under the same id. During training it logs the
 metrics, the sample grids (also as MLflow images, the UI's step slider) and each evaluation, keeping
-G's weights as generator_best.pt whenever the FID is the run's best so far. Its close writes the
-outcome tag, the commit point (lossbench.outcomes), then the status, and returns the seed's
-`SeedResult` (exec.runs):
+G's weights as generator_best.pt whenever the evaluation is the run's best so far by its ranking key
+(metrics.registry.ranking_key and its direction: FID for images, modes for 2-D mixtures). Its close
+writes the outcome tag, the commit point (lossbench.outcomes), then the status, and returns the
+seed's `SeedResult` (exec.runs):
 
-  finished     the final evaluation with best_fid and best_fid_step over every evaluation of the run
-               (read back, so a resumed run counts its earlier ones), G's and D's weights, the
-               readouts' path, the generators as MLflow models (exec.generators); FINISHED
+  finished     the final evaluation with best_<key> and best_<key>_step (best_fid, best_fid_step) over
+               every evaluation of the run (a resumed run's earlier ones read back once), G's and D's
+               weights, the readouts' path, the generators as MLflow models (exec.generators: the best
+               one only where it is not the last step's, tag lossbench.best_model naming it); FINISHED
   diverged     FAILED, tag lossbench.diverged_step
   interrupted  KILLED, tag lossbench.interrupted_step (the group checkpoints it first)
   an error     FAILED with tag lossbench.error; a second Ctrl-C: KILLED, interrupted (`fail`)
@@ -31,8 +33,9 @@ from lossbench.config import RunConfig
 from lossbench.errors import TrackingError
 from lossbench.exec import generators, sample_figures
 from lossbench.exec.runs import SeedResult, data_inputs
+from lossbench.metrics.registry import BEST_PREFIX, best, improves, ranking_key
 from lossbench.outcomes import STATUS_OF
-from lossbench.tracking import TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
+from lossbench.tracking import TAG_BEST_MODEL, TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 from lossbench.train.loop import Outcome
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,12 @@ class SeedRun:
     """The child run of one seed that this process trains: its store, seed and run id, and a local
     folder for the files it uploads (each stays in place until the tracker's flush)."""
 
-    def __init__(self, tracker: Tracker, seed: int, run_id: str, folder: Path) -> None:
+    def __init__(self, tracker: Tracker, seed: int, run_id: str, folder: Path, resumed: bool = False) -> None:
         self.tracker, self.seed, self.run_id, self._folder = tracker, seed, run_id, folder
+        # (value, step) of every value of its ranking key the run logged, in order: kept here, so an
+        # evaluation costs no query of the store; a resumed run's earlier ones are read back once
+        self._history: list[tuple[float, int]] | None = None if resumed else []
+        self._best_weights: Path | None = None  # the local generator_best.pt this process last wrote
 
     @classmethod
     def start(cls, tracker: Tracker, cfg: RunConfig, tags: dict[str, str], parent_id: str, params: dict[str, Any],
@@ -68,7 +75,7 @@ class SeedRun:
         """An interrupted run, RUNNING again, continued at `step` (its checkpoint's, or 0)."""
         tracker.reopen(run_id)
         log.info("seed %d: continuing run %s at step %d", seed, run_id, step)
-        return cls(tracker, seed, run_id, folder)
+        return cls(tracker, seed, run_id, folder, resumed=True)
 
     @property
     def folder(self) -> Path:
@@ -90,12 +97,25 @@ class SeedRun:
         self.tracker.in_background(conventions.log_image, self.tracker.client, self.run_id, path, "samples", step)
 
     def log_evaluation(self, step: int, values: dict[str, float], G: torch.nn.Module) -> None:
-        """An evaluation during training; G's weights kept as generator_best.pt when its FID is the run's
-        best so far (strictly lower than every earlier one, as best_fid_step picks the first)."""
-        earlier = [m.value for m in self.tracker.metric_history(self.run_id, "fid")] if "fid" in values else []
+        """An evaluation during training; G's weights kept as generator_best.pt when it is the run's best
+        so far by its ranking key (strictly better than every earlier value, as best_<key>_step picks
+        the first)."""
+        key = ranking_key(values)
+        earlier = self._evaluations(key) if key else []  # read before the new value is logged
         self.log(step, values)
-        if "fid" in values and all(values["fid"] < v for v in earlier):
+        if key is None:
+            return
+        better = improves(values[key], (v for v, _ in earlier), key)
+        earlier.append((values[key], step))
+        if better:
             self._keep_best(step, G)
+
+    def _evaluations(self, key: str) -> list[tuple[float, int]]:
+        """The run's (value of `key`, step) so far, in the order logged; read from the store once for a
+        resumed run."""
+        if self._history is None:
+            self._history = [(m.value, m.step) for m in self.tracker.metric_history(self.run_id, key)]
+        return self._history
 
     def _keep_best(self, step: int, G: torch.nn.Module) -> None:
         """G's weights at the run's best evaluation, in the store (weights/generator_best.pt), so a
@@ -104,6 +124,7 @@ class SeedRun:
         path = folder / "generator_best.pt"
         torch.save(G.state_dict(), path)
         self.tracker.log_artifact(self.run_id, path, "weights")
+        self._best_weights = path
 
     # --- the close ----------------------------------------------------------------------------
 
@@ -126,12 +147,16 @@ class SeedRun:
 
     def finish(self, step: int, final: dict[str, float], G: torch.nn.Module, D: torch.nn.Module, z_dim: int,
                readouts: list[str], averaged: torch.nn.Module | None = None) -> SeedResult:  # fmt: skip
-        """Close a finished run: `final` (the last evaluation) with its best FID, the weights (and the
-        averaged G's, with --ema), the path of the `readouts` (two of them: a plane), the generators as
-        MLflow models; then FINISHED."""
-        final |= self._best(final, step)
-        if final.get("best_fid_step") == step and "fid" in final and final["best_fid"] == final["fid"]:
-            self._keep_best(step, G)  # the last evaluation is the best: its weights are the best ones
+        """Close a finished run: `final` (the last evaluation) with the run's best by its ranking key,
+        the weights (and the averaged G's, with --ema), the path of the `readouts` (two of them: a
+        plane), the generators as MLflow models; then FINISHED."""
+        best_is_last = None  # unknown: no ranking key evaluated
+        if key := ranking_key(final):
+            value, at = best([*self._evaluations(key), (final[key], step)], key)
+            final |= {f"{BEST_PREFIX}{key}": value, f"{BEST_PREFIX}{key}_step": float(at)}
+            best_is_last = (value, at) == (final[key], step)
+            if best_is_last:  # the last evaluation is the best: its weights are the best ones
+                self._keep_best(step, G)
         self.log(step, final)
         weights = (("generator.pt", G), ("discriminator.pt", D), ("generator_ema.pt", averaged))
         for name, module in ((n, m) for n, m in weights if m is not None):
@@ -140,17 +165,9 @@ class SeedRun:
         if len(readouts) == 2:  # the path of the architecture's scalars (the Dirac-GAN's theta, psi)
             self._log_path(readouts)
         self.tracker.flush()
-        self._log_models(G, z_dim, step, averaged)
-        self.tracker.end_run(self.run_id, "FINISHED", {TAG_OUTCOME: "finished"})
+        tags = self._log_models(G, z_dim, step, averaged, best_is_last)
+        self.tracker.end_run(self.run_id, "FINISHED", {TAG_OUTCOME: "finished"} | tags)
         return SeedResult(self.seed, self.run_id, "finished", step, final)
-
-    def _best(self, final: dict[str, float], step: int) -> dict[str, float]:
-        """best_fid and its step over every evaluation of the run (read back, so resumed runs count too)."""
-        if "fid" not in final:
-            return {}
-        history = [(m.value, m.step) for m in self.tracker.metric_history(self.run_id, "fid")] + [(final["fid"], step)]
-        value, at = min(history)
-        return {"best_fid": value, "best_fid_step": float(at)}
 
     def _log_path(self, keys: list[str]) -> None:
         """The run's own figure of its two readouts' path over training, read back from the store."""
@@ -159,14 +176,26 @@ class SeedRun:
         path = sample_figures.save_path(xs, ys, keys, self.folder / "trajectory.png", f"seed {self.seed}")
         self.tracker.log_artifact(self.run_id, path, "samples")
 
-    def _log_models(self, G: torch.nn.Module, z_dim: int, step: int, averaged: torch.nn.Module | None) -> None:
-        """The last, best and averaged generators as MLflow models (exec.generators); a failure is a
-        warning: the run's weights are stored already."""
-        best = None
-        if BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
-            best = self.tracker.download(self.run_id, BEST_WEIGHTS, self.folder / "best-model")
+    def _log_models(self, G: torch.nn.Module, z_dim: int, step: int, averaged: torch.nn.Module | None,
+                    best_is_last: bool | None) -> dict[str, str]:  # fmt: skip
+        """The last, best and averaged generators as MLflow models (exec.generators), and the tag naming
+        the model with the best evaluation's weights: `generator` itself where the last evaluation is
+        the best (no second export of the same weights), else `generator_best`, from the local file
+        this process wrote (a resumed run whose best came before it reads it back from the store). A
+        failure is a warning and no tag: the run's weights are stored already."""
+        best_weights = None
+        if best_is_last is False:
+            best_weights = self._best_weights
+            if best_weights is None and BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
+                best_weights = self.tracker.download(self.run_id, BEST_WEIGHTS, self.folder / "best-model")
         try:
-            took = generators.log_models(self.tracker, self.run_id, G, z_dim, step, best, averaged)
+            took = generators.log_models(self.tracker, self.run_id, G, z_dim, step, best_weights, averaged)
             log.info("seed %d: generator logged as an MLflow model in %.1f s", self.seed, took)
         except TrackingError as exc:
             log.warning("seed %d: %s", self.seed, exc)
+            return {}
+        if best_is_last:
+            log.info("seed %d: its last evaluation is its best: model %s is the best one (tag %s)", self.seed,
+                     generators.MODEL_LAST, TAG_BEST_MODEL)  # fmt: skip
+            return {TAG_BEST_MODEL: generators.MODEL_LAST}
+        return {TAG_BEST_MODEL: generators.MODEL_BEST} if best_weights is not None else {}

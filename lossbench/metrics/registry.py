@@ -3,6 +3,7 @@ config validation reads it without loading any metric engine."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lossbench.errors import ConfigError
@@ -32,6 +33,10 @@ class MetricSpec:
 
 
 EMA_PREFIX = "ema_"  # the averaged generator's (--ema) scores: ema_fid, ema_modes, ... (same directions)
+BEST_PREFIX = "best_"  # a run's best evaluation by its ranking key: best_fid, best_modes (best_fid_step: its step)
+# the keys that pick a run's best evaluation (and keep its generator), in order of preference: the first
+# an evaluation logged decides (images by FID, 2-D mixtures by modes, as the report's score)
+RANKING = ("fid", "modes", "fcd", "kid_mean", "is_mean")
 
 METRICS: Registry[MetricSpec] = Registry("metric", key="metrics")
 METRICS.add("fid", MetricSpec(("fid",), higher_is_better=False, points=False))
@@ -70,12 +75,34 @@ def check(names: tuple[str, ...], points: bool, dataset: str | None = None) -> N
 
 def higher_is_better(key: str) -> bool:
     """By logged key: kid_mean -> False, is_mean -> True; fid and best_fid -> False; modes and
-    high_quality -> True, reverse_kl -> False; an ema_ key as its own (ema_modes -> True)."""
-    key = key.removeprefix(EMA_PREFIX)
+    high_quality -> True, reverse_kl -> False; an ema_ or best_ key as its own (ema_modes,
+    best_is_mean -> True)."""
+    key = key.removeprefix(EMA_PREFIX).removeprefix(BEST_PREFIX)
     for name in METRICS.names():
         spec = METRICS.get(name)
         if key in spec.lower_is_better:
             return False
-        if key in spec.keys or key == f"best_{name}":
+        if key in spec.keys or key == name:
             return spec.higher_is_better
     return False
+
+
+def ranking_key(keys: Iterable[str]) -> str | None:
+    """The key of an evaluation (its logged `keys`) that picks a run's best evaluation: the first of
+    RANKING among them; None when none is (pr, dc alone: no best generator is kept)."""
+    logged = set(keys)
+    return next((k for k in RANKING if k in logged), None)
+
+
+def best(history: Iterable[tuple[float, int]], key: str) -> tuple[float, int]:
+    """The best (value, step) of a run's evaluations by `key`: the lowest value (the highest where
+    higher is better), the earliest step among equal values."""
+    sign = -1.0 if higher_is_better(key) else 1.0
+    return min(history, key=lambda vs: (sign * vs[0], vs[1]))
+
+
+def improves(value: float, earlier: Iterable[float], key: str) -> bool:
+    """Whether `value` beats every earlier value of `key` strictly (v < e for all e; v > e where higher
+    is better): the first of equal values stays the best, as `best` picks it."""
+    higher = higher_is_better(key)
+    return all(value > e if higher else value < e for e in earlier)
