@@ -6,6 +6,7 @@ leaves the others bit for bit."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -278,3 +279,61 @@ def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: st
     assert proc.stderr.strip().startswith("Error: --parallel-seeds and --parallel-configs do not support d_norm=spectral")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert runs_by_role(store) == {"parent": [], "seed": []}  # not even a parent run
+
+
+KILL_SUITE = """seeds = 2
+[base]
+dataset = "ring8"
+loss = "non-saturating"
+penalty = "gp"
+steps = 120
+log_every = 20
+sample_every = 120
+checkpoint_every = 20
+mode_samples = 500
+[search]
+draws = 2
+[search.keys]
+lr = {log-uniform = [1e-4, 1e-3]}
+penalty_weight = {uniform = [1.0, 10.0]}
+"""
+
+
+def test_a_group_killed_and_resumed_equals_an_uninterrupted_one(store: str, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from test_cli import lossbench, runs_by_role
+    from test_reliability import final_metrics, wait_for_checkpoint
+
+    from mlflow import MlflowClient
+
+    suite = tmp_path / "kill.toml"
+    suite.write_text(KILL_SUITE)
+    args = ["sweep", str(suite), "--parallel-configs", "--no-progress"]
+    ckpts = tmp_path / "ckpt"
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench", *args, "--tracking-uri", store, "--checkpoint-dir",
+                             str(ckpts)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_checkpoint(proc, ckpts)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = {(r.data.params["lr_g"], r.data.params["seed"]): r.info.run_id for r in runs_by_role(store)["seed"]}
+    assert len(killed) == 4  # two draws x two seeds started together
+
+    resume = lossbench("-v", "sweep", str(suite), "--parallel-configs", "--no-progress", "--tracking-uri", store,
+                       "--checkpoint-dir", str(ckpts))  # fmt: skip
+    continued = dict(re.findall(r"continuing run ([0-9a-f]+) at step (\d+)", resume.stderr))
+    assert continued.keys() == set(killed.values()) and len(set(continued.values())) == 1
+    resumed = {(r.data.params["lr_g"], r.data.params["seed"]): r for r in runs_by_role(store)["seed"]}
+    assert {k: r.info.run_id for k, r in resumed.items()} == killed  # every member went on in its own run
+    assert all(r.info.status == "FINISHED" and r.data.tags["lossbench.group_size"] == "4" for r in resumed.values())
+
+    reference = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
+    lossbench(*args, "--tracking-uri", reference, "--checkpoint-dir", str(tmp_path / "c2"))
+    ref = {(r.data.params["lr_g"], r.data.params["seed"]): r for r in runs_by_role(reference)["seed"]}
+    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=reference)
+    keys = ["d_loss", "g_loss", "penalty", "modes", "high_quality"]
+    for k in killed:
+        assert final_metrics(a, resumed[k].info.run_id, keys) == final_metrics(b, ref[k].info.run_id, keys)
