@@ -121,7 +121,8 @@ def summary(out: Path, done: list[Step], device: str, wall_s: float, toy: bool) 
              "| step | exit | wall s | command |", "|---|---|---|---|"]  # fmt: skip
     for s in done:
         rc = "not run" if s.rc is None else str(s.rc)
-        lines.append(f"| {s.name} | {rc} | {s.wall_s:.1f} | `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(s.command))}` |")
+        command = " ".join([Path(s.command[0]).name, *s.command[1:]])
+        lines.append(f"| {s.name} | {rc} | {s.wall_s:.1f} | `{command}` |")
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"benchmarks.device: no CUDA device here; use --toy --device cpu to exercise the script", file=sys.stderr)
+        print("benchmarks.device: no CUDA device here; use --toy --device cpu to exercise the script", file=sys.stderr)
         return 2
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     start = time.perf_counter()

@@ -202,7 +202,7 @@ def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(sto
     parents = {r.info.run_id: r for r in runs["parent"]}
     for r in runs["seed"]:  # each member logged its own configuration, under its own parent
         parent = parents[r.data.tags["mlflow.parentRunId"]]
-        assert r.data.params["lr_g"] == parent.data.params["lr_g"] and r.data.params["beta1"] == parent.data.params["beta1"]
+        assert all(r.data.params[k] == parent.data.params[k] for k in ("lr_g", "beta1"))
         assert r.data.params["parallel_configs"] == "True"
     assert len({(r.data.params["loss"], r.data.params["lr_g"]) for r in runs["seed"]}) == 6
     # one group per loss: its 3 settings x 2 seeds
@@ -276,7 +276,8 @@ def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: st
     suite.write_text(SEARCH_SUITE.replace("[grid]", 'd_norm = "spectral"\n[grid]'))
     proc = lossbench("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith("Error: --parallel-seeds and --parallel-configs do not support d_norm=spectral")
+    assert proc.stderr.strip().startswith("Error: --parallel-seeds and --parallel-configs do not support "
+                                          "d_norm=spectral")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert runs_by_role(store) == {"parent": [], "seed": []}  # not even a parent run
 
@@ -304,10 +305,9 @@ def test_a_group_killed_and_resumed_equals_an_uninterrupted_one(store: str, tmp_
     import subprocess
     import sys
 
+    from mlflow import MlflowClient
     from test_cli import lossbench, runs_by_role
     from test_reliability import final_metrics, wait_for_checkpoint
-
-    from mlflow import MlflowClient
 
     suite = tmp_path / "kill.toml"
     suite.write_text(KILL_SUITE)

@@ -110,7 +110,8 @@ speed_options = stack(
                       "clip, instance noise) together with their seeds, as one vmapped group (implies "
                       "--parallel-seeds; local executor)."),
     click.option("--group-size", type=int, default=None,
-                 help="The most (configuration, seed) members trained as one group; bounds memory (default: no bound)."),
+                 help="The most (configuration, seed) members trained as one group; bounds memory (default: no "
+                      "bound)."),
     click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                  help="bf16 autocasts model forwards; losses and penalties stay fp32."),
     click.option("--compile", "compile_", is_flag=True,

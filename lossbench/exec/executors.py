@@ -28,7 +28,7 @@ from lossbench.exec.plan import Plan, groups, plan
 from lossbench.exec.runs import RunSummary, SeedResult, close_parent, kill_parents, open_parent, skipped, summary
 from lossbench.options import ExecConfig
 from lossbench.registry import Registry
-from lossbench.tracking import Tracker
+from lossbench.tracking import Tracker, first_line
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def _connect(ray: Any, address: str | None) -> None:
                  configure_logging=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - Ray's own connection errors, in one line
         raise LossbenchError(f"cannot reach the Ray cluster at {address or 'a new local one'}: "
-                             f"{str(exc).strip().splitlines()[0][:200]}") from None  # fmt: skip
+                             f"{first_line(exc)}") from None  # fmt: skip
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:

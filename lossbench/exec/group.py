@@ -24,14 +24,13 @@ import torch
 
 import lossbench
 from lossbench import progress, rng
-from lossbench import tracking_conventions as conventions
 from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError, ConfigError, LossbenchError
 from lossbench.exec import lease, sample_figures
 from lossbench.exec.estimate import estimate
 from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, real_cached, reference_set
 from lossbench.exec.plan import Member
-from lossbench.exec.runs import SeedResult, run_tags
+from lossbench.exec.runs import SeedResult, run_tags, source_commit
 from lossbench.exec.seed_run import SeedRun
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
@@ -50,11 +49,6 @@ TAG_GROUP_SIZE = "lossbench.group_size"  # members trained together (1: alone)
 
 class Interrupted(LossbenchError):
     """A signal stopped the run; the current seeds were checkpointed and marked KILLED."""
-
-
-def _git_commit() -> str:
-    """The commit lossbench runs from, read from its checkout's files (no git process); unknown outside one."""
-    return conventions.git_commit(Path(lossbench.__file__).resolve().parent) or "unknown"
 
 
 @dataclass
@@ -104,7 +98,7 @@ class Context:
             "device": str(self.device),
             "torch_version": torch.__version__,
             "lossbench_version": lossbench.__version__,
-            "git_commit": _git_commit(),
+            "git_commit": source_commit() or "unknown",
             "feature_extractor": "inception-v3-compat" if self.train_set.modes is None else "none",
             **asdict(self.ex.speed),  # the fast paths used: parallel_seeds, precision, compile, ...
         }
@@ -209,8 +203,8 @@ class _Group:
         self.ctx, self.slots, self.workdir, self.leases = slots[0].ctx, slots, workdir, leases
         self.cfgs = [s.ctx.cfg for s in slots]
         self.seeds = [s.member.seed for s in slots]
-        self.state = setup(self.ctx.cfg, self.seeds, self.ctx.train_set.sample_shape, self.ctx.device, self.ctx.ex.speed,
-                           configs=self.cfgs)  # fmt: skip
+        ctx = self.ctx
+        self.state = setup(ctx.cfg, self.seeds, ctx.train_set.sample_shape, ctx.device, ctx.ex.speed, configs=self.cfgs)
         self.runs = [self._open_run(k, s) for k, s in enumerate(slots)]
         together = {TAG_GROUP: self.runs[0].run_id, TAG_GROUP_SIZE: str(len(self.runs))}
         for run in self.runs:  # which runs trained together (the latest group, for a resumed member)

@@ -58,12 +58,17 @@ class RunSummary:
         return out
 
 
+def source_commit() -> str | None:
+    """The commit lossbench runs from, read from its checkout's files (no git process); None outside one."""
+    return git_commit(Path(lossbench.__file__).resolve().parent)
+
+
 def run_tags(cfg: RunConfig, ex: ExecConfig | None = None) -> dict[str, str]:
     """A run's lossbench tags; with `ex`, MLflow's too: its suite and stage, the commit it ran from."""
     tags = {TAG_CONFIG_HASH: cfg.config_hash(), TAG_LOSS: cfg.loss.loss, TAG_DATASET: cfg.data.dataset}
     if ex is not None:
         tags |= {TAG_STAGE: ex.stage} | ({TAG_SUITE: ex.suite} if ex.suite else {})
-        if commit := git_commit(Path(lossbench.__file__).resolve().parent):
+        if commit := source_commit():
             tags[TAG_GIT_COMMIT] = commit
     return tags
 

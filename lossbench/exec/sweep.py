@@ -166,7 +166,8 @@ def json_lines(planned: list[Planned], speed: SpeedConfig | None = None) -> list
     """One JSON object per planned (configuration, seed): stage, loss, dataset, every config key, its
     hash, the seed, its evaluations per seed (the final one included: the schedule's cost), and the
     group it trains in (`planned_groups`: members with one number train together)."""
-    group_of = {item: g for g, members in enumerate(planned_groups(planned, speed or SpeedConfig())) for item in members}
+    groups = planned_groups(planned, speed or SpeedConfig())
+    group_of = {item: g for g, members in enumerate(groups) for item in members}
     out = []
     for i, p in enumerate(planned):
         flat = p.cfg.flat()

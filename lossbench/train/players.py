@@ -425,5 +425,6 @@ def _load_optimizer_slice(opt: torch.optim.Optimizer, single: dict[str, Any], k:
             else:
                 target[n] = copy.deepcopy(v)
     if not getattr(opt, "per_member", False):  # per-member values stay the group's own (its members' configurations)
-        sd["param_groups"] = [g | {"params": own["params"]} for g, own in zip(single["param_groups"], sd["param_groups"])]
+        groups = zip(single["param_groups"], sd["param_groups"])
+        sd["param_groups"] = [g | {"params": own["params"]} for g, own in groups]
     opt.load_state_dict(sd)

@@ -121,8 +121,9 @@ def setup(
     )  # fmt: skip
     if len(pairs) == 1:
         make_opt_g, make_opt_d = _optimizers(cfgs[0], speed)
-        players = Single(pairs[0][0], pairs[0][1], make_opt_g, make_opt_d, weight=cfgs[0].loss.penalty_weight,
-                         instance_noise=cfgs[0].loss.instance_noise, clip=cfgs[0].train.weight_clip, **common)  # fmt: skip
+        one = cfgs[0]
+        players = Single(pairs[0][0], pairs[0][1], make_opt_g, make_opt_d, weight=one.loss.penalty_weight,
+                         instance_noise=one.loss.instance_noise, clip=one.train.weight_clip, **common)  # fmt: skip
     else:
         hyper = members.Hyper.of(cfgs, device, torch.get_default_dtype())
         make_opt_g, make_opt_d = _optimizers(cfg, speed, hyper)
@@ -143,7 +144,9 @@ def setup(
     )
 
 
-def _optimizers(cfg: RunConfig, speed: SpeedConfig, hyper: members.Hyper | None = None) -> tuple[OptFactory, OptFactory]:
+def _optimizers(
+    cfg: RunConfig, speed: SpeedConfig, hyper: members.Hyper | None = None
+) -> tuple[OptFactory, OptFactory]:
     """The players' optimiser factories: cfg's optimiser with its learning rates and betas, or, for a
     group whose members differ in them, Adam with each member's own (lossbench.gan.member_adam)."""
     t = cfg.train
@@ -151,7 +154,8 @@ def _optimizers(cfg: RunConfig, speed: SpeedConfig, hyper: members.Hyper | None 
         if t.optimizer not in members.MEMBER_OPTIMIZERS:  # shape_key keeps such members apart
             raise ValueError(f"optimizer {t.optimizer} takes one learning rate for a group")
         betas = (hyper.beta1, hyper.beta2)
-        return (lambda params: MemberAdam(params, hyper.lr_g, betas)), (lambda params: MemberAdam(params, hyper.lr_d, betas))
+        g, d = hyper.lr_g, hyper.lr_d
+        return (lambda params: MemberAdam(params, g, betas)), (lambda params: MemberAdam(params, d, betas))
     factory = optim.OPTIMIZERS.get(t.optimizer)
 
     def make_opt_g(params: list[Tensor]) -> torch.optim.Optimizer:
