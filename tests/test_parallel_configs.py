@@ -337,3 +337,23 @@ def test_a_group_killed_and_resumed_equals_an_uninterrupted_one(store: str, tmp_
     keys = ["d_loss", "g_loss", "penalty", "modes", "high_quality"]
     for k in killed:
         assert final_metrics(a, resumed[k].info.run_id, keys) == final_metrics(b, ref[k].info.run_id, keys)
+
+
+def test_members_evaluated_together_score_as_each_alone(mnist_dir: str, tmp_path) -> None:
+    from lossbench.config import build_models
+    from lossbench.exec.evaluation import make_evaluator
+
+    cfg = resolve({**BASE_MNIST, "arch": "mlp", "metrics": "fid,kid", "fid_samples": 10})
+    train_set = data.load("mnist", mnist_dir, "train")
+    evaluate = make_evaluator(cfg, CPU, mnist_dir, train_set, tmp_path, show=False)
+    Gs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        Gs.append(build_models(cfg, train_set.sample_shape)[0])
+    alone = [evaluate(G, seed, 7) for G, seed in zip(Gs, (3, 4))]
+    together = evaluate.members(Gs, [3, 4], 7)  # one stream of extractor batches, split back per member
+    assert len({round(a["fid"], 3) for a in alone}) == 2  # two different generators
+    for a, t in zip(alone, together):
+        assert a.keys() == t.keys() == {"fid", "kid_mean", "kid_std"}
+        for key in a:
+            assert t[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key

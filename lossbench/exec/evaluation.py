@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,28 @@ from lossbench.progress import phase
 log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module, int, int], dict[str, float]]  # (G, seed, step) -> metrics
+# (the members' Gs, their seeds, step) -> each member's metrics
+EvaluateMany = Callable[[list[nn.Module], list[int], int], list[dict[str, float]]]
+WIDEST_BATCH = 256  # images per extractor call when a group's members are extracted together
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Scores generators: one (G, seed, step) at a time (calling it), or a group's members together
+    (`members`): with image metrics their samples go through the extractor as one stream of batches
+    up to WIDEST_BATCH images wide, each member's drawn from its own stream exactly as alone, and
+    their features split back per member; other metrics score the members one after another."""
+
+    one: Evaluate
+    many: EvaluateMany | None = None
+
+    def __call__(self, G: nn.Module, seed: int, step: int) -> dict[str, float]:
+        return self.one(G, seed, step)
+
+    def members(self, Gs: list[nn.Module], seeds: list[int], step: int) -> list[dict[str, float]]:
+        if self.many is not None and len(Gs) > 1:
+            return self.many(Gs, seeds, step)
+        return [self.one(G, seed, step) for G, seed in zip(Gs, seeds)]
 
 
 def _counted(batches: Iterator[torch.Tensor], advance: Callable[[int], None]) -> Iterator[torch.Tensor]:
@@ -84,11 +107,11 @@ def reference_set(cfg: RunConfig, data_dir: str | None, train_set: data.Dataset)
 def make_evaluator(
     cfg: RunConfig, device: torch.device, data_dir: str | None, train_set: data.Dataset, cache_dir: Path | None = None,
     extractor: metrics.Extractor | None = None, show: bool = True,
-) -> Evaluate:  # fmt: skip
+) -> Evaluator:  # fmt: skip
     m = cfg.metrics
     n, z_dim = m.fid_samples, cfg.model.z_dim
     if not metrics_registry.evaluates(m.metrics):  # --metrics none: no engine, no real statistics
-        return lambda G, seed, step: {}
+        return Evaluator(lambda G, seed, step: {})
 
     def stream(seed: int, step: int) -> torch.Generator:
         # its own stream per evaluation, so evaluating never shifts the training streams
@@ -106,7 +129,7 @@ def make_evaluator(
             g = stream(seed, step)
             return metrics.drop_missing(score(lambda n: generate(G, n, z_dim, g))) | others(G, seed, step)
 
-        return evaluate_classified
+        return Evaluator(evaluate_classified)
 
     if train_set.modes is not None:  # VEEGAN's and PacGAN's protocol: mode_samples points, not fid_samples
         modes_, std = train_set.modes, train_set.mode_std or 0.0
@@ -117,7 +140,7 @@ def make_evaluator(
             # reverse_kl is NaN when no point is high quality: not logged (modes and high_quality are 0)
             return metrics.drop_missing(modes.mode_metrics(samples, modes_, std, threshold=threshold))
 
-        return evaluate_points
+        return Evaluator(evaluate_points)
 
     reference = reference_set(cfg, data_dir, train_set)
     extractor = extractor or metrics.EXTRACTORS.get("inception-v3-compat")(device)
@@ -129,4 +152,30 @@ def make_evaluator(
             fake = metrics.fake_features(extractor, _counted(_batches(G, n, z_dim, stream(seed, step)), advance))
             return metrics.drop_missing(metrics.compare(m.metrics, real, fake))
 
-    return evaluate_images
+    def evaluate_members(Gs: list[nn.Module], seeds: list[int], step: int) -> list[dict[str, float]]:
+        what = f"evaluation: {len(Gs)} members at step {step}, {n:,} generated images each"
+        width = max(extractor.batch_size, min(WIDEST_BATCH, extractor.batch_size * len(Gs)))
+        wide = dataclasses.replace(extractor, batch_size=width)
+        with phase(what, n * len(Gs), bar=show) as advance:
+            fakes = _member_features(wide, [_batches(G, n, z_dim, stream(seed, step)) for G, seed in zip(Gs, seeds)],
+                                     advance)  # fmt: skip
+            return [metrics.drop_missing(metrics.compare(m.metrics, real, fake)) for fake in fakes]
+
+    return Evaluator(evaluate_images, evaluate_members)
+
+
+def _member_features(
+    extractor: metrics.Extractor, streams: list[Iterator[torch.Tensor]], advance: Callable[[int], None]
+) -> list[metrics.Features]:
+    """Each member's features, from its own stream of generated batches: the members' i-th batches
+    are extracted as one (split to the extractor's batch size), then split back per member."""
+    pools: list[list[torch.Tensor]] = [[] for _ in streams]
+    logits: list[list[torch.Tensor]] = [[] for _ in streams]
+    for chunks in zip(*streams):
+        sizes = [len(c) for c in chunks]
+        pool, logit = metrics.extract(extractor, iter([metrics.to_uint8(torch.cat(chunks))]))
+        for k, (p, lg) in enumerate(zip(pool.split(sizes), logit.split(sizes))):
+            pools[k].append(p)
+            logits[k].append(lg)
+        advance(sum(sizes))
+    return [metrics.Features(torch.cat(p), torch.cat(lg)) for p, lg in zip(pools, logits)]

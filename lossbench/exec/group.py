@@ -12,6 +12,7 @@ folder that the group removes when it ends, however it ends. Each run is trained
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from lossbench.config import RunConfig
 from lossbench.errors import CheckpointError, ConfigError, LossbenchError
 from lossbench.exec import lease, sample_figures
 from lossbench.exec.estimate import estimate
-from lossbench.exec.evaluation import Evaluate, make_evaluator, open_extractor, real_cached, reference_set
+from lossbench.exec.evaluation import Evaluator, make_evaluator, open_extractor, real_cached, reference_set
 from lossbench.exec.plan import Member
 from lossbench.exec.runs import SeedResult, run_tags, source_commit
 from lossbench.exec.seed_run import SeedRun
@@ -62,7 +63,7 @@ class Context:
     train_set: data.Dataset
     x: torch.Tensor
     tracker: Tracker
-    evaluate: Evaluate
+    evaluate: Evaluator
 
     @classmethod
     def open(cls, cfg: RunConfig, ex: ExecConfig, preflight: bool = False) -> Context:
@@ -248,7 +249,7 @@ class _Group:
         hooks = Hooks(
             log=lambda k, step, values: self.runs[k].log(step, values | self._readouts(k)),
             samples=self._log_samples,
-            evaluate=self._evaluate,
+            evaluate_group=self._evaluate,
             checkpoint=lambda k, step, st: self._stage_checkpoint(st, k),
             checkpoint_commit=self._commit_checkpoint,
             progress=bar.update,
@@ -276,37 +277,52 @@ class _Group:
             for monitor in monitors:
                 if monitor is not None:
                     monitor.finish()
-        return [self._close(k, o) for k, o in enumerate(outcomes)]
+        finished = [k for k, o in enumerate(outcomes) if o.status == "finished"]
+        finals = dict(zip(finished, self._evaluations(finished, self.state.step))) if finished else {}
+        return [self._close(k, o, finals.get(k, {})) for k, o in enumerate(outcomes)]
 
-    def _close(self, k: int, outcome: Outcome) -> SeedResult:
-        """End seed k's run by its outcome; a finished seed is evaluated a last time first."""
+    def _close(self, k: int, outcome: Outcome, final: dict[str, float]) -> SeedResult:
+        """End member k's run by its outcome; a finished member with its final evaluation (`run` makes
+        the finished members' together)."""
         if outcome.status != "finished":  # diverged, or interrupted (checkpointed by `run`, with its siblings)
             return self.runs[k].end(outcome)
-        averaged = self._averaged(k, outcome.step)  # first: it reloads a group's shared G view
         G = self.state.players.generator(k)
-        final = self.ctx.evaluate(G, self.seeds[k], outcome.step) | averaged
         return self.runs[k].finish(outcome.step, final, G, self.state.players.discriminator(k),
                                    self.cfgs[k].model.z_dim, self.readout_keys, self._average(k))  # fmt: skip
 
-    def _evaluate(self, k: int, step: int, G: torch.nn.Module) -> None:
-        """An evaluation during training: G's, then (with --ema) the averaged G's under ema_ names."""
-        self.runs[k].log_evaluation(step, self.ctx.evaluate(G, self.seeds[k], step), G)
-        if averaged := self._averaged(k, step):
-            self.runs[k].log(step, averaged)
+    def _evaluate(self, step: int, ks: list[int]) -> None:
+        """An evaluation during training of the live members, together: each one's G, then (with --ema)
+        its averaged G under ema_ names; G's weights kept when they are the run's best."""
+        Gs = [self._own(self.state.players.generator(k)) for k in ks]
+        values = self.ctx.evaluate.members(Gs, [self.seeds[k] for k in ks], step)
+        for k, G, v, averaged in zip(ks, Gs, values, self._averaged(ks, step)):
+            self.runs[k].log_evaluation(step, v, G)
+            if averaged:
+                self.runs[k].log(step, averaged)
+
+    def _evaluations(self, ks: list[int], step: int) -> list[dict[str, float]]:
+        """Members ks' G and averaged G (ema_ names) evaluated together: their final metrics."""
+        Gs = [self._own(self.state.players.generator(k)) for k in ks]
+        values = self.ctx.evaluate.members(Gs, [self.seeds[k] for k in ks], step)
+        return [v | a for v, a in zip(values, self._averaged(ks, step))]
+
+    def _own(self, G: torch.nn.Module) -> torch.nn.Module:
+        """A module of member k's own: a group's players and averages load each member into one shared
+        view, so members evaluated together each get a copy (one member uses the view itself)."""
+        return copy.deepcopy(G) if len(self.runs) > 1 else G
 
     def _average(self, k: int) -> torch.nn.Module | None:
-        """Seed k's averaged G (--ema), or None."""
+        """Member k's averaged G (--ema), or None."""
         average = self.state.average
         return None if average is None else average.generator(self.state.players, k)
 
-    def _averaged(self, k: int, step: int) -> dict[str, float]:
-        """The averaged G's evaluation, its metrics named ema_<metric>; {} without --ema."""
-        G = self._average(k)
-        return (
-            {}
-            if G is None
-            else {f"{EMA_PREFIX}{key}": v for key, v in self.ctx.evaluate(G, self.seeds[k], step).items()}
-        )
+    def _averaged(self, ks: list[int], step: int) -> list[dict[str, float]]:
+        """The averaged Gs' evaluations, their metrics named ema_<metric>; {} each without --ema."""
+        if self.state.average is None:
+            return [{} for _ in ks]
+        Gs = [self._own(self._average(k)) for k in ks]  # type: ignore[arg-type]
+        values = self.ctx.evaluate.members(Gs, [self.seeds[k] for k in ks], step)
+        return [{f"{EMA_PREFIX}{key}": v for key, v in one.items()} for one in values]
 
     def _abort_checkpoint(self) -> None:
         """Drop a checkpoint staged but not committed (the previous commit stays each seed's)."""

@@ -40,6 +40,9 @@ class Hooks:
     log: Callable[[int, int, dict[str, float]], None] = _noop  # (k, step, means over the window)
     samples: Callable[[int, int, nn.Module], None] = _noop  # (k, step, G) every sample_every steps
     evaluate: Callable[[int, int, nn.Module], None] = _noop  # (k, step, G) every eval_every steps
+    # (step, the live members' k) every eval_every steps: the group's members evaluated together;
+    # when given, it is called instead of `evaluate`
+    evaluate_group: Callable[[int, list[int]], None] | None = None
     checkpoint: Callable[[int, int, TrainState], None] = _noop  # (k, step, state) every checkpoint_every
     # (step) once after that step's checkpoint calls, one per live seed: where a group commits them as one
     checkpoint_commit: Callable[[int], None] = _noop
@@ -103,8 +106,11 @@ def _run_schedules(cfg: RunConfig, state: TrainState, hooks: Hooks, seeds: _Seed
         for k in seeds.alive:
             hooks.samples(k, step, P.generator(k))
     if cfg.metrics.eval_every and step % cfg.metrics.eval_every == 0 and step != t.steps:
-        for k in seeds.alive:
-            hooks.evaluate(k, step, P.generator(k))
+        if hooks.evaluate_group is not None:
+            hooks.evaluate_group(step, list(seeds.alive))
+        else:
+            for k in seeds.alive:
+                hooks.evaluate(k, step, P.generator(k))
     if _due(step, t.checkpoint_every, t.steps):
         for k in seeds.alive:
             hooks.checkpoint(k, step, state)
