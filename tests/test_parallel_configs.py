@@ -182,7 +182,7 @@ mode_samples = 500
 [grid]
 loss = ["non-saturating", "wgan-gp"]
 [search]
-draws = 3
+draws = 2
 [search.keys]
 lr = {log-uniform = [1e-4, 1e-3]}
 beta1 = {uniform = [0.0, 0.9]}
@@ -195,19 +195,19 @@ def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(sto
     suite = tmp_path / "search.toml"
     suite.write_text(SEARCH_SUITE)
     proc = lossbench("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress")
-    assert "6 configurations" in proc.stdout and "suite search: 12 finished" in proc.stdout
+    assert "4 configurations" in proc.stdout and "suite search: 8 finished" in proc.stdout
     runs = runs_by_role(store)
-    assert len(runs["seed"]) == 12 and len(runs["parent"]) == 6
+    assert len(runs["seed"]) == 8 and len(runs["parent"]) == 4
     assert all(r.info.status == "FINISHED" and "modes" in r.data.metrics for r in runs["seed"])
     parents = {r.info.run_id: r for r in runs["parent"]}
     for r in runs["seed"]:  # each member logged its own configuration, under its own parent
         parent = parents[r.data.tags["mlflow.parentRunId"]]
         assert all(r.data.params[k] == parent.data.params[k] for k in ("lr_g", "beta1"))
         assert r.data.params["parallel_configs"] == "True"
-    assert len({(r.data.params["loss"], r.data.params["lr_g"]) for r in runs["seed"]}) == 6
-    # one group per loss: its 3 settings x 2 seeds
+    assert len({(r.data.params["loss"], r.data.params["lr_g"]) for r in runs["seed"]}) == 4
+    # one group per loss: its 2 settings x 2 seeds
     groups = {r.data.tags["lossbench.group"] for r in runs["seed"]}
-    assert len(groups) == 2 and {r.data.tags["lossbench.group_size"] for r in runs["seed"]} == {"6"}
+    assert len(groups) == 2 and {r.data.tags["lossbench.group_size"] for r in runs["seed"]} == {"4"}
     assert all(len({r.data.params["loss"] for r in runs["seed"] if r.data.tags["lossbench.group"] == g}) == 1
                for g in groups)  # fmt: skip
     assert all(p.info.status == "FINISHED" for p in runs["parent"])
@@ -232,7 +232,7 @@ def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(sto
         same = [k for k in seq if k[0] == loss and k[3] == seed]
         assert min(same, key=lambda k: float((losses(seq[k]) - losses(r)).norm())) == setting(r)
     again = lossbench("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress")
-    assert "12 finished, 0 to run" in again.stdout
+    assert "8 finished, 0 to run" in again.stdout
 
 
 def test_a_group_size_of_zero_is_refused_in_one_line(store: str, tmp_path) -> None:
@@ -259,13 +259,13 @@ def test_the_dry_run_shows_each_members_group(store: str, tmp_path) -> None:
         proc = lossbench("sweep", str(suite), "--dry-run", "--format", "json", *flags, "--tracking-uri", store)
         return [json.loads(line)["group"] for line in proc.stdout.splitlines()]
 
-    # planned order: 3 non-saturating settings x 2 seeds, then 3 wgan-gp settings x 2 seeds
-    assert groups() == list(range(12))  # one at a time
-    assert groups("--parallel-seeds") == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # a configuration's seeds
-    assert groups("--parallel-configs") == [0] * 6 + [1] * 6  # one group per loss: its draws share a shape
-    assert groups("--parallel-configs", "--group-size", "4") == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3]
+    # planned order: 2 non-saturating settings x 2 seeds, then 2 wgan-gp settings x 2 seeds
+    assert groups() == list(range(8))  # one at a time
+    assert groups("--parallel-seeds") == [0, 0, 1, 1, 2, 2, 3, 3]  # a configuration's seeds
+    assert groups("--parallel-configs") == [0] * 4 + [1] * 4  # one group per loss: its draws share a shape
+    assert groups("--parallel-configs", "--group-size", "3") == [0, 0, 0, 1, 2, 2, 2, 3]
     text = lossbench("sweep", str(suite), "--dry-run", "--parallel-configs", "--tracking-uri", store).stdout
-    assert "groups (--parallel-configs): 2 (2 of 6 members); estimated" in text
+    assert "groups (--parallel-configs): 2 (2 of 4 members); estimated" in text
     assert not runs_by_role(store)["seed"]
 
 
