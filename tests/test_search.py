@@ -213,8 +213,9 @@ def test_json_dry_run_plans_both_stages(first_stage: tuple[str, str]) -> None:
     runs = [json.loads(line) for line in fresh.stdout.splitlines()]
     assert len(runs) == 6 * 3 and {r["stage"] for r in runs} == {"search"}
     keys = set(suite.configs[0].flat())
-    for r, (cfg, seed) in zip(runs, [(c, s) for c in suite.configs for s in range(3)]):
-        assert set(r) == keys | {"stage", "config_hash", "evaluations", "seed"}
+    for i, (r, (cfg, seed)) in enumerate(zip(runs, [(c, s) for c in suite.configs for s in range(3)])):
+        assert set(r) == keys | {"stage", "config_hash", "evaluations", "seed", "group"}
+        assert r["group"] == i  # trained one at a time: a group each
         assert list(r)[:3] == ["stage", "loss", "dataset"]
         assert r["seed"] == seed and r["config_hash"] == cfg.config_hash() and r["lr_g"] == cfg.train.lr_g
         assert resolve(("json", {k: v for k, v in r.items() if k in keys})) == cfg  # every key, exactly
