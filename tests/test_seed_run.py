@@ -133,3 +133,16 @@ def test_the_ranking_key_and_its_direction_come_from_the_metric_registry() -> No
     assert improves(8.0, [3.0, 7.0], "modes") and not improves(7.0, [3.0, 7.0], "modes")
     assert improves(2.0, [3.0, 7.0], "fid") and not improves(3.0, [3.0, 7.0], "fid")
     assert higher_is_better("best_modes") and higher_is_better("best_is_mean") and not higher_is_better("best_fid")
+
+
+def test_an_evaluation_ranked_by_another_key_is_not_compared_with_the_fids(tmp_path: Path) -> None:
+    """FID 50, 40, then an evaluation whose FID is missing (dropped as non-finite) ranks by kid_mean
+    0.05: that value is not a FID. The kept weights and best_fid stay step 4's 40."""
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "lossbench")
+    run = _start(tracker, tmp_path / "a")
+    run.log_evaluation(2, {"fid": 50.0}, _G(2))
+    run.log_evaluation(4, {"fid": 40.0}, _G(4))
+    run.log_evaluation(6, {"kid_mean": 0.05}, _G(6))
+    result = run.finish(8, {"fid": 45.0}, _G(8), _G(0), 2, [])
+    assert (result.metrics["best_fid"], result.metrics["best_fid_step"]) == (40.0, 4.0)
+    assert _kept(tracker, run.run_id, tmp_path) == 4.0

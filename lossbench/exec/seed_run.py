@@ -49,9 +49,11 @@ class SeedRun:
 
     def __init__(self, tracker: Tracker, seed: int, run_id: str, folder: Path, resumed: bool = False) -> None:
         self.tracker, self.seed, self.run_id, self._folder = tracker, seed, run_id, folder
-        # (value, step) of every value of its ranking key the run logged, in order: kept here, so an
-        # evaluation costs no query of the store; a resumed run's earlier ones are read back once
-        self._history: list[tuple[float, int]] | None = None if resumed else []
+        # per ranking key, (value, step) of every value the run logged, in order: kept here, so an
+        # evaluation costs no query of the store; a resumed run's earlier ones are read back once per key
+        self._history: dict[str, list[tuple[float, int]]] = {}
+        self._resumed = resumed
+        self._ranked_by: str | None = None  # the ranking key of this run's evaluations, once one ranked
         self._best_weights: Path | None = None  # the local generator_best.pt this process last wrote
 
     @classmethod
@@ -100,11 +102,14 @@ class SeedRun:
         """An evaluation during training; G's weights kept as generator_best.pt when it is the run's best
         so far by its ranking key (strictly better than every earlier value, as best_<key>_step picks
         the first)."""
-        key = ranking_key(values)
+        # the run ranks by the key of its first ranked evaluation: one missing it (a non-finite FID,
+        # dropped) is logged but competes with nothing
+        key = self._ranked_by or ranking_key(values)
         earlier = self._evaluations(key) if key else []  # read before the new value is logged
         self.log(step, values)
-        if key is None:
+        if key is None or key not in values:
             return
+        self._ranked_by = key
         better = improves(values[key], (v for v, _ in earlier), key)
         earlier.append((values[key], step))
         if better:
@@ -113,9 +118,10 @@ class SeedRun:
     def _evaluations(self, key: str) -> list[tuple[float, int]]:
         """The run's (value of `key`, step) so far, in the order logged; read from the store once for a
         resumed run."""
-        if self._history is None:
-            self._history = [(m.value, m.step) for m in self.tracker.metric_history(self.run_id, key)]
-        return self._history
+        if key not in self._history:
+            earlier = self.tracker.metric_history(self.run_id, key) if self._resumed else []
+            self._history[key] = [(m.value, m.step) for m in earlier]
+        return self._history[key]
 
     def _keep_best(self, step: int, G: torch.nn.Module) -> None:
         """G's weights at the run's best evaluation, in the store (weights/generator_best.pt), so a

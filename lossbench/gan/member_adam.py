@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 
 
-def _per_member(value: Tensor, like: Tensor) -> Tensor:
-    """(S,) -> (S, 1, ..., 1), broadcasting over one member's slice of `like`."""
+def per_member(value: Tensor, like: Tensor) -> Tensor:
+    """(S,) -> (S, 1, ..., 1) on `like`'s device and dtype, broadcasting over each member's slice of
+    `like` (S, ...)."""
     return value.reshape(-1, *([1] * (like.dim() - 1))).to(like)
 
 
@@ -61,13 +62,18 @@ class MemberAdam(torch.optim.Optimizer):
 
     per_member = True  # its param_groups hold every member's values: a member's slice is made, not copied
 
-    def __init__(self, params: Iterable[Tensor], lr: Tensor, betas: tuple[Tensor, Tensor], eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: Iterable[Tensor], lr: Tensor, betas: tuple[Tensor, Tensor], eps: float = 1e-8, fused: bool = False
+    ) -> None:  # fmt: skip
         lr, beta1, beta2 = (torch.as_tensor(x, dtype=torch.float64).reshape(-1).cpu() for x in (lr, *betas))
         if not len(lr) == len(beta1) == len(beta2):
             raise ValueError(f"lr and betas must name every member: {len(lr)}, {len(beta1)}, {len(beta2)}")
         if bool((lr <= 0).any()) or bool(((beta1 < 0) | (beta1 >= 1) | (beta2 < 0) | (beta2 >= 1)).any()):
             raise ValueError("lr must be > 0 and betas in [0, 1) for every member")
         super().__init__(params, {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps})
+        # the kernel a member's own torch Adam uses (--fused-optim), written into its checkpoint's groups, so a
+        # member resumed alone steps as a run that never was in a group
+        self.fused = fused
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() == 0 or p.shape[0] != len(lr):
@@ -83,7 +89,7 @@ class MemberAdam(torch.optim.Optimizer):
         out = []
         for group, mine in zip(self.param_groups, own):
             betas = (float(group["beta1"][k]), float(group["beta2"][k]))
-            template = OPTIMIZERS.get("adam")([torch.zeros(1)], float(group["lr"][k]), betas, False)
+            template = OPTIMIZERS.get("adam")([torch.zeros(1)], float(group["lr"][k]), betas, self.fused)
             out.append(template.state_dict()["param_groups"][0] | {"eps": group["eps"], "params": mine["params"]})
         return out
 
@@ -107,6 +113,6 @@ class MemberAdam(torch.optim.Optimizer):
             for p in with_grad:
                 key = (p.dtype, p.device, p.dim())
                 if key not in cast:  # moved to the parameters' device once per step and shape rank
-                    cast[key] = {name: _per_member(v, p) for name, v in c.items()}
+                    cast[key] = {name: per_member(v, p) for name, v in c.items()}
                 state = self.state[p]
                 adam_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], cast[key], group["eps"])

@@ -11,8 +11,8 @@ from torch import Tensor
 
 from lossbench.gan import latent
 from lossbench.gan.batches import Sampler
+from lossbench.gan.member_adam import per_member
 from lossbench.gan.penalties import Noises
-from lossbench.train.members import per_member
 from lossbench.train.players import Players
 
 

@@ -90,8 +90,3 @@ class Hyper:
 
 def _value(cfg: RunConfig, name: str) -> float:
     return float(getattr(cfg.train if hasattr(cfg.train, name) else cfg.loss, name))
-
-
-def per_member(value: Tensor, like: Tensor) -> Tensor:
-    """(S,) -> (S, 1, ..., 1), broadcasting over each member's slice of `like` (S, ...)."""
-    return value.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)

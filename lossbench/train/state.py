@@ -150,12 +150,15 @@ def _optimizers(
     """The players' optimiser factories: cfg's optimiser with its learning rates and betas, or, for a
     group whose members differ in them, Adam with each member's own (lossbench.gan.member_adam)."""
     t = cfg.train
-    if hyper is not None and not all(hyper.uniform(name) for name in ("lr_g", "lr_d", "beta1", "beta2")):
-        if t.optimizer not in members.MEMBER_OPTIMIZERS:  # shape_key keeps such members apart
+    per_member = t.optimizer in members.MEMBER_OPTIMIZERS
+    varying = ("lr_g", "lr_d", "beta1", "beta2") if per_member else ("lr_g", "lr_d")  # SGD, RMSprop: no betas
+    if hyper is not None and not all(hyper.uniform(name) for name in varying):
+        if not per_member:  # shape_key keeps such members apart
             raise ValueError(f"optimizer {t.optimizer} takes one learning rate for a group")
         betas = (hyper.beta1, hyper.beta2)
-        g, d = hyper.lr_g, hyper.lr_d
-        return (lambda params: MemberAdam(params, g, betas)), (lambda params: MemberAdam(params, d, betas))
+        g, d, fused = hyper.lr_g, hyper.lr_d, speed.fused_optim
+        return (lambda params: MemberAdam(params, g, betas, fused=fused)), (
+            lambda params: MemberAdam(params, d, betas, fused=fused))
     factory = optim.OPTIMIZERS.get(t.optimizer)
 
     def make_opt_g(params: list[Tensor]) -> torch.optim.Optimizer:

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lossbench.gan.member_adam import per_member
 from lossbench.gan.update_rules import RULES
 from lossbench.registry import Registry
 from lossbench.train.consensus import consensus_gradients
 from lossbench.train.counterfactual import counterfactual_signals
 from lossbench.train.draws import Draws
-from lossbench.train.members import per_member
 from lossbench.train.players import Players, learning_signal, pack
 
 if TYPE_CHECKING:
