@@ -42,6 +42,8 @@ class SpeedConfig:
             raise ConfigError(f"'precision' must be fp32 or bf16, got {self.precision!r}")
         if self.group_size is not None and self.group_size < 1:
             raise ConfigError(f"--group-size must be >= 1 (members trained together), got {self.group_size}")
+        if self.group_size is not None and not (self.parallel_seeds or self.parallel_configs):
+            raise ConfigError("--group-size bounds the groups of --parallel-seeds or --parallel-configs: give one")
         if self.parallel_configs and not self.parallel_seeds:  # a group of configurations groups their seeds too
             object.__setattr__(self, "parallel_seeds", True)
 

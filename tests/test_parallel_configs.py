@@ -244,6 +244,9 @@ def test_a_group_size_of_zero_is_refused_in_one_line(store: str, tmp_path) -> No
                      check=False)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "Error: --group-size must be >= 1 (members trained together), got 0"
+    alone = lossbench("sweep", str(suite), "--group-size", "2", "--tracking-uri", store, check=False)
+    assert alone.returncode != 0 and alone.stderr.strip() == (
+        "Error: --group-size bounds the groups of --parallel-seeds or --parallel-configs: give one")
     assert not runs_by_role(store)["seed"]
 
 
@@ -357,3 +360,42 @@ def test_members_evaluated_together_score_as_each_alone(mnist_dir: str, tmp_path
         assert a.keys() == t.keys() == {"fid", "kid_mean", "kid_std"}
         for key in a:
             assert t[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+
+
+def test_ctrl_c_in_a_later_group_leaves_the_earlier_groups_parents_finished(store: str, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_cli import runs_by_role
+
+    suite = tmp_path / "two.toml"
+    suite.write_text(KILL_SUITE.replace('loss = "non-saturating"\n', "").replace("steps = 120", "steps = 300")
+                     + '[grid]\nloss = ["non-saturating", "least-squares"]\n')  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "lossbench", "sweep", str(suite), "--parallel-configs",
+                             "--no-progress", "--tracking-uri", store, "--checkpoint-dir", str(tmp_path / "ckpt")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    started = deadline = time.time()
+    deadline += 300
+    while True:  # until the first group's four runs have ended and the second group's have started
+        try:  # the sweep makes the store: read it once it is there
+            runs = runs_by_role(store)["seed"] if time.time() > started + 8 else []
+        except Exception:  # noqa: BLE001 - a store still being created
+            runs = []
+        first = [r for r in runs if r.data.tags.get("lossbench.loss") == "non-saturating"]
+        second = [r for r in runs if r.data.tags.get("lossbench.loss") == "least-squares"]
+        if len(first) == 4 and all(r.info.status == "FINISHED" for r in first) and second:
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, "the first group did not finish"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "continue with --resume" in err
+    parents = runs_by_role(store)["parent"]
+    status = {r.data.params["loss"]: set() for r in parents}
+    for r in parents:
+        status[r.data.params["loss"]].add(r.info.status)
+    assert status == {"non-saturating": {"FINISHED"}, "least-squares": {"KILLED"}}
+    assert all("modes_mean" in r.data.metrics for r in parents if r.data.params["loss"] == "non-saturating")

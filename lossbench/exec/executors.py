@@ -77,13 +77,25 @@ def run_grouped(jobs: list[Job]) -> list[RunSummary]:
     contexts = []
     for cfg, ex in jobs:
         key = shape_key(cfg)
-        if key not in shared:
-            shared[key] = Context.open(cfg, ex)
+        if key not in shared:  # one configuration (`lossbench run`): its preflight line, as without groups
+            shared[key] = Context.open(cfg, ex, preflight=len(jobs) == 1)
         contexts.append(dc.replace(shared[key], cfg=cfg, ex=resolve_exec(ex)))
     plans = [plan(ctx.tracker, ctx.cfg, ctx.ex) for ctx in contexts]
     parents: dict[int, str] = {}
     slots: list[Slot] = []
     owner: dict[int, int] = {}  # id(slot) -> its job
+    trained: dict[int, list[SeedResult]] = {i: [] for i in range(len(jobs))}
+    closed: dict[int, RunSummary] = {}
+
+    def close_finished(ended: list[tuple[Slot, SeedResult]]) -> None:
+        """After each group: close the parents whose every member has ended (an interruption later
+        leaves them closed, with their aggregates)."""
+        for slot, result in ended:
+            trained[owner[id(slot)]].append(result)
+        for i in {owner[id(slot)] for slot, _ in ended}:
+            if len(trained[i]) == len(plans[i].members):
+                closed[i] = close_parent(contexts[i].tracker, contexts[i].cfg, plans[i], parents[i], trained[i])
+
     try:
         for i, (ctx, p) in enumerate(zip(contexts, plans)):
             if p.idle:
@@ -94,17 +106,16 @@ def run_grouped(jobs: list[Job]) -> list[RunSummary]:
                 slot = Slot(ctx, parents[i], params, m)
                 owner[id(slot)] = i
                 slots.append(slot)
-        trained: dict[int, list[SeedResult]] = {i: [] for i in range(len(jobs))}
-        for slot, result in train_slots(slots):
-            trained[owner[id(slot)]].append(result)
+        train_slots(slots, close_finished)
     except BaseException:
-        for i in parents:
+        for i in parents.keys() - closed.keys():
             kill_parents(contexts[i].tracker, [parents[i]])
         raise
     return [
-        close_parent(ctx.tracker, ctx.cfg, p, parents[i], trained[i]) if i in parents else summary(ctx.cfg, p, None, [])
+        closed.get(i) or (close_parent(ctx.tracker, ctx.cfg, p, parents[i], trained[i]) if i in parents
+                          else summary(ctx.cfg, p, None, []))
         for i, (ctx, p) in enumerate(zip(contexts, plans))
-    ]
+    ]  # fmt: skip
 
 
 def run_here(cfg: RunConfig, ex: ExecConfig) -> RunSummary:

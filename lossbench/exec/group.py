@@ -17,6 +17,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,12 @@ def slot_groups(slots: list[Slot]) -> list[list[Slot]]:
     return grouped(ordered, lambda s: group_key(s.ctx.cfg, s.member.step, speed) or id(s), speed.group_size)
 
 
-def train_slots(slots: list[Slot]) -> list[tuple[Slot, SeedResult]]:
-    """Train the members in their groups (`slot_groups`), each in its own run under its own parent; a
-    signal checkpoints the members in training, ends them KILLED and raises Interrupted."""
+def train_slots(
+    slots: list[Slot], done: Callable[[list[tuple[Slot, SeedResult]]], None] | None = None
+) -> list[tuple[Slot, SeedResult]]:
+    """Train the members in their groups (`slot_groups`), each in its own run under its own parent;
+    `done` receives each group's results as it ends. A signal checkpoints the members in training,
+    ends them KILLED and raises Interrupted."""
     results: list[tuple[Slot, SeedResult]] = []
     with stop_on_signals() as stop:
         for group in slot_groups(slots):
@@ -152,17 +156,20 @@ def train_slots(slots: list[Slot]) -> list[tuple[Slot, SeedResult]]:
                         ordered = sorted(group, key=lambda s: (first.setdefault(s.ctx.cfg.config_hash(), len(first)),
                                                                s.member.seed))  # fmt: skip
                         claimed = [s for s in ordered if _claim(s.ctx, s.member, claims, leases)]
-                        results += [(s, SeedResult(s.member.seed, s.member.run_id, "skipped"))
-                                    for s in group if s not in claimed]  # fmt: skip
+                        ended = [(s, SeedResult(s.member.seed, s.member.run_id, "skipped"))
+                                 for s in group if s not in claimed]  # fmt: skip
                         trainer = _Group(claimed, Path(workdir), leases) if claimed else None
                     if trainer is not None:
-                        results.extend(zip(claimed, trainer.run(stop)))
+                        ended += list(zip(claimed, trainer.run(stop)))
+                    results += ended
             finally:
                 for held in leases:
                     held.release()
             interrupted = [r for _, r in results if r.outcome == "interrupted"]
-            if interrupted:
+            if interrupted:  # the group's members are checkpointed and KILLED; the caller ends their parents
                 raise Interrupted(f"interrupted at step {interrupted[0].step}; continue with --resume")
+            if done is not None:
+                done(ended)
     return results
 
 
