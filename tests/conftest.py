@@ -7,8 +7,12 @@ the default sqlite store never leak between tests; the real-feature cache is sha
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,8 +54,44 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, feature_cache
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow sqlite store as MLflow's own first use leaves it (its schema migrated, its
+    Default experiment), made once per session: a new store's migrations cost seconds in every
+    process that makes one. First use itself stays tested wherever a test names a path nothing was
+    copied to: `unmade_store`, tests/test_store.py's four processes at once, the default runs/ store."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("store-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # MLflow makes the schema here
+    return db
+
+
+@pytest.fixture(scope="session")
+def new_store(store_template: Path) -> Callable[..., str]:
+    """new_store(db, cwd=None) -> its URI: the template copied to `db`, its Default experiment's
+    artifact folder where a process working in `cwd` (default: the current folder) would have put it."""
+
+    def make(db: Path, cwd: Path | None = None) -> str:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store_template, db)
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                         (str((cwd or Path.cwd()) / "mlruns" / "0"),))  # fmt: skip
+        return f"sqlite:///{db}"
+
+    return make
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> str:
+def store(tmp_path: Path, new_store: Callable[..., str]) -> str:
+    """An empty sqlite store of this test's own, made (copied) before the test."""
+    return new_store(tmp_path / "store" / "mlflow.db")
+
+
+@pytest.fixture
+def unmade_store(tmp_path: Path) -> str:
+    """A sqlite URI where no store exists yet: for tests that a command makes none, or makes one."""
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 

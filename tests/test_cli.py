@@ -162,7 +162,8 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--config", "{tmp}/plugin.toml"], "loss 'os.path:join' is a plugin: loading it runs its module's code"),
     ],
 )
-def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, store: str) -> None:
+def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, unmade_store: str) -> None:
+    store = unmade_store
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "empty").mkdir()
     (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
@@ -207,7 +208,8 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
         ('[grid]\nloss = ["hinge", "os.path:join"]\n', "add --allow-plugin os.path:join if you trust that code"),
     ],
 )  # fmt: skip
-def test_hostile_suite_is_one_line(suite: str, message: str, tmp_path: Path, store: str) -> None:
+def test_hostile_suite_is_one_line(suite: str, message: str, tmp_path: Path, unmade_store: str) -> None:
+    store = unmade_store
     path = tmp_path / "hostile.toml"
     path.write_text(suite)
     proc = lossbench("sweep", str(path), "--tracking-uri", store, "--no-progress", check=False)

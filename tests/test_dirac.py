@@ -223,7 +223,8 @@ def test_the_trainer_never_names_the_dirac_data_set() -> None:
         (["--dataset", "dirac", "--metrics", "none,fid"], "metric 'none' (no evaluation) cannot be combined"),
     ],
 )
-def test_bad_dirac_input_is_one_line_and_writes_nothing(args: list[str], message: str, store: str) -> None:
+def test_bad_dirac_input_is_one_line_and_writes_nothing(args: list[str], message: str, unmade_store: str) -> None:
+    store = unmade_store
     from test_cli import lossbench
 
     proc = lossbench("run", "--no-progress", "--steps", "2", "--tracking-uri", store, *args, check=False)

@@ -134,7 +134,8 @@ def test_holm_and_expected_best() -> None:
     assert report_stats.expected_best(values) == pytest.approx(brute, abs=1e-12)
 
 
-def test_empty_store_is_a_clear_error(store: str, tmp_path: Path) -> None:
+def test_empty_store_is_a_clear_error(unmade_store: str, tmp_path: Path) -> None:
+    store = unmade_store
     proc = lossbench("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "no tracking store" in proc.stderr
     Tracker(store, "lossbench")  # a store with an experiment but no runs

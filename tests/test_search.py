@@ -420,7 +420,8 @@ def test_shipped_paper_files_load() -> None:
     assert [r.label for r in veegan.results if not r.context] == ["GAN"] * 4
 
 
-def test_unknown_paper_is_one_line_naming_the_valid_ones(store: str, tmp_path: Path) -> None:
+def test_unknown_paper_is_one_line_naming_the_valid_ones(unmade_store: str, tmp_path: Path) -> None:
+    store = unmade_store
     out = tmp_path / "report"  # the name is checked first: no store is needed, none is created
     result = cli("report", "--tracking-uri", store, "--experiment", "paper", "--out", str(out), "--against", "lucic")
     assert result.exit_code != 0 and result.stderr.count("\n") == 1

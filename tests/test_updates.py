@@ -167,7 +167,8 @@ def test_the_new_fields_are_hash_neutral_at_their_defaults() -> None:
         (["--updates", "sideways"], "unknown update rule 'sideways'"),
     ],
 )
-def test_bad_update_input_is_one_line_and_writes_nothing(args: list[str], message: str, store: str) -> None:
+def test_bad_update_input_is_one_line_and_writes_nothing(args: list[str], message: str, unmade_store: str) -> None:
+    store = unmade_store
     from test_cli import lossbench
 
     proc = lossbench("run", "--dataset", "ring8", "--no-progress", "--steps", "2", "--tracking-uri", store, *args,
