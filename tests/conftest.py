@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,6 +89,23 @@ def new_store(store_template: Path) -> Callable[..., str]:
 def store(tmp_path: Path, new_store: Callable[..., str]) -> str:
     """An empty sqlite store of this test's own, made (copied) before the test."""
     return new_store(tmp_path / "store" / "mlflow.db")
+
+
+@pytest.fixture(scope="session")
+def parallel_reference(tmp_path_factory: pytest.TempPathFactory, new_store: Callable[..., str],
+                       feature_cache: Path) -> str:  # fmt: skip
+    """The store of test_reliability.PARALLEL trained without interruption: what the SIGKILL tests of
+    parallel seeds (test_reliability, test_group_checkpoints) must resume to. Its users share the
+    xdist group "parallel-reference", so one worker trains it once."""
+    from test_reliability import PARALLEL
+
+    folder = tmp_path_factory.mktemp("parallel-reference")
+    uri = new_store(folder / "mlflow.db", cwd=folder)
+    done = subprocess.run([sys.executable, "-m", "lossbench", "run", *PARALLEL, "--tracking-uri", uri,
+                           "--checkpoint-dir", str(folder / "ckpt")], capture_output=True, text=True, timeout=600,
+                          cwd=folder)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return uri
 
 
 @pytest.fixture
