@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from mlflow import MlflowClient
@@ -18,6 +21,26 @@ def lossbench(*args: str, check: bool = True, env: dict[str, str] | None = None)
     if check and proc.returncode != 0:
         raise AssertionError(f"lossbench {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def lossbench_here(*args: str, caplog: pytest.LogCaptureFixture) -> subprocess.CompletedProcess:
+    """`lossbench ARGS` run by this process (click's runner), for input refused before any compute: what
+    a subprocess would print on stderr, in order of kind: click's lines, then every log record (with
+    its traceback, if any), then the traceback of an uncaught exception, as Python prints it on
+    exit. The environment is restored after (the CLI sets defaults in it). A subprocess costs 3-5 s of
+    imports here; refused input through a real process stays tested (the cases that name their own
+    store or a Ray address, and tests/test_untrusted_files.py)."""
+    from click.testing import CliRunner
+
+    from lossbench.cli import main
+
+    with mock.patch.dict(os.environ), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        result = CliRunner().invoke(main, list(args), prog_name="lossbench")
+        err = result.stderr + caplog.text
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        err += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["lossbench", *args], result.exit_code, result.stdout, err)
 
 
 def runs_by_role(uri: str, experiment: str = "lossbench") -> dict[str, list]:
@@ -162,7 +185,8 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--config", "{tmp}/plugin.toml"], "loss 'os.path:join' is a plugin: loading it runs its module's code"),
     ],
 )
-def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, unmade_store: str) -> None:
+def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, unmade_store: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     store = unmade_store
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "empty").mkdir()
@@ -187,7 +211,10 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
     for flag, value in defaults.items():
         if flag not in args:
             args += [flag, value]
-    proc = lossbench("run", "--no-progress", *args, check=False)
+    if own_store or "--executor" in args:  # a store's or cluster's connection: as a separate process
+        proc = lossbench("run", "--no-progress", *args, check=False)
+    else:
+        proc = lossbench_here("run", "--no-progress", *args, caplog=caplog)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
