@@ -235,11 +235,12 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
         ('[grid]\nloss = ["hinge", "os.path:join"]\n', "add --allow-plugin os.path:join if you trust that code"),
     ],
 )  # fmt: skip
-def test_hostile_suite_is_one_line(suite: str, message: str, tmp_path: Path, unmade_store: str) -> None:
+def test_hostile_suite_is_one_line(suite: str, message: str, tmp_path: Path, unmade_store: str,
+                                   caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     store = unmade_store
     path = tmp_path / "hostile.toml"
     path.write_text(suite)
-    proc = lossbench("sweep", str(path), "--tracking-uri", store, "--no-progress", check=False)
+    proc = lossbench_here("sweep", str(path), "--tracking-uri", store, "--no-progress", caplog=caplog)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and str(path) in errors[0] and message in errors[0], proc.stderr[-2000:]
