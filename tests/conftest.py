@@ -108,6 +108,19 @@ def parallel_reference(tmp_path_factory: pytest.TempPathFactory, new_store: Call
     return uri
 
 
+@pytest.fixture(scope="session")
+def paper_store(tmp_path_factory: pytest.TempPathFactory, new_store: Callable[..., str]) -> str:
+    """test_report.make_store's store (experiment "paper": 3 losses, 13 seed runs, a sample grid per
+    finished run), built through MLflow's API once: 18-20 s each time. Its users only read it
+    (reports, and report folders of their own) and share the xdist group "paper-store"."""
+    from test_report import make_store
+
+    tmp = tmp_path_factory.mktemp("paper-store")
+    uri = new_store(tmp / "store" / "mlflow.db", cwd=tmp)
+    make_store(uri, tmp)
+    return uri
+
+
 @pytest.fixture
 def unmade_store(tmp_path: Path) -> str:
     """A sqlite URI where no store exists yet: for tests that a command makes none, or makes one."""
