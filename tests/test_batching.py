@@ -6,8 +6,6 @@ statistics of PacGAN's code."""
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -210,8 +208,9 @@ def test_default_fields_keep_the_pinned_hash_and_set_ones_move_it() -> None:
     (["--g-bn-stats", "pack-slot"], "arch 'mlp' has no batch norm in G"),
     (["--dataset", "dirac", "--batching", "epoch", "--batch-size", "2048"], "holds 1024"),
 ])  # fmt: skip
-def test_bad_batching_input_is_one_line(flags: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "lossbench", "run", *flags, "--dry-run"], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+def test_bad_batching_input_is_one_line(flags: list[str], message: str, caplog: pytest.LogCaptureFixture) -> None:
+    from test_cli import lossbench_here  # refused before any compute: in this process
+
+    proc = lossbench_here("run", *flags, "--dry-run", caplog=caplog)
     assert proc.returncode != 0 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -43,9 +43,9 @@ main(prog_name="lossbench", args=sys.argv[1:])
 """
 
 
-def killed_run(folder: Path, *extra: str) -> Path:
+def killed_run(folder: Path, new_store: Callable[..., str], *extra: str) -> Path:
     folder.mkdir()
-    args = ["run", *TINY, *extra, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}",
+    args = ["run", *TINY, *extra, "--tracking-uri", new_store(folder / "mlflow.db"),
             "--checkpoint-dir", str(folder / "ckpt")]  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, *args], capture_output=True,
                           text=True, timeout=300)  # fmt: skip
@@ -55,10 +55,11 @@ def killed_run(folder: Path, *extra: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def killed(tmp_path_factory: pytest.TempPathFactory, new_store: Callable[..., str]) -> dict[str, Path]:
     """A one-seed run and two seeds trained together, each killed after its step-2 checkpoint."""
     root = tmp_path_factory.mktemp("killed")
-    return {"one": killed_run(root / "one"), "group": killed_run(root / "group", "--seeds", "2", "--parallel-seeds")}
+    return {"one": killed_run(root / "one", new_store),
+            "group": killed_run(root / "group", new_store, "--seeds", "2", "--parallel-seeds")}  # fmt: skip
 
 
 class Copy:

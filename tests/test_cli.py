@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from mlflow import MlflowClient
@@ -18,6 +21,26 @@ def lossbench(*args: str, check: bool = True, env: dict[str, str] | None = None)
     if check and proc.returncode != 0:
         raise AssertionError(f"lossbench {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def lossbench_here(*args: str, caplog: pytest.LogCaptureFixture) -> subprocess.CompletedProcess:
+    """`lossbench ARGS` run by this process (click's runner), for input refused before any compute: what
+    a subprocess would print on stderr, in order of kind: click's lines, then every log record (with
+    its traceback, if any), then the traceback of an uncaught exception, as Python prints it on
+    exit. The environment is restored after (the CLI sets defaults in it). A subprocess costs 3-5 s of
+    imports here; refused input through a real process stays tested (the cases that name their own
+    store or a Ray address, and tests/test_untrusted_files.py)."""
+    from click.testing import CliRunner
+
+    from lossbench.cli import main
+
+    with mock.patch.dict(os.environ), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        result = CliRunner().invoke(main, list(args), prog_name="lossbench")
+        err = result.stderr + caplog.text
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        err += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["lossbench", *args], result.exit_code, result.stdout, err)
 
 
 def runs_by_role(uri: str, experiment: str = "lossbench") -> dict[str, list]:
@@ -162,7 +185,9 @@ def test_losses_lists_every_loss_with_formula() -> None:
         (["--config", "{tmp}/plugin.toml"], "loss 'os.path:join' is a plugin: loading it runs its module's code"),
     ],
 )
-def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, store: str) -> None:
+def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_path: Path, unmade_store: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    store = unmade_store
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "empty").mkdir()
     (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
@@ -186,7 +211,10 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
     for flag, value in defaults.items():
         if flag not in args:
             args += [flag, value]
-    proc = lossbench("run", "--no-progress", *args, check=False)
+    if own_store or "--executor" in args:  # a store's or cluster's connection: as a separate process
+        proc = lossbench("run", "--no-progress", *args, check=False)
+    else:
+        proc = lossbench_here("run", "--no-progress", *args, caplog=caplog)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
@@ -207,10 +235,12 @@ def test_bad_input_is_one_line_no_traceback(args: list[str], message: str, tmp_p
         ('[grid]\nloss = ["hinge", "os.path:join"]\n', "add --allow-plugin os.path:join if you trust that code"),
     ],
 )  # fmt: skip
-def test_hostile_suite_is_one_line(suite: str, message: str, tmp_path: Path, store: str) -> None:
+def test_hostile_suite_is_one_line(suite: str, message: str, tmp_path: Path, unmade_store: str,
+                                   caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    store = unmade_store
     path = tmp_path / "hostile.toml"
     path.write_text(suite)
-    proc = lossbench("sweep", str(path), "--tracking-uri", store, "--no-progress", check=False)
+    proc = lossbench_here("sweep", str(path), "--tracking-uri", store, "--no-progress", caplog=caplog)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and str(path) in errors[0] and message in errors[0], proc.stderr[-2000:]
@@ -237,9 +267,16 @@ def test_flags_click_cannot_parse_are_one_line(args: list[str], message: str) ->
 
 
 def test_boolean_flags_take_true_and_false_words() -> None:
+    """Click's parsing of the words, in this process (the command's own dry run as a subprocess:
+    test_dry_run_prints_resolved_config); five subprocesses cost 35 s here."""
+    from click.testing import CliRunner
+
+    from lossbench.cli import main
+
     for word, value in [("on", True), ("true", True), ("1", True), ("no", False), ("False", False)]:
-        out = json.loads(lossbench("run", "--arch", "infogan", "--d-batchnorm", word, "--dry-run").stdout)
-        assert out["d_batchnorm"] is value
+        result = CliRunner().invoke(main, ["run", "--arch", "infogan", "--d-batchnorm", word, "--dry-run"])
+        assert result.exit_code == 0 and result.exception is None, result.output
+        assert json.loads(result.stdout)["d_batchnorm"] is value
 
 
 def test_parallel_seeds_each_get_their_own_run(store: str) -> None:

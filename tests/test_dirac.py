@@ -223,10 +223,12 @@ def test_the_trainer_never_names_the_dirac_data_set() -> None:
         (["--dataset", "dirac", "--metrics", "none,fid"], "metric 'none' (no evaluation) cannot be combined"),
     ],
 )
-def test_bad_dirac_input_is_one_line_and_writes_nothing(args: list[str], message: str, store: str) -> None:
-    from test_cli import lossbench
+def test_bad_dirac_input_is_one_line_and_writes_nothing(args: list[str], message: str, unmade_store: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    store = unmade_store
+    from test_cli import lossbench_here  # refused before any compute: in this process
 
-    proc = lossbench("run", "--no-progress", "--steps", "2", "--tracking-uri", store, *args, check=False)
+    proc = lossbench_here("run", "--no-progress", "--steps", "2", "--tracking-uri", store, *args, caplog=caplog)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(errors) == 1 and message in errors[0], proc.stderr

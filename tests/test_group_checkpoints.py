@@ -12,11 +12,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from test_cli import runs_by_role
-from test_reliability import GP, RING, final_metrics, generator_weights
+from test_reliability import PARALLEL, final_metrics, generator_weights
 
 from lossbench.train import checkpoint
 
-ARGS = [*RING, *GP, "--steps", "200", "--seeds", "3", "--parallel-seeds"]  # checkpoints at 50, 100, 150, 200
+ARGS = PARALLEL  # ring8 + gp, 200 steps, 3 seeds together: checkpoints at 50, 100, 150, 200
 KEYS = ["d_loss", "g_loss", "penalty", "d_real", "d_fake", "modes", "high_quality"]
 
 # `lossbench run` with the checkpoint writer (or the rename that puts a staged checkpoint in place)
@@ -54,16 +54,6 @@ def run(cwd: Path, *args: str, kill: tuple[str, int] | None = None) -> subproces
     return subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, feature_cache: Path) -> str:
-    """The same three seeds trained without interruption."""
-    folder = tmp_path_factory.mktemp("reference")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    done = run(folder, "run", *ARGS, "--tracking-uri", uri, "--checkpoint-dir", str(folder / "ckpt"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return uri
-
-
 @pytest.mark.parametrize(
     ("kill", "step"),
     [
@@ -72,9 +62,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory, feature_cache: Path) -> 
     ],
     ids=["between-seed-writes", "between-renames"],
 )
+@pytest.mark.xdist_group("parallel-reference")  # one worker trains the reference (conftest) once
 def test_sigkill_inside_a_group_checkpoint_then_resume_equals_uninterrupted(
-    store: str, tmp_path: Path, reference: str, kill: tuple[str, int], step: int
+    store: str, tmp_path: Path, parallel_reference: str, kill: tuple[str, int], step: int
 ) -> None:
+    reference = parallel_reference  # the same three seeds trained without interruption
     ckpts = tmp_path / "ckpt"
     died = run(tmp_path, "run", *ARGS, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), kill=kill)
     assert died.returncode == -9, died.stderr[-3000:]

@@ -14,7 +14,8 @@ from lossbench.gan import data
 from lossbench.metrics import features as metrics
 from lossbench.metrics import modes
 
-N = 48  # images per set: Inception runs at a few images/s on a 2-core CPU
+N = 24  # images per set: Inception runs at a few images/s on a 2-core CPU. Margins here (FID of the
+# uniform set / the test split's; 3 is asserted): 6.4 at 48 images, 4.7 at 24, 4.1 at 16; KIDs in order at all
 
 
 # --- IS plumbing and the cache, with a toy extractor whose class probabilities are known -------

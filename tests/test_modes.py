@@ -225,8 +225,7 @@ def test_shipped_paper_protocols_use_lossbench_keys() -> None:
 # --- the public path: a ring8 run logs the protocol ---------------------------------------------
 
 
-def test_ring8_run_logs_the_mode_protocol(tmp_path: Path) -> None:
-    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+def test_ring8_run_logs_the_mode_protocol(store: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "lossbench", "run", "--dataset", "ring8", "--steps", "5",
                            "--log-every", "5", "--tracking-uri", store, "--no-progress"],
                           capture_output=True, text=True, timeout=600)  # fmt: skip

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ RING = ["--dataset", "ring8", "--steps", "400", "--log-every", "25", "--checkpoi
         "--sample-every", "300", "--fid-samples", "500", "--no-progress"]  # fmt: skip
 # non-saturating + gp: the penalty's own random stream is checkpointed too, at n_critic 1 speed
 GP = ["--loss", "non-saturating", "--penalty", "gp", "--penalty-weight", "10"]
+PARALLEL = [*RING, *GP, "--steps", "200", "--seeds", "3", "--parallel-seeds"]  # conftest's parallel_reference
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -66,7 +68,7 @@ def generator_weights(client: MlflowClient, run_id: str, dst: Path) -> dict[str,
     return torch.load(client.download_artifacts(run_id, "weights/generator.pt", str(dst)), weights_only=True)
 
 
-def test_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) -> None:
+def test_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path, new_store: Callable[..., str]) -> None:
     ckpts = tmp_path / "ckpt"
     proc = start(*RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
     wait_for_checkpoint(proc, ckpts)
@@ -87,7 +89,7 @@ def test_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) ->
     (resumed,) = runs_by_role(store)["seed"]
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
 
-    reference = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
+    reference = new_store(tmp_path / "ref" / "mlflow.db")
     lossbench("run", *RING, *GP, "--tracking-uri", reference, "--checkpoint-dir", str(tmp_path / "c2"))
     (ref,) = runs_by_role(reference)["seed"]
 
@@ -169,7 +171,7 @@ def test_divergence_is_recorded_and_siblings_finish(store: str, tmp_path: Path) 
 def test_three_processes_share_one_sqlite_store(store: str) -> None:
     args = ["--dataset", "ring8", "--seeds", "2", "--steps", "40", "--log-every", "10", "--fid-samples", "200",
             "--tracking-uri", store, "--no-progress"]  # fmt: skip
-    lossbench("run", "--steps", "1", "--tracking-uri", store, "--dataset", "ring8", "--fid-samples", "10")  # create db
+    # the store exists already (the fixture's copy): the three write into it at once, none makes it
     procs = [start(*args, "--loss", loss) for loss in ("minimax", "hinge", "least-squares")]
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -245,8 +247,10 @@ def test_read_only_store_is_one_line_and_intact(tmp_path: Path) -> None:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-def test_parallel_seeds_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path) -> None:
-    args = [*RING, *GP, "--steps", "200", "--seeds", "3", "--parallel-seeds"]
+@pytest.mark.xdist_group("parallel-reference")  # one worker trains the reference once
+def test_parallel_seeds_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path,
+                                                                  parallel_reference: str) -> None:  # fmt: skip
+    args = PARALLEL
     ckpts = tmp_path / "ckpt"
     proc = start(*args, "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
     wait_for_checkpoint(proc, ckpts)
@@ -265,10 +269,8 @@ def test_parallel_seeds_sigkill_then_resume_equals_uninterrupted(store: str, tmp
     assert {s: r.info.run_id for s, r in resumed.items()} == killed
     assert all(r.info.status == "FINISHED" and r.data.params["parallel_seeds"] == "True" for r in resumed.values())
 
-    reference = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
-    lossbench("run", *args, "--tracking-uri", reference, "--checkpoint-dir", str(tmp_path / "c2"))
-    ref = {r.data.params["seed"]: r for r in runs_by_role(reference)["seed"]}
-    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=reference)
+    ref = {r.data.params["seed"]: r for r in runs_by_role(parallel_reference)["seed"]}
+    a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=parallel_reference)
     keys = ["d_loss", "g_loss", "penalty", "modes", "high_quality"]
     for seed in ("0", "1", "2"):
         assert final_metrics(a, resumed[seed].info.run_id, keys) == final_metrics(b, ref[seed].info.run_id, keys)

@@ -52,8 +52,9 @@ def make_store(uri: str, tmp: Path) -> None:
         tracker.end_run(parent, "FINISHED")
 
 
-def test_summary_numbers_and_tests(store: str, tmp_path: Path) -> None:
-    make_store(store, tmp_path)
+@pytest.mark.xdist_group("paper-store")  # one worker builds the store (conftest) once
+def test_summary_numbers_and_tests(paper_store: str, tmp_path: Path) -> None:
+    store = paper_store  # make_store's, read-only here
     out = tmp_path / "report"
     proc = lossbench("report", "--tracking-uri", store, "--experiment", "paper", "--out", str(out))
     assert "index.html" in proc.stdout
@@ -134,7 +135,8 @@ def test_holm_and_expected_best() -> None:
     assert report_stats.expected_best(values) == pytest.approx(brute, abs=1e-12)
 
 
-def test_empty_store_is_a_clear_error(store: str, tmp_path: Path) -> None:
+def test_empty_store_is_a_clear_error(unmade_store: str, tmp_path: Path) -> None:
+    store = unmade_store
     proc = lossbench("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "no tracking store" in proc.stderr
     Tracker(store, "lossbench")  # a store with an experiment but no runs
@@ -143,10 +145,11 @@ def test_empty_store_is_a_clear_error(store: str, tmp_path: Path) -> None:
     assert not (tmp_path / "r" / "index.html").exists()
 
 
-def test_html_renders_in_headless_chromium(store: str, tmp_path: Path) -> None:
+@pytest.mark.xdist_group("paper-store")  # one worker builds the store (conftest) once
+def test_html_renders_in_headless_chromium(paper_store: str, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "headless Chromium is needed (Debian package chromium; .ci/run installs it)"
-    make_store(store, tmp_path)
+    store = paper_store  # make_store's, read-only here
     out = tmp_path / "report"
     lossbench("report", "--tracking-uri", store, "--experiment", "paper", "--out", str(out))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,7 +1,7 @@
 """`lossbench report --out DIR` writes only into a folder it made (its manifest, .lossbench-manifest.json,
 names `lossbench report` and lists every file it wrote) or an empty one, and within it replaces only
 what the manifest lists. A folder of anyone else's is refused in one line, untouched byte for byte.
-On the store of test_report (make_store), once for the module."""
+On the store of test_report (make_store), once per session (conftest paper_store)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from test_cli import lossbench
-from test_report import make_store
 from test_report_interrupt import TWO, samples, snapshot
 
 from lossbench import folders
@@ -19,15 +18,13 @@ from lossbench.errors import LossbenchError
 from lossbench.report import build as report_build
 
 MANIFEST = ".lossbench-manifest.json"
-pytestmark = pytest.mark.xdist_group("report-folder-store")  # one worker builds the module's store once
+pytestmark = pytest.mark.xdist_group("paper-store")  # one worker builds the store (conftest) once
 
 
-@pytest.fixture(scope="module")
-def paper(tmp_path_factory: pytest.TempPathFactory) -> str:
-    tmp = tmp_path_factory.mktemp("folder-store")
-    uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
-    make_store(uri, tmp)
-    return uri
+@pytest.fixture
+def paper(paper_store: str) -> str:
+    """The store of test_report, read-only here."""
+    return paper_store
 
 
 def plant(folder: Path, files: dict[str, str]) -> None:

@@ -1,7 +1,7 @@
 """`lossbench report` is all or nothing: an error, Ctrl-C or SIGTERM part way through a build leaves
 the previous report byte for byte and no staging folder; a build that completes replaces the old
 report completely; files of the user's put into a report's folder are never touched. On a store
-built through MLflow's API (test_report.make_store), once for the module."""
+built through MLflow's API (test_report.make_store), once per session (conftest paper_store)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report import make_store
 
 from lossbench import folders, manifest
 from lossbench.errors import LossbenchError
@@ -24,13 +23,13 @@ from lossbench.report import figures as report_figures
 TWO = ("minimax", "non-saturating")  # a build of two of the store's three losses: no hinge in it
 
 
-@pytest.fixture(scope="module")
-def paper(tmp_path_factory: pytest.TempPathFactory) -> str:
+pytestmark = pytest.mark.xdist_group("paper-store")  # one worker builds the store (conftest) once
+
+
+@pytest.fixture
+def paper(paper_store: str) -> str:
     """The store of test_report (3 losses, 13 seed runs, a sample grid per finished run), read-only here."""
-    tmp = tmp_path_factory.mktemp("paper-store")
-    uri = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
-    make_store(uri, tmp)
-    return uri
+    return paper_store
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -151,10 +152,10 @@ HINGE = {0: [19.0, 21.0], 1: [20.0], 2: [25.0]}  # medians 20, 20 (a tie) and 25
 
 
 @pytest.fixture(scope="module")
-def first_stage(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+def first_stage(tmp_path_factory: pytest.TempPathFactory, new_store: Callable[..., str]) -> tuple[str, str]:
     """A search suite and a store holding its first stage (built once: MLflow takes a second per run)."""
     tmp = tmp_path_factory.mktemp("first-stage")
-    path, uri = write_suite(tmp), f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
+    path, uri = write_suite(tmp), new_store(tmp / "store" / "mlflow.db", cwd=tmp)
     first_stage_store(suites.load(path), uri)
     return path, uri
 
@@ -287,9 +288,10 @@ def test_the_library_plans_a_sweeps_stages(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def lucic(tmp_path_factory: pytest.TempPathFactory) -> str:
+def lucic(tmp_path_factory: pytest.TempPathFactory, new_store: Callable[..., str]) -> str:
     """A store with runs to set beside Lucic et al. 2018 (and one ring8 configuration), built once."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('lucic') / 'store' / 'mlflow.db'}"
+    tmp = tmp_path_factory.mktemp("lucic")
+    uri = new_store(tmp / "store" / "mlflow.db", cwd=tmp)
     lucic_store(uri)
     return uri
 
@@ -421,7 +423,8 @@ def test_shipped_paper_files_load() -> None:
     assert [r.label for r in veegan.results if not r.context] == ["GAN"] * 4
 
 
-def test_unknown_paper_is_one_line_naming_the_valid_ones(store: str, tmp_path: Path) -> None:
+def test_unknown_paper_is_one_line_naming_the_valid_ones(unmade_store: str, tmp_path: Path) -> None:
+    store = unmade_store
     out = tmp_path / "report"  # the name is checked first: no store is needed, none is created
     result = cli("report", "--tracking-uri", store, "--experiment", "paper", "--out", str(out), "--against", "lucic")
     assert result.exit_code != 0 and result.stderr.count("\n") == 1

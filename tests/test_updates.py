@@ -167,11 +167,13 @@ def test_the_new_fields_are_hash_neutral_at_their_defaults() -> None:
         (["--updates", "sideways"], "unknown update rule 'sideways'"),
     ],
 )
-def test_bad_update_input_is_one_line_and_writes_nothing(args: list[str], message: str, store: str) -> None:
-    from test_cli import lossbench
+def test_bad_update_input_is_one_line_and_writes_nothing(args: list[str], message: str, unmade_store: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    store = unmade_store
+    from test_cli import lossbench_here  # refused before any compute: in this process
 
-    proc = lossbench("run", "--dataset", "ring8", "--no-progress", "--steps", "2", "--tracking-uri", store, *args,
-                     check=False)  # fmt: skip
+    proc = lossbench_here("run", "--dataset", "ring8", "--no-progress", "--steps", "2", "--tracking-uri", store, *args,
+                          caplog=caplog)  # fmt: skip
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(errors) == 1 and message in errors[0], proc.stderr
