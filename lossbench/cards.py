@@ -89,6 +89,8 @@ def suite_names() -> list[str]:
 #   label = "MM GAN"; dataset = "mnist"; metric = "fid"; mean = 9.8   # the value as printed
 #   pm = 0.9                       # the ± as printed (left out where spread is "none")
 #   spread = "std"; runs = 50      # optional: this cell's own, where a table mixes them
+#   runs_stated = false            # optional: the source states no number of runs for this cell (a row
+#                                  #   quoted from another paper): its runs are not the table's
 #   pack = 1                       # optional: PacGAN's packing degree (default 1)
 #   unit = "percent"               # optional: the paper's value is a percentage of lossbench's fraction
 #   verified = false               # optional: not checked against the paper itself (shown as a flag)
@@ -136,7 +138,7 @@ PAPER_KEYS = {"title": str, "citation": str, "table": str, "url": str, "spread":
 PAPER_REQUIRED = ("title", "citation", "table", "url", "spread")
 RESULT_KEYS = {"model": str, "label": str, "dataset": str, "metric": str, "mean": float, "pm": float,
                "spread": str, "runs": int, "pack": int, "unit": str, "verified": bool, "context": bool, "note": str,
-               "source_note": str}  # fmt: skip
+               "source_note": str, "runs_stated": bool}  # fmt: skip
 RESULT_REQUIRED = ("model", "label", "dataset", "metric", "mean")
 UNITS = ("", "percent")
 
@@ -171,7 +173,10 @@ def paper(name: str) -> Paper:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table ([[result]])")
         _check_fields(entry, RESULT_KEYS, RESULT_REQUIRED, where + ":", "key")
-        spread, runs = _spread(entry, table_spread, where + ":")
+        stated = entry.pop("runs_stated", True)
+        if not stated and "runs" in entry:
+            raise ConfigError(f"{where}: 'runs_stated = false' and 'runs' contradict each other: give one")
+        spread, runs = _spread(entry, table_spread if stated else (table_spread[0], None), where + ":")
         pm = entry.get("pm")
         if (pm is None) != (spread == "none"):
             raise ConfigError(f"{where}: 'pm' (the ± as printed) is " + ("required where spread is "

@@ -124,6 +124,10 @@ def test_spread_none_gives_no_gap_in_std_units(tmp_path: Path) -> None:
         (HEAD + 'spread = "se"\n' + CELL + "pm = 0.5\n", "spread 'se' needs 'runs' (std = se * sqrt(runs))"),
         (HEAD + 'spread = "none"\n' + CELL + "pm = 0.5\n", "'pm' (the ± as printed) is left out where spread is"),
         (HEAD + 'spread = "std"\nruns = 0\n', "'runs' must be >= 1, got 0"),
+        (HEAD + 'spread = "none"\nruns = 5\n' + CELL + "runs_stated = false\nruns = 3\n",
+         "'runs_stated = false' and 'runs' contradict each other"),
+        (HEAD + 'spread = "se"\nruns = 10\n' + CELL + "pm = 0.5\nruns_stated = false\n",
+         "spread 'se' needs 'runs'"),  # a standard error over runs nobody stated cannot become a std
     ],
 )
 def test_a_bad_spread_is_one_line(text: str, message: str, tmp_path: Path) -> None:
@@ -154,14 +158,19 @@ def test_the_listing_reads_the_committed_pacgan_report() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("pacgan2018: Lin, Khetan, Fanti, Oh, NeurIPS 2018, Table 1 (24 cells; 12 compared, "
                                "0 reproduced, in ")  # fmt: skip
-    at = lines.index("  GAN on ring8, modes = 6.3 ± 0.5 (se): compared, not reproduced")
+    at = lines.index("  GAN on ring8, modes = 6.3 ± 0.5 (se, 10 runs): compared, not reproduced")
     assert lines[at + 1] == ("    reports/pacgan2018/against-pacgan2018.csv: protocol differs (updates (paper "
                              "simultaneous, ours alternating); batching (paper epoch-bootstrap, ours iid); g_bn_stats "
                              "(paper pack-slot, ours batch); epochs (paper 400, ours 8)); ours 7.8 ± 0.45 (5 seeds), "
                              "gap +0.95 paper std, Welch p = 0.017, 95% CI of ours − paper [+0.32, +2.68] "
                              "(margin ± 1.58, one paper std)")  # fmt: skip
-    assert "  PacGAN3 (pack 3) on grid25, modes = 24.6 ± 0.4 (se): never compared" in lines
-    assert "  ALI on ring8, modes = 6.6 ± 0.3 (se): context only (no lossbench model)" in lines
+    assert "  PacGAN3 (pack 3) on grid25, modes = 24.6 ± 0.4 (se, 10 runs): never compared" in lines
+    assert "  ALI on ring8, modes = 6.6 ± 0.3 (se, 10 runs): context only (no lossbench model)" in lines
+    # every value says what its ± is and over how many runs; Table 2's rows quoted from VEEGAN state none
+    stacked = run_cli("papers", "pacgan2018-stacked", "--reports", str(ROOT / "reports")).stdout.splitlines()
+    assert "  DCGAN (our implementation) on stacked-mnist, modes = 78.9 ± 6.46 (se, 10 runs): compared, not " \
+           "reproduced" in stacked
+    assert "  VEEGAN on stacked-mnist, modes = 150 (no ±, runs not stated): context only (no lossbench model)" in stacked
     every = run_cli("papers", "--reports", str(ROOT / "reports")).stdout.splitlines()
     assert len(every) == 4 and every[3].startswith("veegan2017: ") and "(4 cells; 0 compared" in every[3]
 

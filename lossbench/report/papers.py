@@ -27,7 +27,7 @@ import pandas as pd
 
 from lossbench.cards import Paper, PaperResult, registry_dir
 from lossbench.errors import ConfigError
-from lossbench.report.spread import REPRODUCED, verdict
+from lossbench.report.spread import REPRODUCED, printed, verdict
 from lossbench.report.stats import SCORES
 from lossbench.tracking_records import RunRecord
 
@@ -120,7 +120,7 @@ def listing(paper: Paper, root: Path) -> list[str]:
     for c in found:
         r = c.published
         name = f"{r.label}{f' (pack {r.pack})' if r.pack != 1 else ''} on {r.dataset}, {r.metric}"
-        value = f"{r.mean:g}" + (f" ± {r.pm:g} ({r.spread})" if r.pm is not None else " (no ±)")
+        value = printed(r)
         if r.context:
             out.append(f"  {name} = {value}: context only (no lossbench model)")
             continue
