@@ -146,3 +146,18 @@ def test_an_evaluation_ranked_by_another_key_is_not_compared_with_the_fids(tmp_p
     result = run.finish(8, {"fid": 45.0}, _G(8), _G(0), 2, [])
     assert (result.metrics["best_fid"], result.metrics["best_fid_step"]) == (40.0, 4.0)
     assert _kept(tracker, run.run_id, tmp_path) == 4.0
+
+
+def test_a_final_evaluation_without_the_runs_key_keeps_the_earlier_best(tmp_path: Path) -> None:
+    """FID 50, 40 (step 4), then a final evaluation whose FID was dropped (kid_mean only): the close
+    ranks by the run's key, fid, as training did: best_fid 40 at step 4, step 4's weights kept, and
+    the best model is generator_best, not the last G."""
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "lossbench")
+    run = _start(tracker, tmp_path / "a")
+    run.log_evaluation(2, {"fid": 50.0, "kid_mean": 0.2}, _G(2))
+    run.log_evaluation(4, {"fid": 40.0, "kid_mean": 0.1}, _G(4))
+    result = run.finish(8, {"kid_mean": 0.3}, _G(8), _G(0), 2, [])
+    assert (result.metrics["best_fid"], result.metrics["best_fid_step"]) == (40.0, 4.0)
+    assert "best_kid_mean" not in result.metrics
+    assert _kept(tracker, run.run_id, tmp_path) == 4.0
+    assert tracker.client.get_run(run.run_id).data.tags["lossbench.best_model"] == "generator_best"

@@ -33,7 +33,7 @@ from lossbench.config import RunConfig
 from lossbench.errors import TrackingError
 from lossbench.exec import generators, sample_figures
 from lossbench.exec.runs import SeedResult, data_inputs
-from lossbench.metrics.registry import BEST_PREFIX, best, improves, ranking_key
+from lossbench.metrics.registry import BEST_PREFIX, best, ranking_key
 from lossbench.outcomes import STATUS_OF
 from lossbench.tracking import TAG_BEST_MODEL, TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
 from lossbench.train.loop import Outcome
@@ -51,9 +51,10 @@ class SeedRun:
         self.tracker, self.seed, self.run_id, self._folder = tracker, seed, run_id, folder
         # per ranking key, (value, step) of every value the run logged, in order: kept here, so an
         # evaluation costs no query of the store; a resumed run's earlier ones are read back once per key
-        self._history: dict[str, list[tuple[float, int]]] = {}
+        # (its ranking key, the (value, step) of every value of it the run logged, in order), fixed by the
+        # first ranked evaluation this process sees; None before it
+        self._ranked: tuple[str, list[tuple[float, int]]] | None = None
         self._resumed = resumed
-        self._ranked_by: str | None = None  # the ranking key of this run's evaluations, once one ranked
         self._best_weights: Path | None = None  # the local generator_best.pt this process last wrote
 
     @classmethod
@@ -102,26 +103,23 @@ class SeedRun:
         """An evaluation during training; G's weights kept as generator_best.pt when it is the run's best
         so far by its ranking key (strictly better than every earlier value, as best_<key>_step picks
         the first)."""
-        # the run ranks by the key of its first ranked evaluation: one missing it (a non-finite FID,
-        # dropped) is logged but competes with nothing
-        key = self._ranked_by or ranking_key(values)
-        earlier = self._evaluations(key) if key else []  # read before the new value is logged
+        ranked = self._ranking(values)  # read before the new value is logged
         self.log(step, values)
-        if key is None or key not in values:
+        if ranked is None or ranked[0] not in values:  # one missing the run's key (a dropped FID) competes with nothing
             return
-        self._ranked_by = key
-        better = improves(values[key], (v for v, _ in earlier), key)
-        earlier.append((values[key], step))
-        if better:
+        key, history = ranked
+        history.append((values[key], step))
+        if best(history, key)[1] == step:
             self._keep_best(step, G)
 
-    def _evaluations(self, key: str) -> list[tuple[float, int]]:
-        """The run's (value of `key`, step) so far, in the order logged; read from the store once for a
-        resumed run."""
-        if key not in self._history:
+    def _ranking(self, values: dict[str, float]) -> tuple[str, list[tuple[float, int]]] | None:
+        """The run's ranking key and its (value, step) so far: the key of the first ranked evaluation
+        (metrics.registry.ranking_key), its earlier values read from the store once for a resumed run;
+        None while no evaluation has one."""
+        if self._ranked is None and (key := ranking_key(values)) is not None:
             earlier = self.tracker.metric_history(self.run_id, key) if self._resumed else []
-            self._history[key] = [(m.value, m.step) for m in earlier]
-        return self._history[key]
+            self._ranked = (key, [(m.value, m.step) for m in earlier])
+        return self._ranked
 
     def _keep_best(self, step: int, G: torch.nn.Module) -> None:
         """G's weights at the run's best evaluation, in the store (weights/generator_best.pt), so a
@@ -157,12 +155,15 @@ class SeedRun:
         the weights (and the averaged G's, with --ema), the path of the `readouts` (two of them: a
         plane), the generators as MLflow models; then FINISHED."""
         best_is_last = None  # unknown: no ranking key evaluated
-        if key := ranking_key(final):
-            value, at = best([*self._evaluations(key), (final[key], step)], key)
-            final |= {f"{BEST_PREFIX}{key}": value, f"{BEST_PREFIX}{key}_step": float(at)}
-            best_is_last = (value, at) == (final[key], step)
-            if best_is_last:  # the last evaluation is the best: its weights are the best ones
-                self._keep_best(step, G)
+        if (ranked := self._ranking(final)) is not None:
+            key, history = ranked
+            candidates = [*history, (final[key], step)] if key in final else history
+            if candidates:
+                value, at = best(candidates, key)
+                final |= {f"{BEST_PREFIX}{key}": value, f"{BEST_PREFIX}{key}_step": float(at)}
+                best_is_last = key in final and at == step
+                if best_is_last:  # the last evaluation is the best: its weights are the best ones
+                    self._keep_best(step, G)
         self.log(step, final)
         weights = (("generator.pt", G), ("discriminator.pt", D), ("generator_ema.pt", averaged))
         for name, module in ((n, m) for n, m in weights if m is not None):

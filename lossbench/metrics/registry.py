@@ -104,5 +104,4 @@ def best(history: Iterable[tuple[float, int]], key: str) -> tuple[float, int]:
 def improves(value: float, earlier: Iterable[float], key: str) -> bool:
     """Whether `value` beats every earlier value of `key` strictly (v < e for all e; v > e where higher
     is better): the first of equal values stays the best, as `best` picks it."""
-    higher = higher_is_better(key)
-    return all(value > e if higher else value < e for e in earlier)
+    return best([*((e, 0) for e in earlier), (value, 1)], key)[1] == 1
