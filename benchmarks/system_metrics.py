@@ -19,7 +19,6 @@ extra), as the option does; the monitor logs into a real sqlite store.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import statistics
@@ -30,11 +29,8 @@ from typing import Any
 
 import torch
 
-from lossbench import config
-from lossbench import train as trainer
+from benchmarks.common import configure, dataset, time_training
 from lossbench.config import RunConfig
-from lossbench.errors import DataError
-from lossbench.gan import data
 
 RUN_SECONDS = 6.0  # each timed run: at MLflow's default interval (10 s) one sample, at its start
 SETTINGS = (("off", None), ("default 10 s", ""), ("1 s", "1"))  # label, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
@@ -42,34 +38,12 @@ INTERVAL_VAR = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
 
 
 def _configure(steps: int) -> RunConfig:
-    flags = {"dataset": "mnist", "arch": "mlp", "loss": "non-saturating", "steps": steps, "log_every": 50,
-             "sample_every": 10**9, "checkpoint_every": 10**9}  # fmt: skip
-    return config.resolve(("bench", flags))
-
-
-def _data(device: torch.device) -> tuple[torch.Tensor, tuple[int, ...], str]:
-    try:
-        d = data.load("mnist", None, "train")
-        return d.x.to(device), d.sample_shape, ""
-    except DataError:
-        shape = data.DATASETS.get("mnist").sample_shape
-        return torch.rand(10_000, *shape, device=device) * 2 - 1, shape, " (synthetic data: files not here)"
+    return configure("mnist", "mlp", steps, sample_every=10**9, checkpoint_every=10**9)
 
 
 def _seconds(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch.device) -> float:
     """Seconds for cfg.train.steps generator steps of a fresh state, after a 3-step warm-up."""
-    state = trainer.setup(cfg, [0], shape, device)
-    trainer.train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3)), state, x)
-    _sync(device)
-    start = time.perf_counter()
-    trainer.train(cfg, state, x)
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return time_training(cfg, x, shape, device, [0])
 
 
 def _thread_cpu(native_id: int) -> float:
@@ -133,7 +107,7 @@ def bench_system(device: torch.device, args: argparse.Namespace) -> None:
     from lossbench import tracking_conventions as conventions
     from lossbench.tracking import Tracker
 
-    x, shape, note = _data(device)
+    x, shape, note = dataset("mnist", device)
     pace = _seconds(_configure(200), x, shape, device) / 200
     steps = max(100, round(RUN_SECONDS / pace))
     cfg = _configure(steps)
