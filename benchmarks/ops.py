@@ -49,7 +49,8 @@ from lossbench.gan import data
 from lossbench.options import SpeedConfig
 from lossbench.train import state as state_module
 from lossbench.train.draws import Draws
-from lossbench.train.players import Stacked
+from lossbench.train.players import COMPILED, Stacked
+from lossbench.train.speed import MutationRecorder
 from lossbench.train.state import TrainState, training_data
 from lossbench.train.updates import UPDATES
 
@@ -292,3 +293,19 @@ def bench_explain(device: torch.device, args: argparse.Namespace) -> None:
                 print(f"            explain: {reason}")
             for reason, n in sorted(every.items()):
                 print(f"            logged: {n} x {reason}")
+        mutated = mutated_inputs(configure(name), x, shape, device)
+        print(f"          {name}, group of 4, each compiled part: {len(mutated)} graphs, inputs mutated per graph "
+              f"{[len(m) for m in mutated]}")  # fmt: skip
+
+
+def mutated_inputs(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch.device) -> list[list[int]]:
+    """The inputs each compiled part of a 4-member group mutates, over two steps (its Compiler's
+    callables compiled with speed.MutationRecorder; CUDA graphs skip any graph that mutates one)."""
+    group = build(cfg, x, shape, device, 4)
+    recorder = MutationRecorder()
+    torch._dynamo.reset()
+    for part in COMPILED:
+        setattr(group.state.players, part, torch.compile(getattr(group.state.players, part), backend=recorder.backend))
+    group.step()
+    group.step()
+    return recorder.mutated

@@ -13,6 +13,11 @@ elementwise, so one optimiser over stacked tensors is S independent optimisers.
 
 Both compute each seed's objectives with the same pure functions, `d_objective` and `g_objective`
 (alternating updates) or `joint_objective` (simultaneous updates: lossbench.train.updates).
+
+`Stacked` carries the modules' buffers (batch norm's running statistics) as explicit state: each
+vmapped function takes them as inputs, lets the forwards update copies (`running`) and returns the
+copies, which are written back after the call (`write_back`). No traced function mutates its inputs,
+so a compiled one is captured whole by CUDA graphs (torch skips graphs with mutated inputs).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lossbench.gan.penalties import Critic, Noises, Penalty
 from lossbench.train.speed import Compiler, Precision
 
 D_STATS = ("d_loss", "d_real", "d_fake", "penalty")  # what d_objective reports, in this order
+COMPILED = ("_fake", "_d_objective", "_g_logits", "_joint")  # Stacked's callables its Compiler wraps
 OptFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
 
 
@@ -135,6 +141,21 @@ def grad_norms(params: list[Tensor], stacked: bool) -> Tensor:
     if not stacked:
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))[None]
     return torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads]).norm(dim=0)
+
+
+def running(buffers: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Copies of a module's buffers for one call: the forwards write their running statistics
+    (batch norm's mean, variance and count) into these, so the call leaves its inputs unchanged and
+    returns the updated state explicitly."""
+    return {name: t.clone() for name, t in buffers.items()}
+
+
+def write_back(buffers: dict[str, Tensor], updated: dict[str, Tensor]) -> None:
+    """The state a call returned, copied into the stacked buffers (same storage: views of single
+    members, checkpoints and CUDA graphs' static inputs stay valid)."""
+    if buffers:
+        with torch.no_grad():
+            torch._foreach_copy_(list(buffers.values()), [updated[name] for name in buffers])
 
 
 class Players(Protocol):
@@ -301,7 +322,7 @@ class Stacked(_Norms):
         u_dim = 0 if penalty.noise else None
         real_dim = 0 if self.needs_real else None
         self.compiler = Compiler(compile_mode)
-        self._fake = self.compiler(vmap(self._g_one))
+        self._fake = self.compiler(vmap(self._fake_seed))
         self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, 0, u_dim)),
                                           allowed=not penalty.input_gradient)  # fmt: skip
         e_dim = 0 if torch.is_tensor(instance_noise) or instance_noise > 0 else None
@@ -313,47 +334,66 @@ class Stacked(_Norms):
         joint = vmap(self._joint_seed, in_dims=(0, 0, 0, 0, 0, 0, 0, e_dim, u_dim))
         self._joint, self._joint_eager = self.compiler(joint, allowed=not penalty.input_gradient), joint
 
-    def _d_seed(self, p: dict, b: dict, w: Tensor, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
+    # Each per-seed function takes the buffers it reads, updates `running` copies of them and returns
+    # the copies last (explicit state: see the module's docstring).
+    def _fake_seed(self, p: dict, b: dict, z: Tensor) -> tuple[Tensor, dict]:
+        b = running(b)
+        return self._g_one(p, b, z), b
+
+    def _d_seed(
+        self, p: dict, b: dict, w: Tensor, real: Tensor, fake: Tensor, u: Noises
+    ) -> tuple[Tensor, Tensor, dict]:
+        b = running(b)
         critic = lambda x: self._d_one(p, b, x)  # noqa: E731
-        return d_objective(critic, self.loss, self.penalty, w, real, fake, u, self.joint)
+        return (*d_objective(critic, self.loss, self.penalty, w, real, fake, u, self.joint), b)
 
     def _g_seed(
         self, gp: dict, gb: dict, dp: dict, db: dict, z: Tensor, real: Tensor | None, e: Tensor | None
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor | tuple[Tensor, Tensor], dict, dict]:
+        gb, db = running(gb), running(db)
         critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
         d_fake, d_real = g_logits(critic, lambda v: self._g_one(gp, gb, v), z, real, e, self.pack)
-        return d_fake if d_real is None else (d_fake, d_real)
+        return (d_fake if d_real is None else (d_fake, d_real)), gb, db  # vmap returns tensors only
 
     def _joint_seed(
         self, gp: dict, gb: dict, dp: dict, db: dict, w: Tensor, real: Tensor, z: Tensor, e: Tensor | None,
         u: Noises,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict, dict]:  # fmt: skip
+        gb, db = running(gb), running(db)
         critic = lambda x: self._d_one(dp, db, x)  # noqa: E731
         generator = lambda v: self._g_one(gp, gb, v)  # noqa: E731
-        return joint_objective(critic, generator, self.loss, self.penalty, w, real, z, e, u, self.pack,
-                               self.joint)  # fmt: skip
+        return (*joint_objective(critic, generator, self.loss, self.penalty, w, real, z, e, u, self.pack,
+                                 self.joint), gb, db)  # fmt: skip
 
     def fake(self, z: Tensor) -> Tensor:
         self.compiler.begin_step()
         with torch.no_grad():
-            return self._fake(self.g_params, self.g_buffers, z)
+            x, gb = self._fake(self.g_params, self.g_buffers, z)
+        write_back(self.g_buffers, gb)
+        return x
 
     def joint_objective(
         self, real: Tensor, z: Tensor, e: Tensor | None, u: Noises, double_backward: bool = False
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         self.compiler.begin_step()
         fn = self._joint_eager if double_backward else self._joint
-        total, stats, d_real, d_fake = fn(self.g_params, self.g_buffers, self.d_params, self.d_buffers, self.weight,
-                                          real, z, e, u)  # fmt: skip
+        total, stats, d_real, d_fake, gb, db = fn(self.g_params, self.g_buffers, self.d_params, self.d_buffers,
+                                                  self.weight, real, z, e, u)  # fmt: skip
+        write_back(self.g_buffers, gb)
+        write_back(self.d_buffers, db)
         return total, stats, self._g_loss(d_fake, d_real if self.needs_real else None), d_fake
 
     def d_objective(self, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
-        return self._d_objective(self.d_params, self.d_buffers, self.weight, real, fake, u)
+        total, stats, db = self._d_objective(self.d_params, self.d_buffers, self.weight, real, fake, u)
+        write_back(self.d_buffers, db)
+        return total, stats
 
     def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         self.compiler.begin_step()
         d_params = {k: v.detach() for k, v in self.d_params.items()}  # no gradient into D's weights
-        logits = self._g_logits(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real, e)
+        logits, gb, db = self._g_logits(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real, e)
+        write_back(self.g_buffers, gb)
+        write_back(self.d_buffers, db)
         d_fake, d_real = logits if self.needs_real else (logits, None)
         return self._g_loss(d_fake, d_real), d_fake
 

@@ -49,3 +49,23 @@ class Compiler:
     def begin_step(self) -> None:
         if self.graphs:
             torch.compiler.cudagraph_mark_step_begin()
+
+
+class MutationRecorder:
+    """A torch.compile backend that compiles nothing and records, for every forward graph it is
+    handed, the indices of the graph's inputs that the graph mutates (AOTAutograd's metadata, which
+    torch's CUDA-graph check reads: a graph that mutates an input is not captured). A diagnostic for
+    the benchmarks and tests, on any device: `torch.compile(fn, backend=recorder.backend)`."""
+
+    def __init__(self) -> None:
+        from torch._dynamo.backends.common import aot_autograd
+
+        self.mutated: list[list[int]] = []
+        self.backend = aot_autograd(fw_compiler=self._forward)
+
+    def _forward(self, gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+        from functorch.compile import make_boxed_func
+
+        meta = torch._guards.TracingContext.get().fw_metadata
+        self.mutated.append([i for i, info in enumerate(meta.input_info) if info.mutates_data])
+        return make_boxed_func(gm)
