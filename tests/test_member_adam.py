@@ -3,8 +3,11 @@ its own learning rate and betas, step for step equal to S separate torch.optim.A
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lossbench.gan.member_adam import MemberAdam
 
@@ -48,3 +51,69 @@ def test_bad_member_hyperparameters_are_refused() -> None:
         MemberAdam([p], lr=[1e-3, 1e-3], betas=([0.5, 1.0], [0.9, 0.9]))
     with pytest.raises(ValueError, match="first dimension must be the 3 members"):
         MemberAdam([p], lr=[1e-3] * 3, betas=([0.5] * 3, [0.9] * 3))
+
+
+class _Ops(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.n += 0 if func.is_view else 1
+        return func(*args, **(kwargs or {}))
+
+
+def _stepped_ops(n_tensors: int) -> int:
+    """Non-view operators one MemberAdam step dispatches for n_tensors stacked parameters (S = 3)."""
+    params = [torch.randn(3, 4, 2, requires_grad=True) for _ in range(n_tensors)]
+    opt = MemberAdam(params, lr=LR, betas=(BETA1, BETA2))
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()  # the first step builds the flat state
+    with _Ops() as ops:
+        opt.step()
+    return ops.n
+
+
+def test_a_step_dispatches_the_same_operators_for_any_number_of_parameter_tensors() -> None:
+    # the moments in flat (S, N) buffers, one gathered gradient, one foreach subtraction: launches
+    # per step do not grow with the net's parameter tensors (a GPU running small nets is launch-bound)
+    assert _stepped_ops(2) == _stepped_ops(12) <= 30
+
+
+def test_state_reloaded_mid_run_steps_exactly_as_the_uninterrupted_run() -> None:
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(4, 3), (5,), (2, 2, 3)]
+    start = [torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
+    grads = [[torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes] for _ in range(6)]
+
+    def run(params: list[torch.Tensor], opt: MemberAdam, steps: range) -> None:
+        for t in steps:
+            for p, g in zip(params, grads[t]):
+                p.grad = g.clone()
+            opt.step()
+
+    whole = [t.clone().requires_grad_(True) for t in start]
+    opt = MemberAdam(whole, lr=LR, betas=(BETA1, BETA2))
+    run(whole, opt, range(3))
+    saved, at_3 = copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in whole]
+    assert [tuple(saved["state"][i]["exp_avg"].shape) for i in range(3)] == [(3, *s) for s in shapes]
+    assert {float(saved["state"][i]["step"]) for i in range(3)} == {3.0}
+    run(whole, opt, range(3, 6))
+    # a fresh optimiser given step 3's state, and one that ran on to step 5 first, take it up again
+    fresh = [t.clone().requires_grad_(True) for t in at_3]
+    again = MemberAdam(fresh, lr=LR, betas=(BETA1, BETA2))
+    again.load_state_dict(copy.deepcopy(saved))
+    run(fresh, again, range(3, 6))
+    ahead = [t.clone().requires_grad_(True) for t in start]
+    rewound = MemberAdam(ahead, lr=LR, betas=(BETA1, BETA2))
+    run(ahead, rewound, range(5))
+    with torch.no_grad():
+        for p, q in zip(ahead, at_3):
+            p.copy_(q)
+    rewound.load_state_dict(copy.deepcopy(saved))
+    run(ahead, rewound, range(3, 6))
+    for params in (fresh, ahead):
+        for p, q in zip(params, whole):
+            assert torch.equal(p, q)
+    assert float(rewound.state[ahead[0]]["step"]) == float(again.state[fresh[0]]["step"]) == 6.0

@@ -14,11 +14,18 @@ no amsgrad), member by member:
 with t the step count shared by the group (members of a group step together). Its state per
 parameter is torch's ("step", "exp_avg", "exp_avg_sq"), stacked, so one member's slice is a
 torch.optim.Adam state for that member alone.
+
+One step is a fixed number of operators whatever the number of parameter tensors (a GPU is bound
+by launches for such small nets): the moments of a parameter group live in two flat (S, N) buffers
+(N the parameters' elements per member) of which each parameter's state tensors are views, the
+gradients are gathered into one (S, N) tensor, the update is computed on the flat tensors, and the
+parameters take it in one foreach subtraction; one step-count tensor serves every parameter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -38,15 +45,63 @@ def coefficients(step: int, lr: Tensor, beta1: Tensor, beta2: Tensor) -> dict[st
             "bias_correction2_sqrt": (1 - beta2**step).sqrt(), "step_size": lr / (1 - beta1**step)}  # fmt: skip
 
 
-def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, c: dict[str, Tensor],
-                eps: float) -> None:  # fmt: skip
-    """One Adam step in place for a stacked parameter (S, ...), with the per-member `coefficients` c
-    (already shaped (S, 1, ...) and cast to the parameter's dtype); the formula is the module's, in
-    torch.optim.Adam's order of operations."""
+def adam_delta(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, c: dict[str, Tensor], eps: float) -> Tensor:
+    """One Adam step for stacked tensors (S, ...): the moments m, v updated in place, and the
+    parameters' decrease lr / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps) returned;
+    c: the per-member `coefficients`, already shaped (S, 1, ...) and cast to the tensors' dtype; the
+    formula is the module's, in torch.optim.Adam's order of operations."""
     exp_avg.lerp_(grad, c["one_minus_beta1"])
     exp_avg_sq.mul_(c["beta2"]).addcmul_(grad, grad * c["one_minus_beta2"])
     denom = (exp_avg_sq.sqrt() / c["bias_correction2_sqrt"]).add_(eps)
-    param.sub_(c["step_size"] * exp_avg / denom)
+    return c["step_size"] * exp_avg / denom
+
+
+def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, c: dict[str, Tensor],
+                eps: float) -> None:  # fmt: skip
+    """One Adam step in place for a stacked parameter (S, ...): theta_t = theta_{t-1} - `adam_delta`."""
+    param.sub_(adam_delta(grad, exp_avg, exp_avg_sq, c, eps))
+
+
+@dataclass
+class _Flat:
+    """One parameter group's moments as two flat (S, N) buffers, each parameter's state a view of a
+    column range, and the step count every parameter's state holds (one tensor)."""
+
+    params: list[Tensor]
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    step: Tensor
+    views: list[tuple[Tensor, Tensor]]  # (exp_avg, exp_avg_sq) of each parameter, as put in its state
+
+    def current(self, params: list[Tensor], state: dict) -> bool:
+        """Whether this is still the state: the same parameters and their state these views (a
+        load_state_dict or a new parameter set replaces them)."""
+        return len(params) == len(self.params) and all(
+            p is q and state.get(p, {}).get("exp_avg") is m and state[p].get("exp_avg_sq") is v
+            and state[p].get("step") is self.step
+            for p, q, (m, v) in zip(params, self.params, self.views))  # fmt: skip
+
+
+def flatten_state(params: list[Tensor], state: dict, step_dtype: torch.dtype) -> _Flat:
+    """The moments of `params` (S, ...) gathered into flat (S, N) buffers (zeros where a parameter
+    has no state yet), and each parameter's state made views of them with one shared step count."""
+    S = params[0].shape[0]
+    known = [state[p] for p in params if state.get(p)]
+    step = torch.tensor(float(known[0]["step"]) if known else 0.0, dtype=step_dtype)
+
+    def flat(name: str) -> Tensor:
+        parts = [state[p][name] if state.get(p) else torch.zeros_like(p) for p in params]
+        return torch.cat([t.reshape(S, -1) for t in parts], dim=1)
+
+    exp_avg, exp_avg_sq = flat("exp_avg"), flat("exp_avg_sq")
+    views, start = [], 0
+    for p in params:
+        n = p[0].numel()
+        pair = (exp_avg[:, start:start + n].view(p.shape), exp_avg_sq[:, start:start + n].view(p.shape))
+        state[p] = {"step": step, "exp_avg": pair[0], "exp_avg_sq": pair[1]}
+        views.append(pair)
+        start += n
+    return _Flat(list(params), exp_avg, exp_avg_sq, step, views)
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -95,24 +150,23 @@ class MemberAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            with_grad = [p for p in group["params"] if p.grad is not None]
-            if not with_grad:
+        flats: dict[int, _Flat] = self.__dict__.setdefault("_flats", {})
+        for i, group in enumerate(self.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
                 continue
-            for p in with_grad:
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())  # torch Adam's own
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-            # the members step together: one step count, the coefficients computed once per group
-            step = int(self.state[with_grad[0]]["step"].item())
-            c = coefficients(step, group["lr"], group["beta1"], group["beta2"])
-            cast: dict[tuple, dict[str, Tensor]] = {}
-            for p in with_grad:
-                key = (p.dtype, p.device, p.dim())
-                if key not in cast:  # moved to the parameters' device once per step and shape rank
-                    cast[key] = {name: per_member(v, p) for name, v in c.items()}
-                state = self.state[p]
-                adam_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], cast[key], group["eps"])
+            if len({(p.dtype, p.device) for p in params}) > 1:
+                raise ValueError("a parameter group's stacked parameters must share one dtype and device")
+            flat = flats.get(i)
+            if flat is None or not flat.current(params, self.state):
+                flat = flats[i] = flatten_state(params, self.state, _scalar_dtype())
+            flat.step += 1  # the members step together: one step count, shared by every parameter's state
+            c = coefficients(int(flat.step.item()), group["lr"], group["beta1"], group["beta2"])
+            # the per-member scalars onto the parameters' device in one copy, each as a column (S, 1)
+            moved = torch.stack(list(c.values())).to(flat.exp_avg)
+            cols = {name: moved[j][:, None] for j, name in enumerate(c)}
+            S = flat.exp_avg.shape[0]
+            grad = torch.cat([p.grad.reshape(S, -1) for p in params], dim=1)
+            delta = adam_delta(grad, flat.exp_avg, flat.exp_avg_sq, cols, group["eps"])
+            parts = delta.split([p[0].numel() for p in params], dim=1)
+            torch._foreach_sub_(params, [d.view(p.shape) for d, p in zip(parts, params)])
