@@ -25,7 +25,6 @@ from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed, steps_per_s
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
-from lossbench.exec.generators import MODEL_LAST
 from lossbench.exec.plan import group_key, grouped
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
@@ -36,7 +35,7 @@ from lossbench.metrics.features import Extractor
 from lossbench.metrics.registry import higher_is_better
 from lossbench.options import ExecConfig, SpeedConfig
 from lossbench.tracking import Tracker
-from lossbench.tracking_models import registered_name
+from lossbench.tracking_models import MODEL_LAST, registered_name
 
 ALIAS = "best"  # the registered version a suite's seeds stage found best
 STAGES = ("search", "seeds")  # a suite's first stage, and its second (`reseeds`)
