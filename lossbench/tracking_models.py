@@ -7,7 +7,7 @@ its best evaluation's as `generator_best` (weights/generator_best.pt) only where
 last, and the average of its weights (--ema) as `generator_ema` (weights/generator_ema.pt). Its tag
 lossbench.best_model names the model holding the best weights: `generator` where the last evaluation is
 the best (the same weights are stored once), else `generator_best`; `load_generator` follows it for
-runs:/<id>/generator_best.
+runs:/<id>/generator_best, and `best_weights` names the raw file.
 
 A logged generator is a plain torch program: `torch.export`'s pt2 archive (MLflow's "pt2"
 serialization) of the module the caller hands in, with a dynamic batch dimension. Loading it
@@ -29,6 +29,8 @@ from lossbench.tracking import TAG_BEST_MODEL, first_line
 EXAMPLE_BATCH = 2  # torch.export specializes a size-1 dimension: the example's batch must be > 1
 MODEL_URI_PREFIXES = ("runs:/", "models:/")
 MODEL_LAST, MODEL_BEST, MODEL_EMA = "generator", "generator_best", "generator_ema"
+WEIGHTS = {MODEL_LAST: "weights/generator.pt", MODEL_BEST: "weights/generator_best.pt",
+           MODEL_EMA: "weights/generator_ema.pt"}  # fmt: skip  # each model's raw state dict, in the run's artifacts
 
 
 def is_model_uri(text: str) -> bool:
@@ -80,6 +82,12 @@ def best_model(tags: dict[str, str]) -> str:
     return tags.get(TAG_BEST_MODEL, MODEL_BEST)
 
 
+def best_weights(tags: dict[str, str]) -> str:
+    """The artifact path of a run's best evaluation's raw weights, by the run's `tags` (`best_model`):
+    weights/generator.pt where the last evaluation is the best, else weights/generator_best.pt."""
+    return WEIGHTS.get(best_model(tags), WEIGHTS[MODEL_BEST])
+
+
 def _best_run(uri: str) -> str | None:
     """The run id of a runs:/<id>/generator_best URI (the model its tag names: `best_model`); None for any
     other URI."""
@@ -121,6 +129,20 @@ def load_generator(uri: str, tracking_uri: str) -> tuple[torch.nn.Module, int, s
         return G, z_dim, str(meta.get("z_dist", "normal"))
     except Exception as exc:
         raise ConfigError(f"{uri}: no logged generator there ({first_line(exc)})") from None
+
+
+def delete_artifact(uri: str, client: Any, run_id: str, path: str) -> None:
+    """Remove the artifact `path` (a file or folder) of run `run_id` from its artifact store (MLflow's
+    artifact repository of the run, in the store at `uri`); nothing there is no error, a store that
+    refuses is one TrackingError."""
+    import mlflow
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        mlflow.set_tracking_uri(uri)  # a server's mlflow-artifacts: repository resolves against it
+        get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+    except Exception as exc:
+        raise TrackingError(f"run {run_id}: cannot delete {path} ({first_line(exc)})") from None
 
 
 def register(client: Any, name: str, run_id: str, model_name: str, alias: str, description: str) -> int:

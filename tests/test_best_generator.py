@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
-from test_seed_run import _G, _start
+from test_seed_run import _G, _calls, _start
 
+from lossbench.exec.seed_run import SeedRun
 from lossbench.tracking import Tracker
-from lossbench.tracking_models import load_generator
+from lossbench.tracking_models import best_weights, load_generator
+from lossbench.train.loop import Outcome
 
 Z = torch.arange(4, dtype=torch.float32).reshape(2, 2)
 
@@ -42,3 +45,44 @@ def test_the_shared_loader_follows_the_runs_best_model_tag(tmp_path: Path) -> No
     uri, run_id = _fid_run(tmp_path / "earlier", final=6.0)
     torch.testing.assert_close(_sampled(uri, f"runs:/{run_id}/generator_best"), _G(4)(Z).detach(), rtol=0, atol=1e-6)
     torch.testing.assert_close(_sampled(uri, f"runs:/{run_id}/generator"), _G(8)(Z).detach(), rtol=0, atol=1e-6)
+
+
+def _best_fill(tracker: Tracker, run_id: str, tmp_path: Path) -> float:
+    """The fill (the step that made it) of the raw weights the run's tags name as its best."""
+    path = tracker.download(run_id, best_weights(tracker.run_tags(run_id)), tmp_path / "dl")
+    return float(torch.load(path, weights_only=True)["weight"][0, 0])
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["one-process", "resumed"])
+def test_the_best_weights_are_stored_once_where_the_last_evaluation_is_the_best(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed: bool) -> None:  # fmt: skip
+    """FID 5, 3 (step 4; uploaded as generator_best.pt, for a resume), final 2 at step 8: the best is
+    the last, so step 8's weights are uploaded once, as generator.pt; the earlier generator_best.pt
+    (superseded) is removed after the close, the tag names generator and best_weights its file, which
+    holds step 8's G. The same for a run interrupted after step 4 and resumed by another process."""
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "lossbench")
+    uploads = _calls(monkeypatch, tracker, "log_artifact")
+    run = _start(tracker, tmp_path / "a")
+    for step, fid in ((2, 5.0), (4, 3.0)):
+        run.log_evaluation(step, {"fid": fid}, _G(step))
+    if resumed:
+        run.end(Outcome("interrupted", 4))
+        tracker.flush()
+        assert "weights/generator_best.pt" in tracker.artifacts(run.run_id, "weights")
+        run = SeedRun.resume(tracker, 0, run.run_id, 4, tmp_path / "b")
+    run.finish(8, {"fid": 2.0}, _G(8), _G(0), 2, [])
+    assert [Path(u).parent.name for u in uploads if Path(u).name == "generator_best.pt"] == ["best-2", "best-4"]
+    assert tracker.artifacts(run.run_id, "weights") == ["weights/discriminator.pt", "weights/generator.pt"]
+    assert tracker.run_tags(run.run_id)["lossbench.best_model"] == "generator"
+    assert best_weights(tracker.run_tags(run.run_id)) == "weights/generator.pt"
+    assert _best_fill(tracker, run.run_id, tmp_path) == 8.0
+
+
+def test_an_earlier_best_keeps_its_own_weights_file(tmp_path: Path) -> None:
+    """FID 5, 3 (step 4), final 6: the best is not the last; generator_best.pt stays, holds step 4's G,
+    and best_weights names it (as for a run stored before the tag: no tag, generator_best.pt)."""
+    uri, run_id = _fid_run(tmp_path, final=6.0)
+    tracker = Tracker(uri, "lossbench")
+    assert "weights/generator_best.pt" in tracker.artifacts(run_id, "weights")
+    assert best_weights(tracker.run_tags(run_id)) == best_weights({}) == "weights/generator_best.pt"
+    assert _best_fill(tracker, run_id, tmp_path) == 4.0
