@@ -86,3 +86,50 @@ def test_an_earlier_best_keeps_its_own_weights_file(tmp_path: Path) -> None:
     assert "weights/generator_best.pt" in tracker.artifacts(run_id, "weights")
     assert best_weights(tracker.run_tags(run_id)) == best_weights({}) == "weights/generator_best.pt"
     assert _best_fill(tracker, run_id, tmp_path) == 4.0
+
+
+def test_the_parent_and_the_report_show_best_modes_from_the_ranking_keys(store: str, tmp_path: Path) -> None:
+    """`lossbench run` on ring8 with metrics modes (ranking key modes, higher is better), two seeds:
+    each seed logs best_modes; its parent run aggregates best_modes_mean and _std over them (not
+    best_fid alone), and the report's summary, table and header show best_modes with its direction."""
+    import numpy as np
+    import pandas as pd
+    from test_cli import lossbench, runs_by_role
+
+    from lossbench.report.build import build
+
+    lossbench("run", "--dataset", "ring8", "--seeds", "2", "--steps", "20", "--log-every", "10", "--eval-every", "10",
+              "--metrics", "modes", "--no-progress", "--tracking-uri", store)  # fmt: skip
+    roles = runs_by_role(store)
+    best = [r.data.metrics["best_modes"] for r in roles["seed"]]
+    assert len(best) == 2 and all(r.data.metrics["best_modes"] >= r.data.metrics["modes"] for r in roles["seed"])
+    (parent,) = roles["parent"]
+    assert parent.data.metrics["best_modes_mean"] == pytest.approx(np.mean(best), abs=1e-12)
+    assert parent.data.metrics["best_modes_std"] == pytest.approx(np.std(best, ddof=1), abs=1e-12)
+    out = build(store, "lossbench", tmp_path / "report")
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[0, "best_modes_mean"] == pytest.approx(np.mean(best), abs=1e-12)
+    md = (out / "report.md").read_text()
+    header, table = md.split("## Summary")[0], md.split("## Summary")[1].split("## Tests")[0]
+    assert "- best_modes: each run's best evaluation by modes (higher is better;" in header
+    assert "| best_modes mean ± std |" in table.splitlines()[2]
+
+
+def test_the_reports_score_and_best_keys_come_from_the_ranking() -> None:
+    """The report's score is the first of RANKING the runs logged (fcd alone: fcd, not a missing fid),
+    and best_keys picks the best_<key> columns in RANKING's order, best_<key>_step left out."""
+    import pandas as pd
+
+    from lossbench.metrics.registry import best_keys
+    from lossbench.report.build import main_score
+
+    def frame(**cols: list[float | None]) -> pd.DataFrame:
+        return pd.DataFrame(cols)
+
+    assert main_score(frame(modes=[3.0], fid=[40.0])) == "fid"  # stacked MNIST with both: FID first
+    assert main_score(frame(fcd=[2.0], is_mean=[1.5])) == "fcd"
+    assert main_score(frame(kid_mean=[0.1], equilibrium_distance=[1.0])) == "kid_mean"
+    assert main_score(frame(fid=[None], equilibrium_distance=[0.5])) == "equilibrium_distance"
+    assert main_score(frame(precision=[0.5])) == "fid"
+    assert best_keys(["best_modes_step", "best_modes", "fid", "best_fid", "best_kid_mean"]) == [
+        "best_fid", "best_modes", "best_kid_mean"]  # fmt: skip
