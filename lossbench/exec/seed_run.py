@@ -39,7 +39,7 @@ from lossbench.exec import generators, sample_figures
 from lossbench.exec.runs import SeedResult, data_inputs
 from lossbench.metrics.registry import BEST_PREFIX, best, ranking_key
 from lossbench.outcomes import STATUS_OF
-from lossbench.tracking import TAG_BEST_MODEL, TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
+from lossbench.tracking import TAG_BEST_MODEL, TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker, first_line
 from lossbench.tracking_models import MODEL_BEST, MODEL_LAST, WEIGHTS
 from lossbench.train.loop import Outcome
 
@@ -187,15 +187,14 @@ class SeedRun:
     def _drop_superseded_best(self) -> None:
         """The store's generator_best.pt of a run whose last evaluation is its best: an earlier
         evaluation's weights (kept for a resume), superseded by generator.pt, which the run's tag names;
-        removed, so the run stores its best weights once. A store that refuses is a warning (the tag
-        still names generator.pt)."""
-        if BEST_WEIGHTS not in self.tracker.artifacts(self.run_id, "weights"):
-            return
+        removed, so the run stores its best weights once. The run is closed already: a store that
+        refuses is a warning (the tag still names generator.pt), never a failed run."""
         try:
-            tracking_models.delete_artifact(self.tracker.uri, self.tracker.client, self.run_id, BEST_WEIGHTS)
-        except TrackingError as exc:
-            log.warning("seed %d: %s; its best weights are %s (tag %s)", self.seed, exc, WEIGHTS[MODEL_LAST],
-                        TAG_BEST_MODEL)  # fmt: skip
+            if BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
+                tracking_models.delete_artifact(self.tracker.uri, self.tracker.client, self.run_id, BEST_WEIGHTS)
+        except Exception as exc:  # noqa: BLE001 - said in one line
+            log.warning("seed %d: %s left in the store (%s); its best weights are %s (tag %s)", self.seed,
+                        BEST_WEIGHTS, first_line(exc), WEIGHTS[MODEL_LAST], TAG_BEST_MODEL)  # fmt: skip
 
     def _log_path(self, keys: list[str]) -> None:
         """The run's own figure of its two readouts' path over training, read back from the store."""
