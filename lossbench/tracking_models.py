@@ -1,5 +1,13 @@
 """Generators as MLflow models: logged to a seed run, loaded from a `runs:/` or `models:/` URI,
-registered under a name and alias. Beside lossbench.tracking, the one other module that imports mlflow.
+registered under a name and alias; which of a run's models and raw weights files holds its best
+evaluation's weights. Beside lossbench.tracking, the one other module that imports mlflow.
+
+A seed run (exec.seed_run) logs its last weights as the model `generator` (raw: weights/generator.pt),
+its best evaluation's as `generator_best` (weights/generator_best.pt) only where the best is not the
+last, and the average of its weights (--ema) as `generator_ema` (weights/generator_ema.pt). Its tag
+lossbench.best_model names the model holding the best weights: `generator` where the last evaluation is
+the best (the same weights are stored once), else `generator_best`; `load_generator` follows it for
+runs:/<id>/generator_best, and `best_weights` names the raw file.
 
 A logged generator is a plain torch program: `torch.export`'s pt2 archive (MLflow's "pt2"
 serialization) of the module the caller hands in, with a dynamic batch dimension. Loading it
@@ -16,10 +24,13 @@ from typing import Any
 import torch
 
 from lossbench.errors import ConfigError, TrackingError
-from lossbench.tracking import first_line
+from lossbench.tracking import TAG_BEST_MODEL, first_line
 
 EXAMPLE_BATCH = 2  # torch.export specializes a size-1 dimension: the example's batch must be > 1
 MODEL_URI_PREFIXES = ("runs:/", "models:/")
+MODEL_LAST, MODEL_BEST, MODEL_EMA = "generator", "generator_best", "generator_ema"
+WEIGHTS = {MODEL_LAST: "weights/generator.pt", MODEL_BEST: "weights/generator_best.pt",
+           MODEL_EMA: "weights/generator_ema.pt"}  # fmt: skip  # each model's raw state dict, in the run's artifacts
 
 
 def is_model_uri(text: str) -> bool:
@@ -64,19 +75,52 @@ def log_generator(uri: str, client: Any, experiment_id: str, run_id: str, module
     return model.model_id
 
 
+def best_model(tags: dict[str, str]) -> str:
+    """The model holding a run's best evaluation's weights, by the run's `tags`: the one its tag
+    lossbench.best_model names (`generator` where the last evaluation is the best), `generator_best`
+    for a run without the tag."""
+    return tags.get(TAG_BEST_MODEL, MODEL_BEST)
+
+
+def best_weights(tags: dict[str, str]) -> str:
+    """The artifact path of a run's best evaluation's raw weights, by the run's `tags` (`best_model`):
+    weights/generator.pt where the last evaluation is the best, else weights/generator_best.pt."""
+    return WEIGHTS.get(best_model(tags), WEIGHTS[MODEL_BEST])
+
+
+def _best_run(uri: str) -> str | None:
+    """The run id of a runs:/<id>/generator_best URI (the model its tag names: `best_model`); None for any
+    other URI."""
+    run_id, _, name = uri.removeprefix("runs:/").partition("/")
+    return run_id if uri.startswith("runs:/") and name.strip("/") == MODEL_BEST else None
+
+
+def _run_tags(client: Any, run_id: str) -> dict[str, str]:
+    """A run's tags; none where it cannot be read (the load then says why)."""
+    try:
+        return dict(client.get_run(run_id).data.tags)
+    except Exception:  # noqa: BLE001 - no such run: the download says so in one line
+        return {}
+
+
 def load_generator(uri: str, tracking_uri: str) -> tuple[torch.nn.Module, int, str]:
     """The generator logged at `uri` (runs:/<run id>/<name>, models:/<name>@<alias>, models:/<name>/<version>,
     models:/<model id>), on the CPU (an exported program's weights stay on the device it was exported
-    from), its latent size and distribution; a URI that names nothing is one line."""
+    from), its latent size and distribution; a URI that names nothing is one line. runs:/<id>/generator_best
+    is the model the run's tag names for its best weights (`best_model`)."""
     import mlflow
     import mlflow.artifacts
     import mlflow.pytorch
+    from mlflow import MlflowClient
     from mlflow.models import Model
 
     mlflow.set_tracking_uri(tracking_uri)
     try:
+        source = uri
+        if (run_id := _best_run(uri)) is not None:  # the model the run's tag names for its best weights
+            source = f"runs:/{run_id}/{best_model(_run_tags(MlflowClient(tracking_uri), run_id))}"
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(uri, dst_path=tmp)
+            local = mlflow.artifacts.download_artifacts(source, dst_path=tmp)
             G = mlflow.pytorch.load_model(local)
             meta = Model.load(local).metadata or {}
         z_dim = int(meta.get("z_dim", 0))
@@ -85,6 +129,20 @@ def load_generator(uri: str, tracking_uri: str) -> tuple[torch.nn.Module, int, s
         return G, z_dim, str(meta.get("z_dist", "normal"))
     except Exception as exc:
         raise ConfigError(f"{uri}: no logged generator there ({first_line(exc)})") from None
+
+
+def delete_artifact(uri: str, client: Any, run_id: str, path: str) -> None:
+    """Remove the artifact `path` (a file or folder) of run `run_id` from its artifact store (MLflow's
+    artifact repository of the run, in the store at `uri`); nothing there is no error, a store that
+    refuses is one TrackingError."""
+    import mlflow
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        mlflow.set_tracking_uri(uri)  # a server's mlflow-artifacts: repository resolves against it
+        get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+    except Exception as exc:
+        raise TrackingError(f"run {run_id}: cannot delete {path} ({first_line(exc)})") from None
 
 
 def register(client: Any, name: str, run_id: str, model_name: str, alias: str, description: str) -> int:

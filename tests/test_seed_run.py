@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossbench import tracking_models
 from lossbench.config import resolve
 from lossbench.exec.seed_run import BEST_WEIGHTS, SeedRun
 from lossbench.tracking import Tracker
@@ -101,7 +102,8 @@ def test_higher_is_better_modes_keep_the_best_generator_from_the_weights_the_run
 
 def test_a_run_whose_last_evaluation_is_its_best_logs_one_model(tmp_path: Path) -> None:
     """FID 5, 3, final 2: the last step is the best; only `generator` is exported, the tag says it is
-    the best one, and `lossbench sample runs:/<id>/generator_best` samples it."""
+    the best one, and `lossbench sample runs:/<id>/generator_best` samples it. Its raw best weights are
+    generator.pt's (tests/test_best_generator.py: stored once)."""
     from lossbench.exec.stored_generators import write_samples
 
     uri = f"sqlite:///{tmp_path}/m.db"
@@ -112,7 +114,7 @@ def test_a_run_whose_last_evaluation_is_its_best_logs_one_model(tmp_path: Path) 
     run.finish(8, {"fid": 2.0}, _G(8), _G(0), 2, [])
     stored = tracker.client.get_run(run.run_id).data
     assert (stored.metrics["best_fid"], stored.metrics["best_fid_step"]) == (2.0, 8.0)
-    assert _kept(tracker, run.run_id, tmp_path) == 8.0  # the raw weights file is still written
+    assert tracking_models.best_weights(stored.tags) == "weights/generator.pt"
     assert _models(tracker, run.run_id) == ["generator"]
     assert stored.tags["lossbench.best_model"] == "generator"
     for model in ("generator_best", "generator"):

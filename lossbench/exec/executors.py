@@ -57,8 +57,12 @@ EXECUTORS: Registry[Executor] = Registry("executor")
 
 @EXECUTORS.register("local")
 def run_local(jobs: list[Job], opts: ExecutorOptions) -> list[RunSummary]:
-    if jobs and jobs[0][1].speed.parallel_configs:
-        return run_grouped(jobs)
+    """The jobs trained here, as LOCAL_TRAINING has it for the first job's --parallel-configs (none: nothing)."""
+    return LOCAL_TRAINING[jobs[0][1].speed.parallel_configs](jobs) if jobs else []
+
+
+def run_each(jobs: list[Job]) -> list[RunSummary]:
+    """Each configuration in turn (`run_here`): its seeds one after another, or together with --parallel-seeds."""
     return [run_here(cfg, ex) for cfg, ex in jobs]
 
 
@@ -116,6 +120,12 @@ def run_grouped(jobs: list[Job]) -> list[RunSummary]:
                           else summary(ctx.cfg, p, None, []))
         for i, (ctx, p) in enumerate(zip(contexts, plans))
     ]  # fmt: skip
+
+
+LocalTraining = Callable[[list[Job]], list[RunSummary]]
+# how the local executor trains its jobs, by their --parallel-configs (SpeedConfig.parallel_configs; the jobs
+# of one command share it): each configuration on its own, or every job's members in groups of one shape
+LOCAL_TRAINING: dict[bool, LocalTraining] = {False: run_each, True: run_grouped}
 
 
 def run_here(cfg: RunConfig, ex: ExecConfig) -> RunSummary:

@@ -1,24 +1,20 @@
 """A run's generator as a self-contained sampler, logged as an MLflow model at the end of a seed run
 (lossbench.tracking_models): the last weights as `generator`, the best evaluation's as `generator_best`
 (only where the best is not the last: the run's tag lossbench.best_model names the model that holds
-it, and `best_uri` follows it), the average of its weights (--ema) as `generator_ema`."""
+it, and tracking_models.load_generator follows it), the average of its weights (--ema) as `generator_ema`."""
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from lossbench.errors import LossbenchError
 from lossbench.gan.models import STANDARD_RANGE, rescale
-from lossbench.tracking import TAG_BEST_MODEL, Tracker
-from lossbench.tracking_models import log_generator
-
-MODEL_LAST, MODEL_BEST, MODEL_EMA = "generator", "generator_best", "generator_ema"
+from lossbench.tracking import Tracker
+from lossbench.tracking_models import MODEL_BEST, MODEL_EMA, MODEL_LAST, log_generator
 
 
 class Sampler(nn.Module):
@@ -53,17 +49,3 @@ def log_models(tracker: Tracker, run_id: str, G: nn.Module, z_dim: int, step: in
     if averaged is not None:
         log(Sampler(averaged), MODEL_EMA)
     return time.perf_counter() - started
-
-
-def best_uri(uri: str, run_tags: Callable[[str], dict[str, str]]) -> str:
-    """runs:/<id>/generator_best of a run whose last evaluation was its best is runs:/<id>/generator
-    (the model its tag lossbench.best_model names: the run logged the same weights once); any other
-    URI, or a run that cannot be read (the load then says why), as it is."""
-    run_id, _, name = uri.removeprefix("runs:/").partition("/")
-    if not uri.startswith("runs:/") or name.strip("/") != MODEL_BEST:
-        return uri
-    try:
-        named = run_tags(run_id).get(TAG_BEST_MODEL, MODEL_BEST)
-    except LossbenchError:
-        return uri
-    return f"runs:/{run_id}/{named}"

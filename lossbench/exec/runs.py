@@ -12,7 +12,7 @@ import lossbench
 from lossbench.config import RunConfig, to_json
 from lossbench.exec.plan import Plan
 from lossbench.gan import data
-from lossbench.metrics.registry import METRICS, evaluates
+from lossbench.metrics.registry import METRICS, best_keys, evaluates
 from lossbench.options import ExecConfig
 from lossbench.report.stats import across_seeds
 from lossbench.tracking import TAG_CONFIG_HASH, TAG_DATASET, TAG_LOSS, TAG_OUTCOME, TAG_ROLE, Tracker
@@ -132,7 +132,8 @@ def close_parent(tracker: Tracker, cfg: RunConfig, plan: Plan, parent_id: str, t
         "seeds_finished": float(len(finished)),
         "seeds_diverged": float(sum(r.outcome == "diverged" for r in runs)),
     }
-    keys = {k for name in cfg.metrics.metrics for k in METRICS.get(name).keys} | {"best_fid"}
+    keys = {k for name in cfg.metrics.metrics for k in METRICS.get(name).keys}
+    keys |= set(best_keys(k for r in finished for k in r.metrics))  # best_fid, best_modes: as the seeds logged them
     for key, d in across_seeds((r.metrics for r in finished), sorted(keys)).items():  # the report's statistics
         values[f"{key}_mean"], values[f"{key}_std"] = d.mean, d.std
     tracker.log_metrics(parent_id, cfg.train.steps, values)

@@ -12,8 +12,11 @@ seed's `SeedResult` (exec.runs):
 
   finished     the final evaluation with best_<key> and best_<key>_step (best_fid, best_fid_step) over
                every evaluation of the run (a resumed run's earlier ones read back once), G's and D's
-               weights, the readouts' path, the generators as MLflow models (exec.generators: the best
-               one only where it is not the last step's, tag lossbench.best_model naming it); FINISHED
+               weights, the readouts' path, the generators as MLflow models (exec.generators); tag
+               lossbench.best_model names the model holding the best weights: generator where the last
+               evaluation is the best (its weights stored once: generator_best.pt of an earlier best
+               is removed after the close), else generator_best (tracking_models.best_weights: the
+               raw file); FINISHED
   diverged     FAILED, tag lossbench.diverged_step
   interrupted  KILLED, tag lossbench.interrupted_step (the group checkpoints it first)
   an error     FAILED with tag lossbench.error; a second Ctrl-C: KILLED, interrupted (`fail`)
@@ -29,18 +32,20 @@ from typing import Any
 import torch
 
 from lossbench import tracking_conventions as conventions
+from lossbench import tracking_models
 from lossbench.config import RunConfig
 from lossbench.errors import TrackingError
 from lossbench.exec import generators, sample_figures
 from lossbench.exec.runs import SeedResult, data_inputs
 from lossbench.metrics.registry import BEST_PREFIX, best, ranking_key
 from lossbench.outcomes import STATUS_OF
-from lossbench.tracking import TAG_BEST_MODEL, TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
+from lossbench.tracking import TAG_BEST_MODEL, TAG_ERROR, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker, first_line
+from lossbench.tracking_models import MODEL_BEST, MODEL_LAST, WEIGHTS
 from lossbench.train.loop import Outcome
 
 log = logging.getLogger(__name__)
 
-BEST_WEIGHTS = "weights/generator_best.pt"
+BEST_WEIGHTS = WEIGHTS[MODEL_BEST]
 
 
 class SeedRun:
@@ -153,7 +158,10 @@ class SeedRun:
                readouts: list[str], averaged: torch.nn.Module | None = None) -> SeedResult:  # fmt: skip
         """Close a finished run: `final` (the last evaluation) with the run's best by its ranking key,
         the weights (and the averaged G's, with --ema), the path of the `readouts` (two of them: a
-        plane), the generators as MLflow models; then FINISHED."""
+        plane), the generators as MLflow models; then FINISHED. Where the last evaluation is the best,
+        its weights are generator.pt's, stored once: the tag says so, and a generator_best.pt an
+        earlier best left in the store is removed after the close (until then the tag already names
+        generator.pt)."""
         best_is_last = None  # unknown: no ranking key evaluated
         if (ranked := self._ranking(final)) is not None:
             key, history = ranked
@@ -162,8 +170,6 @@ class SeedRun:
                 value, at = best(candidates, key)
                 final |= {f"{BEST_PREFIX}{key}": value, f"{BEST_PREFIX}{key}_step": float(at)}
                 best_is_last = key in final and at == step
-                if best_is_last:  # the last evaluation is the best: its weights are the best ones
-                    self._keep_best(step, G)
         self.log(step, final)
         weights = (("generator.pt", G), ("discriminator.pt", D), ("generator_ema.pt", averaged))
         for name, module in ((n, m) for n, m in weights if m is not None):
@@ -174,7 +180,21 @@ class SeedRun:
         self.tracker.flush()
         tags = self._log_models(G, z_dim, step, averaged, best_is_last)
         self.tracker.end_run(self.run_id, "FINISHED", {TAG_OUTCOME: "finished"} | tags)
+        if best_is_last:
+            self._drop_superseded_best()
         return SeedResult(self.seed, self.run_id, "finished", step, final)
+
+    def _drop_superseded_best(self) -> None:
+        """The store's generator_best.pt of a run whose last evaluation is its best: an earlier
+        evaluation's weights (kept for a resume), superseded by generator.pt, which the run's tag names;
+        removed, so the run stores its best weights once. The run is closed already: a store that
+        refuses is a warning (the tag still names generator.pt), never a failed run."""
+        try:
+            if BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
+                tracking_models.delete_artifact(self.tracker.uri, self.tracker.client, self.run_id, BEST_WEIGHTS)
+        except Exception as exc:  # noqa: BLE001 - said in one line
+            log.warning("seed %d: %s left in the store (%s); its best weights are %s (tag %s)", self.seed,
+                        BEST_WEIGHTS, first_line(exc), WEIGHTS[MODEL_LAST], TAG_BEST_MODEL)  # fmt: skip
 
     def _log_path(self, keys: list[str]) -> None:
         """The run's own figure of its two readouts' path over training, read back from the store."""
@@ -187,9 +207,10 @@ class SeedRun:
                     best_is_last: bool | None) -> dict[str, str]:  # fmt: skip
         """The last, best and averaged generators as MLflow models (exec.generators), and the tag naming
         the model with the best evaluation's weights: `generator` itself where the last evaluation is
-        the best (no second export of the same weights), else `generator_best`, from the local file
-        this process wrote (a resumed run whose best came before it reads it back from the store). A
-        failure is a warning and no tag: the run's weights are stored already."""
+        the best (no second export nor upload of the same weights), else `generator_best`, from the
+        local file this process wrote (a resumed run whose best came before it reads it back from the
+        store). The tag is returned even where logging the models fails (a warning): it also names the
+        raw weights file that holds the best weights (tracking_models.best_weights)."""
         best_weights = None
         if best_is_last is False:
             best_weights = self._best_weights
@@ -200,9 +221,8 @@ class SeedRun:
             log.info("seed %d: generator logged as an MLflow model in %.1f s", self.seed, took)
         except TrackingError as exc:
             log.warning("seed %d: %s", self.seed, exc)
-            return {}
         if best_is_last:
             log.info("seed %d: its last evaluation is its best: model %s is the best one (tag %s)", self.seed,
-                     generators.MODEL_LAST, TAG_BEST_MODEL)  # fmt: skip
-            return {TAG_BEST_MODEL: generators.MODEL_LAST}
-        return {TAG_BEST_MODEL: generators.MODEL_BEST} if best_weights is not None else {}
+                     MODEL_LAST, TAG_BEST_MODEL)  # fmt: skip
+            return {TAG_BEST_MODEL: MODEL_LAST}
+        return {TAG_BEST_MODEL: MODEL_BEST} if best_weights is not None else {}

@@ -1,6 +1,6 @@
 """Samples of a stored generator (`lossbench sample`): a finished run's, rebuilt from its configuration, or
-one logged as an MLflow model (runs:/<id>/generator_best of a run whose last evaluation was its best:
-its generator, exec.generators.best_uri); the same latents for the same seed."""
+one logged as an MLflow model (runs:/<id>/generator_best: the model the run's tag names for its best
+weights, as tracking_models.load_generator follows it); the same latents for the same seed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from torch import Tensor
 
 from lossbench import caps, config, paths, rng, tracking_models
 from lossbench.errors import ConfigError, LossbenchError
-from lossbench.exec.generators import best_uri
 from lossbench.gan import latent
 from lossbench.gan.models import generate
 from lossbench.options import resolve_device
@@ -85,7 +84,6 @@ def _from_model(uri: str, n: int, seed: int, tracking_uri: str | None, dev: torc
     """n samples of the generator logged at `uri`, z drawn on `dev` as `generate` draws it (its
     distribution from the model's metadata), so a run's id and its runs:/<id>/generator URI give the
     same samples; the logged program runs on the CPU, where it was exported."""
-    uri = best_uri(uri, lambda run_id: Tracker(tracking_uri, experiment=None, create=False).run_tags(run_id))
     G, z_dim, dist = tracking_models.load_generator(uri, paths.tracking_uri(tracking_uri))
     stream = rng.generator(seed, "sample", dev)
     with torch.no_grad():

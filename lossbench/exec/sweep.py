@@ -25,7 +25,6 @@ from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed, steps_per_s
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
-from lossbench.exec.generators import MODEL_LAST
 from lossbench.exec.plan import group_key, grouped
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
@@ -36,7 +35,7 @@ from lossbench.metrics.features import Extractor
 from lossbench.metrics.registry import higher_is_better
 from lossbench.options import ExecConfig, SpeedConfig
 from lossbench.tracking import Tracker
-from lossbench.tracking_models import registered_name
+from lossbench.tracking_models import MODEL_LAST, registered_name
 
 ALIAS = "best"  # the registered version a suite's seeds stage found best
 STAGES = ("search", "seeds")  # a suite's first stage, and its second (`reseeds`)
@@ -208,14 +207,14 @@ def grouped_estimate(
 ) -> GroupedEstimate:  # fmt: skip
     """The planned members' groups (`planned_groups`), each timed at its size: training time of the
     whole stage as it will run. `advance(1)` follows each group."""
-    timer = _Timer(device, data_dir, None, speed)
+    sets = TrainingSets(data_dir)
     rates: dict[tuple[RunConfig, int], float] = {}
     train_s, timed, sizes = 0.0, 0, []
     for members in planned_groups(planned, speed):
         cfg = planned[members[0][0]].cfg
         sizes.append(len(members))
         key = (_cost_key(cfg), len(members))
-        ds = timer._data(cfg.data.dataset)
+        ds = sets.get(cfg.data.dataset)
         if ds is not None:
             if key not in rates:
                 rates[key] = steps_per_s(cfg, ds, device, speed, cfg.train.steps * len(members), len(members))
@@ -226,6 +225,24 @@ def grouped_estimate(
     return GroupedEstimate(sizes, train_s, timed)
 
 
+class TrainingSets:
+    """The training sets a plan times, by name, each loaded once from `data_dir`; None for one not on
+    this machine (a plan never downloads: one line on stderr says so, once)."""
+
+    def __init__(self, data_dir: str | None) -> None:
+        self.data_dir = data_dir
+        self.loaded: dict[str, data.Dataset | None] = {}
+
+    def get(self, name: str) -> data.Dataset | None:
+        if name not in self.loaded:
+            try:
+                self.loaded[name] = data.load(name, self.data_dir, "train", download=False)
+            except DataError as exc:
+                print(f"estimate: {exc}; its configurations are not timed", file=sys.stderr, flush=True)
+                self.loaded[name] = None
+        return self.loaded[name]
+
+
 class _Timer:
     """Times planned configurations, sharing what they share: each data set is loaded once, the
     Inception rate measured once, and configurations that differ only in values that do not change
@@ -233,8 +250,8 @@ class _Timer:
 
     def __init__(self, device: torch.device, data_dir: str | None, cache_dir: Path | None,
                  speed: SpeedConfig | None) -> None:  # fmt: skip
-        self.device, self.data_dir, self.cache_dir, self.speed = device, data_dir, cache_dir, speed
-        self.sets: dict[str, data.Dataset | None] = {}  # None: not on this machine (a plan never downloads)
+        self.device, self.cache_dir, self.speed = device, cache_dir, speed
+        self.sets = TrainingSets(data_dir)
         self.extractor: Extractor | None = None
         self.rate: float | None = None
         self.timed: dict[RunConfig, Estimate] = {}
@@ -245,7 +262,7 @@ class _Timer:
         if (same := self.timed.get(_cost_key(p.cfg))) is not None:  # the same step, perhaps a different budget
             evaluations = evaluations_per_seed(p.cfg) if same.images_per_s else 0
             return dataclasses.replace(same, seeds=len(p.seeds), steps=p.cfg.train.steps, evaluations=evaluations)
-        ds = self._data(p.cfg.data.dataset)
+        ds = self.sets.get(p.cfg.data.dataset)
         if ds is None:
             return None
         ext = None
@@ -256,15 +273,6 @@ class _Timer:
         self.rate = e.images_per_s or self.rate
         self.timed[_cost_key(p.cfg)] = e
         return e
-
-    def _data(self, name: str) -> data.Dataset | None:
-        if name not in self.sets:  # each data set loaded once
-            try:
-                self.sets[name] = data.load(name, self.data_dir, "train", download=False)
-            except DataError as exc:
-                print(f"estimate: {exc}; its configurations are not timed", file=sys.stderr, flush=True)
-                self.sets[name] = None
-        return self.sets[name]
 
 
 def _cost_key(cfg: RunConfig) -> RunConfig:

@@ -37,6 +37,7 @@ BEST_PREFIX = "best_"  # a run's best evaluation by its ranking key: best_fid, b
 # the keys that pick a run's best evaluation (and keep its generator), in order of preference: the first
 # an evaluation logged decides (images by FID, 2-D mixtures by modes, as the report's score)
 RANKING = ("fid", "modes", "fcd", "kid_mean", "is_mean")
+BEST_KEYS = tuple(BEST_PREFIX + k for k in RANKING)  # what runs log of their best: best_fid, best_modes, ...
 
 METRICS: Registry[MetricSpec] = Registry("metric", key="metrics")
 METRICS.add("fid", MetricSpec(("fid",), higher_is_better=False, points=False))
@@ -92,6 +93,14 @@ def ranking_key(keys: Iterable[str]) -> str | None:
     RANKING among them; None when none is (pr, dc alone: no best generator is kept)."""
     logged = set(keys)
     return next((k for k in RANKING if k in logged), None)
+
+
+def best_keys(logged: Iterable[str]) -> list[str]:
+    """The best_<key> among `logged` (the metric keys of a run, or of several), in RANKING's order:
+    ['best_fid'] for image runs, ['best_modes'] for 2-D mixtures, both where runs of each are mixed;
+    best_<key>_step is not one of them."""
+    present = set(logged)
+    return [k for k in BEST_KEYS if k in present]
 
 
 def best(history: Iterable[tuple[float, int]], key: str) -> tuple[float, int]:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from lossbench import cards, folders, manifest
 from lossbench.errors import LossbenchError
-from lossbench.metrics.registry import EMA_PREFIX, higher_is_better
+from lossbench.metrics.registry import BEST_KEYS, BEST_PREFIX, EMA_PREFIX, RANKING, higher_is_better
 from lossbench.progress import phase
 from lossbench.report import against as report_against
 from lossbench.report import figures as report_figures
@@ -150,8 +150,10 @@ def _display(summary: pd.DataFrame, score: str) -> pd.DataFrame:
     ]
     extra = ("kid_mean", "is_mean", "precision", "recall", "density", "coverage", "high_quality", "reverse_kl",
              "equilibrium_distance")  # fmt: skip
-    for s in dict.fromkeys((score, f"best_{score}" if score == "fid" else None, f"{EMA_PREFIX}{score}", *extra)):
-        if s and f"{s}_mean" in summary:
+    # the score, its best over each run's evaluations and its averaged G's, then every other best_<key> the
+    # runs logged (metrics.registry.BEST_KEYS), then the rest: each where the summary has it
+    for s in dict.fromkeys((score, f"{BEST_PREFIX}{score}", f"{EMA_PREFIX}{score}", *BEST_KEYS, *extra)):
+        if f"{s}_mean" in summary:
             out[f"{s} mean ± std"] = [
                 "" if pd.isna(m) else f"{m:.4g} ± {sd:.2g}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])
             ]
@@ -227,6 +229,14 @@ def build(
     return out
 
 
+def main_score(runs: pd.DataFrame) -> str:
+    """The score the report tests and plots: the first ranking key (metrics.registry.RANKING: fid, modes,
+    fcd, kid_mean, is_mean) the runs logged, else the Dirac-GAN's equilibrium_distance, else fid (then
+    nothing has it, and the report says so)."""
+    present = [s for s in (*RANKING, "equilibrium_distance") if s in runs and runs[s].notna().any()]
+    return present[0] if present else "fid"
+
+
 def _write(
     out: Path, tracker: Tracker, experiment: str, runs: pd.DataFrame, paper: cards.Paper | None,
     datasets: tuple[str, ...], losses: tuple[str, ...],
@@ -235,8 +245,7 @@ def _write(
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
 
-    present = [s for s in ("fid", "modes", "equilibrium_distance") if s in runs and runs[s].notna().any()]
-    score = present[0] if present else "fid"
+    score = main_score(runs)
     lower = not higher_is_better(score)
     summary = report_stats.summarise(runs)
     summary = summary.sort_values(["dataset", "label"]).reset_index(drop=True)
@@ -265,7 +274,8 @@ def _write(
     grids = median_seed_grid(tracker, runs, score, figs / "samples")
     if not grids:
         missing.append(f"Samples: no finished run with {score} logged a sample grid")
-    about = report_protocol.lines(runs) + report_protocol.statistics_lines(score, lower)
+    about = report_protocol.lines(runs) + report_protocol.best_lines(runs) + report_protocol.statistics_lines(
+        score, lower)  # fmt: skip
     untested = report_stats.no_pairs(runs, score)
 
     runs.to_csv(out / "runs.csv", index=False)

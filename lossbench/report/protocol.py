@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from lossbench.metrics.registry import BEST_PREFIX, best_keys, higher_is_better
 from lossbench.report import stats as report_stats
 
 # the seed-run params that say how a score was measured (lossbench.config.MetricConfig, exec/group.py)
@@ -59,6 +60,19 @@ def lines(runs: pd.DataFrame) -> list[str]:
     for key, group in frame.groupby(["dataset", *PARAMS], sort=True):
         p = dict(zip(["dataset", *PARAMS], key))
         out.append(f"{p['dataset']} ({len(group)} seed run{'s' * (len(group) != 1)}): {describe(p)}")
+    return out
+
+
+def best_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per best_<key> the runs logged (metrics.registry.best_keys), in the direction the metric
+    registry gives its key."""
+    logged = [c for c in runs.columns if runs[c].notna().any()]
+    out = []
+    for best in best_keys(logged):
+        key = best.removeprefix(BEST_PREFIX)
+        better = "higher" if higher_is_better(best) else "lower"
+        out.append(f"{best}: each run's best evaluation by {key} ({better} is better; the earliest of equal "
+                   "values), over every evaluation of the run; its G is the run's best generator.")  # fmt: skip
     return out
 
 

@@ -25,17 +25,18 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from lossbench.metrics.registry import EMA_PREFIX
+from lossbench.metrics.registry import BEST_KEYS, EMA_PREFIX
 
 MIN_SEEDS_FOR_TEST = 3
 MIN_SEEDS_FOR_INTERVAL = 3
 CONFIDENCE = 0.95
 RESAMPLES = 9999  # bootstrap resamples per interval; the expanded level's tails need thousands
 GROUP = ["config_hash", "label", "loss", "penalty", "dataset", "arch"]
-BASE_SCORES = ["fid", "best_fid", "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "modes",
+# each run's best evaluation by its ranking key (metrics.registry.BEST_KEYS: best_fid, best_modes, ...)
+BASE_SCORES = ["fid", *BEST_KEYS, "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "modes",
                "high_quality", "reverse_kl", "equilibrium_distance"]  # fmt: skip
 # and the averaged generator's (--ema), where the runs logged them
-SCORES = BASE_SCORES + [EMA_PREFIX + s for s in BASE_SCORES if s not in ("best_fid", "equilibrium_distance")]
+SCORES = BASE_SCORES + [EMA_PREFIX + s for s in BASE_SCORES if s not in (*BEST_KEYS, "equilibrium_distance")]
 
 
 def finished_with(runs: pd.DataFrame, score: str) -> pd.DataFrame:
