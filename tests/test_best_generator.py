@@ -98,8 +98,10 @@ def test_the_parent_and_the_report_show_best_modes_from_the_ranking_keys(store: 
 
     from lossbench.report.build import build
 
-    lossbench("run", "--dataset", "ring8", "--seeds", "2", "--steps", "20", "--log-every", "10", "--eval-every", "10",
-              "--metrics", "modes", "--no-progress", "--tracking-uri", store)  # fmt: skip
+    ran = lossbench("run", "--dataset", "ring8", "--seeds", "2", "--steps", "20", "--log-every", "10",
+                    "--eval-every", "10", "--metrics", "modes", "--no-progress", "--tracking-uri", store)  # fmt: skip
+    header = next(line for line in ran.stdout.splitlines() if line.lstrip().startswith("seed"))
+    assert header.split()[3:7] == ["modes", "high_quality", "reverse_kl", "best_modes"]  # the run's own summary
     roles = runs_by_role(store)
     best = [r.data.metrics["best_modes"] for r in roles["seed"]]
     assert len(best) == 2 and all(r.data.metrics["best_modes"] >= r.data.metrics["modes"] for r in roles["seed"])
@@ -133,3 +135,19 @@ def test_the_reports_score_and_best_keys_come_from_the_ranking() -> None:
     assert main_score(frame(precision=[0.5])) == "fid"
     assert best_keys(["best_modes_step", "best_modes", "fid", "best_fid", "best_kid_mean"]) == [
         "best_fid", "best_modes", "best_kid_mean"]  # fmt: skip
+
+
+def test_a_suite_may_rank_settings_by_the_best_key_its_runs_log() -> None:
+    """best_by accepts the best_<key> a configuration's runs log (best_modes for a 2-D mixture with
+    metrics modes), and refuses one they do not log in one line."""
+    from lossbench import config
+    from lossbench.errors import ConfigError
+    from lossbench.exec.search import check_best_by, logged_keys
+
+    assert logged_keys(("modes",)) == ["best_modes", "high_quality", "modes", "reverse_kl"]
+    assert logged_keys(("fid", "kid")) == ["best_fid", "fid", "kid_mean"]
+    assert logged_keys(("pr",)) == ["precision", "recall"]  # no ranking key: no best generator kept
+    ring = config.resolve(("s", {"dataset": "ring8", "metrics": ["modes"]}))
+    assert check_best_by("best_modes", (ring,), "suite.toml") == "best_modes"
+    with pytest.raises(ConfigError, match="best_by = 'best_fid', but non-saturating on ring8 logs only best_modes"):
+        check_best_by("best_fid", (ring,), "suite.toml")

@@ -133,12 +133,11 @@ def _print_summary(summary: Any, cfg: Any) -> None:
     """Per seed: outcome, step and final metrics; then mean, std and median over finished seeds, and
     the mean's 95% bootstrap interval (lo95, hi95) where a column has 3 seeds or more: all from
     report.stats.across_seeds, the report's own statistics."""
-    from lossbench.metrics.registry import METRICS
+    from lossbench.metrics.registry import METRICS, best_keys
     from lossbench.report.stats import MIN_SEEDS_FOR_INTERVAL, across_seeds
 
     keys = [k for name in cfg.metrics.metrics for k in METRICS.get(name).keys if not k.endswith("_std")]
-    if any("fid" in s.metrics for s in summary.seeds):
-        keys.append("best_fid")
+    keys += best_keys(k for s in summary.seeds for k in s.metrics)  # best_fid, best_modes, ...: what the runs kept
     width = max([10, *map(len, keys)]) + 2
     click.echo(f"{cfg.loss.loss} on {cfg.data.dataset}, configuration {summary.config_hash}:")
     click.echo(f"  {'seed':>4}  {'outcome':<11} {'step':>7}  " + "".join(f"{k:>{width}}" for k in keys) + "  run")

@@ -53,7 +53,7 @@ from lossbench.config import ALIASES, KEYS, RunConfig
 from lossbench.errors import ConfigError
 from lossbench.exec import compare_gan
 from lossbench.gan import losses
-from lossbench.metrics.registry import METRICS, higher_is_better
+from lossbench.metrics.registry import BEST_PREFIX, METRICS, higher_is_better, ranking_key
 from lossbench.plugins import is_plugin
 from lossbench.registry import unknown_name_message
 from lossbench.tracking import Tracker
@@ -135,12 +135,13 @@ def _distribution(key: str, spec: Any, where: str) -> Distribution:
 def logged_keys(metrics: tuple[str, ...]) -> list[str]:
     """The final values these metrics log that a setting may be ranked by (not the *_std ones)."""
     keys = [k for n in metrics for k in METRICS.get(n).keys if not k.endswith("_std")]
-    return sorted({*keys, *(["best_fid"] if "fid" in metrics else [])})
+    ranked = ranking_key(keys)  # a run keeps its best evaluation by this key and logs best_<key>
+    return sorted({*keys, *([BEST_PREFIX + ranked] if ranked else [])})
 
 
 def check_best_by(metric: Any, configs: tuple[RunConfig, ...], where: str) -> str:
     """`best_by` must be a final value every configuration logs."""
-    every = logged_keys(tuple(METRICS.names()))
+    every = sorted({k for name in METRICS.names() for k in logged_keys((name,))})  # any metric set's keys
     if not isinstance(metric, str) or metric not in every:
         raise ConfigError(f"{where}: best_by: {unknown_name_message('metric', str(metric), every)}")
     for cfg in configs:
