@@ -10,6 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lossbench.gan.member_adam import MemberAdam
+from lossbench.train.players import _load_optimizer_slice, _slice_optimizer
 
 LR, BETA1, BETA2 = [1e-3, 2e-4, 5e-2], [0.5, 0.9, 0.0], [0.999, 0.9, 0.99]
 
@@ -113,7 +114,42 @@ def test_state_reloaded_mid_run_steps_exactly_as_the_uninterrupted_run() -> None
             p.copy_(q)
     rewound.load_state_dict(copy.deepcopy(saved))
     run(ahead, rewound, range(3, 6))
-    for params in (fresh, ahead):
+    # as a group resumes: each member's slice written into a group that ran ahead (players' checkpoint code)
+    sliced = [t.clone().requires_grad_(True) for t in start]
+    members = MemberAdam(sliced, lr=LR, betas=(BETA1, BETA2))
+    run(sliced, members, range(5))
+    with torch.no_grad():
+        for p, q in zip(sliced, at_3):
+            p.copy_(q)
+    for k in range(3):
+        _load_optimizer_slice(members, _slice_optimizer(again_at_3(saved, at_3), k), k, 3)
+    run(sliced, members, range(3, 6))
+    for params in (fresh, ahead, sliced):
         for p, q in zip(params, whole):
             assert torch.equal(p, q)
     assert float(rewound.state[ahead[0]]["step"]) == float(again.state[fresh[0]]["step"]) == 6.0
+
+
+def again_at_3(saved: dict, at_3: list[torch.Tensor]) -> MemberAdam:
+    opt = MemberAdam([t.clone().requires_grad_(True) for t in at_3], lr=LR, betas=(BETA1, BETA2))
+    opt.load_state_dict(copy.deepcopy(saved))
+    return opt
+
+
+def test_a_group_whose_parameters_cannot_step_together_is_refused() -> None:
+    with pytest.raises(ValueError, match="share one dtype and device"):
+        MemberAdam([torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.float64)], lr=LR, betas=(BETA1, BETA2))
+    params = [torch.zeros(3, 2, requires_grad=True), torch.zeros(3, 4, requires_grad=True)]
+    opt = MemberAdam(params, lr=LR, betas=(BETA1, BETA2))
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    params[0].grad = None  # its step count would fall behind the others'
+    with pytest.raises(ValueError, match="has no gradient"):
+        opt.step()
+    saved = opt.state_dict()
+    saved["state"][1]["step"] = torch.tensor(7.0)
+    params[0].grad = torch.ones_like(params[0])
+    opt.load_state_dict(saved)
+    with pytest.raises(ValueError, match="disagree on the step count: \\[1.0, 7.0\\]"):
+        opt.step()

@@ -86,8 +86,10 @@ def flatten_state(params: list[Tensor], state: dict, step_dtype: torch.dtype) ->
     """The moments of `params` (S, ...) gathered into flat (S, N) buffers (zeros where a parameter
     has no state yet), and each parameter's state made views of them with one shared step count."""
     S = params[0].shape[0]
-    known = [state[p] for p in params if state.get(p)]
-    step = torch.tensor(float(known[0]["step"]) if known else 0.0, dtype=step_dtype)
+    steps = {float(state[p]["step"]) for p in params if state.get(p)}
+    if len(steps) > 1:  # torch keeps a count per parameter; a group's members and tensors step together
+        raise ValueError(f"the stacked parameters' Adam states disagree on the step count: {sorted(steps)}")
+    step = torch.tensor(steps.pop() if steps else 0.0, dtype=step_dtype)
 
     def flat(name: str) -> Tensor:
         parts = [state[p][name] if state.get(p) else torch.zeros_like(p) for p in params]
@@ -102,6 +104,15 @@ def flatten_state(params: list[Tensor], state: dict, step_dtype: torch.dtype) ->
         views.append(pair)
         start += n
     return _Flat(list(params), exp_avg, exp_avg_sq, step, views)
+
+
+def to_device(values: Tensor, like: Tensor) -> Tensor:
+    """The step's per-member scalars (host, float64) onto `like`'s device and dtype in one copy; to
+    a GPU from pinned memory without blocking (a pageable copy would wait for the device's queue to
+    drain at every step; the caching host allocator keeps the pinned block until the copy is done)."""
+    if like.device.type != "cuda":
+        return values.to(like)
+    return values.pin_memory().to(like.device, non_blocking=True).to(like.dtype)
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -134,6 +145,8 @@ class MemberAdam(torch.optim.Optimizer):
                 if p.dim() == 0 or p.shape[0] != len(lr):
                     raise ValueError(f"a stacked parameter's first dimension must be the {len(lr)} members, "
                                      f"got shape {tuple(p.shape)}")  # fmt: skip
+            if len({(p.dtype, p.device) for p in group["params"]}) > 1:  # one flat buffer per group
+                raise ValueError("a parameter group's stacked parameters must share one dtype and device")
 
     def member_param_groups(self, k: int) -> list[dict]:
         """Member k's param_groups in torch.optim.Adam's own state-dict format (made by torch's Adam,
@@ -155,15 +168,15 @@ class MemberAdam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            if len({(p.dtype, p.device) for p in params}) > 1:
-                raise ValueError("a parameter group's stacked parameters must share one dtype and device")
+            if any(p.grad is None and self.state.get(p) for p in group["params"]):  # its count would fall behind
+                raise ValueError("a stacked parameter with Adam state has no gradient: every parameter of a group "
+                                 "must step at every step")  # fmt: skip
             flat = flats.get(i)
             if flat is None or not flat.current(params, self.state):
                 flat = flats[i] = flatten_state(params, self.state, _scalar_dtype())
             flat.step += 1  # the members step together: one step count, shared by every parameter's state
             c = coefficients(int(flat.step.item()), group["lr"], group["beta1"], group["beta2"])
-            # the per-member scalars onto the parameters' device in one copy, each as a column (S, 1)
-            moved = torch.stack(list(c.values())).to(flat.exp_avg)
+            moved = to_device(torch.stack(list(c.values())), flat.exp_avg)
             cols = {name: moved[j][:, None] for j, name in enumerate(c)}
             S = flat.exp_avg.shape[0]
             grad = torch.cat([p.grad.reshape(S, -1) for p in params], dim=1)
