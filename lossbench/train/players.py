@@ -136,11 +136,12 @@ def learning_signal(d_fake_grad: Tensor) -> Tensor:
 
 def grad_norms(params: list[Tensor], stacked: bool) -> Tensor:
     """Per-seed ||grad||_2 over all `params` (S,): stacked parameters carry the seed on dim 0. One
-    seed's is one fused foreach kernel over its gradients."""
+    seed's is one fused foreach kernel over its gradients; stacked seeds' one norm over the
+    gradients gathered per seed (S, N), a fixed number of kernels whatever the net's tensors."""
     grads = [p.grad for p in params if p.grad is not None]
     if not stacked:
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))[None]
-    return torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads]).norm(dim=0)
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1).norm(dim=1)
 
 
 def running(buffers: dict[str, Tensor]) -> dict[str, Tensor]:
