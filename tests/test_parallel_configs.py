@@ -235,49 +235,56 @@ def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(sto
     assert "8 finished, 0 to run" in again.stdout
 
 
-def test_a_group_size_of_zero_is_refused_in_one_line(store: str, tmp_path) -> None:
-    from test_cli import lossbench, runs_by_role
+def test_a_group_size_of_zero_is_refused_in_one_line(store: str, tmp_path, caplog) -> None:
+    from test_cli import lossbench_here, runs_by_role  # refused before any compute: in this process
 
     suite = tmp_path / "search.toml"
     suite.write_text(SEARCH_SUITE)
-    proc = lossbench("sweep", str(suite), "--parallel-configs", "--group-size", "0", "--tracking-uri", store,
-                     check=False)  # fmt: skip
+    proc = lossbench_here("sweep", str(suite), "--parallel-configs", "--group-size", "0", "--tracking-uri", store,
+                          caplog=caplog)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "Error: --group-size must be >= 1 (members trained together), got 0"
-    alone = lossbench("sweep", str(suite), "--group-size", "2", "--tracking-uri", store, check=False)
+    alone = lossbench_here("sweep", str(suite), "--group-size", "2", "--tracking-uri", store, caplog=caplog)
     assert alone.returncode != 0 and alone.stderr.strip() == (
         "Error: --group-size bounds the groups of --parallel-seeds or --parallel-configs: give one")
     assert not runs_by_role(store)["seed"]
 
 
-def test_the_dry_run_shows_each_members_group(store: str, tmp_path) -> None:
+def test_the_dry_run_shows_each_members_group(store: str, tmp_path, caplog) -> None:
+    """In this process (a dry run computes nothing; five subprocesses cost 25-30 s of imports): the
+    command's own dry run as a process is tests/test_cli.py's test_dry_run_prints_resolved_config."""
     import json
 
-    from test_cli import lossbench, runs_by_role
+    from test_cli import lossbench_here, runs_by_role
 
     suite = tmp_path / "search.toml"
     suite.write_text(SEARCH_SUITE)
 
+    def dry_run(*flags: str):
+        proc = lossbench_here("sweep", str(suite), "--dry-run", *flags, "--tracking-uri", store, caplog=caplog)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        return proc
+
     def groups(*flags: str) -> list[int]:
-        proc = lossbench("sweep", str(suite), "--dry-run", "--format", "json", *flags, "--tracking-uri", store)
-        return [json.loads(line)["group"] for line in proc.stdout.splitlines()]
+        return [json.loads(line)["group"] for line in dry_run("--format", "json", *flags).stdout.splitlines()]
 
     # planned order: 2 non-saturating settings x 2 seeds, then 2 wgan-gp settings x 2 seeds
     assert groups() == list(range(8))  # one at a time
     assert groups("--parallel-seeds") == [0, 0, 1, 1, 2, 2, 3, 3]  # a configuration's seeds
     assert groups("--parallel-configs") == [0] * 4 + [1] * 4  # one group per loss: its draws share a shape
     assert groups("--parallel-configs", "--group-size", "3") == [0, 0, 0, 1, 2, 2, 2, 3]
-    text = lossbench("sweep", str(suite), "--dry-run", "--parallel-configs", "--tracking-uri", store).stdout
+    text = dry_run("--parallel-configs").stdout
     assert "groups (--parallel-configs): 2 (2 of 4 members); estimated" in text
     assert not runs_by_role(store)["seed"]
 
 
-def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: str, tmp_path) -> None:
-    from test_cli import lossbench, runs_by_role
+def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: str, tmp_path, caplog) -> None:
+    from test_cli import lossbench_here, runs_by_role  # refused before any compute: in this process
 
     suite = tmp_path / "spectral.toml"
     suite.write_text(SEARCH_SUITE.replace("[grid]", 'd_norm = "spectral"\n[grid]'))
-    proc = lossbench("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress", check=False)
+    proc = lossbench_here("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress",
+                          caplog=caplog)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("Error: --parallel-seeds and --parallel-configs do not support "
                                           "d_norm=spectral")
