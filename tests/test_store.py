@@ -156,9 +156,9 @@ def _serve(api: str) -> Iterator[str]:
 @pytest.mark.parametrize("api", ["500", "stall"])
 def test_a_server_that_fails_or_stalls_is_one_line_within_the_bound(api: str) -> None:
     """Lossbench's bound (MLflow's retries 2, timeout 20 s unless set): a failing server is one line in
-    seconds; a stalling one, here with a 3 s request timeout, within 3 tries of it."""
+    seconds; a stalling one, here with a 1 s request timeout, within 3 tries of it."""
     uri = next(gen := _serve(api))
-    env = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "3"} if api == "stall" else {}
+    env = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "1"} if api == "stall" else {}
     try:
         started = time.monotonic()
         result = lossbench("run", *TINY, "--tracking-uri", uri, check=False, env=env)
