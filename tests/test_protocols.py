@@ -244,8 +244,8 @@ def test_pacgan_mlp_is_the_authors_net() -> None:
     assert torch.equal(m(x), m.linear(x).view(1, 200, 5).amax(-1))
 
 
-def test_packed_runs_train_through_the_cli(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_packed_runs_train_through_the_cli(tmp_path: Path, store: str) -> None:
+    uri = store  # the template's copy: a new store's migrations cost seconds
     result = cli("run", "--dataset", "ring8", "--arch", "pacgan-mlp", "--pack", "2", "--z-dim", "2", "--steps", "4",
                  "--log-every", "2", "--mode-samples", "300", "--tracking-uri", uri, "--checkpoint-dir",
                  str(tmp_path / "ck"), "--no-progress")  # fmt: skip
@@ -373,10 +373,10 @@ def test_sweep_estimates_time_a_step_once_per_cost_and_scale_by_each_budget(monk
     assert found[1].train_s == pytest.approx(2 * 2 * (100_000 // 64) / 100.0)
 
 
-def test_infogan_runs_finish_through_the_cli(tmp_path: Path) -> None:
+def test_infogan_runs_finish_through_the_cli(tmp_path: Path, store: str) -> None:
     """infogan's G starts with batch norm over a linear layer: the end-of-run sample grid and the
     evaluation must run it in eval mode (one sample through training-mode batch norm fails)."""
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = store  # the template's copy: a new store's migrations cost seconds
     result = cli("run", "--dataset", "mnist", "--arch", "infogan", "--z-dist", "uniform", "--z-dim", "64",
                  "--d-batchnorm", "true", "--steps", "2", "--log-every", "1", "--fid-samples", "8", "--metrics", "kid",
                  "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress")  # fmt: skip

@@ -299,7 +299,8 @@ class Planted:
         return (pathlib.Path.touch, (pathlib.Path(self.target),))
 
 
-def test_checkpoint_that_would_run_code_is_refused(store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_checkpoint_that_would_run_code_is_refused(store: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     ckpts, target = tmp_path / "ckpt", tmp_path / "pwned"
     proc = start(*RING, "--loss", "hinge", "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
     wait_for_checkpoint(proc, ckpts)

@@ -93,8 +93,8 @@ def test_a_file_of_yours_where_the_new_report_writes_is_refused(paper: str, tmp_
     assert sorted(os.listdir(tmp_path)) == ["report"]
 
 
-def test_the_default_folder_is_rewritten_and_an_unmarked_one_refused(paper: str, tmp_path: Path,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_the_default_folder_is_rewritten_and_an_unmarked_one_refused(
+        paper: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     default = tmp_path / "reports" / "paper"  # the tests run in tmp_path: reports/<experiment>
     for _ in range(2):  # as `lossbench report` calls it: no --out
         assert report_build.build(paper, "paper", None, losses=("minimax",)) == Path("reports/paper")
