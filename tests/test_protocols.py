@@ -389,15 +389,14 @@ def test_infogan_runs_finish_through_the_cli(tmp_path: Path, store: str) -> None
     assert r.finished and "kid_mean" in r.metrics
 
 
-def test_a_dry_run_never_downloads(tmp_path: Path) -> None:
+def test_a_dry_run_never_downloads(tmp_path: Path, store: str) -> None:
     """A plan over a data set that is not on this machine says so and writes nothing into the data root."""
     suite = tmp_path / "s.toml"
     suite.write_text('seeds = 1\n[base]\nsteps = 10\nmetrics = "none"\n[grid]\n'
                      'dataset = ["fashion-mnist", "ring8"]\n')  # fmt: skip
     empty = tmp_path / "data"
     empty.mkdir()
-    result = cli("sweep", str(suite), "--dry-run", "--data-dir", str(empty), "--tracking-uri",
-                 f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    result = cli("sweep", str(suite), "--dry-run", "--data-dir", str(empty), "--tracking-uri", store)  # template's copy
     assert result.exit_code == 0, result.output
     assert "fashion-mnist is not under" in result.stderr and "not timed" in result.stdout
     assert "1 configuration not timed" in result.stdout and "steps/s" in result.stdout  # ring8 still timed
@@ -423,9 +422,9 @@ def test_compare_gan_epoch_and_evaluation_schedule() -> None:
                                                        "d_batchnorm_penalty": False})).config_hash()  # fmt: skip
 
 
-def test_sweep_dry_run_shows_the_evaluation_schedule(tmp_path: Path) -> None:
+def test_sweep_dry_run_shows_the_evaluation_schedule(store: str) -> None:
     result = cli("sweep", "lucic2018-mnist", "--dry-run", "--format", "json", "--loss", "wgan",
-                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+                 "--tracking-uri", store)  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 6 and {r["n_critic"] for r in rows} == {1, 5}

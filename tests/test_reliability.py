@@ -126,8 +126,7 @@ def test_sigterm_to_parallel_seeds_checkpoints_every_seed_at_one_step(store: str
     """The stopped group's checkpoints are one commit: every seed at the step where the loop stopped,
     nothing staged or marked left behind; --resume then goes on with all of them together."""
     ckpts = tmp_path / "ckpt"
-    proc = start(*RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "3",
-                 "--parallel-seeds")  # fmt: skip
+    proc = start(*PARALLEL, "--tracking-uri", store, "--checkpoint-dir", str(ckpts))  # 200 steps: the rest resumed
     wait_for_checkpoint(proc, ckpts)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -139,8 +138,7 @@ def test_sigterm_to_parallel_seeds_checkpoints_every_seed_at_one_step(store: str
     assert steps == stopped and len(steps) == 1, (steps, stopped)
     assert not list(ckpts.glob("*/pending-*")) and not list(ckpts.glob("*/.pending-*"))
     assert not list(ckpts.glob("commits/*.json"))
-    again = start(*RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "3",
-                  "--parallel-seeds", "--resume")  # fmt: skip
+    again = start(*PARALLEL, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert {r.info.status for r in runs_by_role(store)["seed"]} == {"FINISHED"}
