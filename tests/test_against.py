@@ -138,12 +138,15 @@ def test_a_bad_spread_is_one_line(text: str, message: str, tmp_path: Path) -> No
     assert message in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_bad_spread_kind_on_the_command_line_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_bad_spread_kind_on_the_command_line_is_one_line_and_writes_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    from test_cli import lossbench_here  # the report refused before any compute: in this process
+
     path = tmp_path / "bad.toml"
     path.write_text(HEAD + 'spread = "sd"\n' + CELL + "pm = 0.5\n")
     out, store = tmp_path / "report", tmp_path / "store"
-    result = run_cli("report", "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}", "--out", str(out),
-                     "--against", str(path))  # fmt: skip
+    result = lossbench_here("report", "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}", "--out", str(out),
+                            "--against", str(path), caplog=caplog)  # fmt: skip
     assert result.returncode != 0 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr == (f"Error: {path}: 'spread' must be one of std, se, none (what the ± is), got 'sd'\n")
     assert not out.exists() and not store.exists()

@@ -203,7 +203,8 @@ def test_group_checkpoints_validate_and_resume(killed: dict[str, Path], tmp_path
     assert all(r.info.status == "FINISHED" for r in after)
 
 
-def test_seed_failed_by_a_full_disk_resumes_from_its_last_checkpoint(killed: dict[str, Path], tmp_path: Path) -> None:
+def test_seed_failed_by_a_full_disk_resumes_from_its_last_checkpoint(killed: dict[str, Path], tmp_path: Path,
+                                                                    store: str) -> None:  # fmt: skip
     """The disk holds one checkpoint, not a second beside it: the step-4 write fails (the run ends
     FAILED), the step-2 file stays; once there is room, --resume continues that run from step 2
     (it used to start the seed again from step 0 in a new run)."""
@@ -214,7 +215,7 @@ def test_seed_failed_by_a_full_disk_resumes_from_its_last_checkpoint(killed: dic
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(tiny)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.decode().strip()}")
-    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    # store: the template's copy (a new store's migrations cost seconds)
     args = ["run", *TINY, "--steps", "6", "--tracking-uri", store, "--checkpoint-dir", str(tiny)]
     try:
         full = CliRunner().invoke(main, args)

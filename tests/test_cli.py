@@ -53,7 +53,8 @@ def runs_by_role(uri: str, experiment: str = "lossbench") -> dict[str, list]:
     return out
 
 
-def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: Path) -> None:
+def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     proc = lossbench(
         "run", "--loss", "minimax", "--seeds", "2", "--steps", "20", "--log-every", "5", "--sample-every", "10",
         "--eval-every", "10",
@@ -97,8 +98,11 @@ def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: 
     assert abs(parent.data.metrics["fid_mean"] - sum(fids) / 2) < 1e-9
     assert parent.data.metrics["seeds_finished"] == 2
 
+    # in this process: a subprocess costs its imports (3-5 s); `sample` as a process: test_ring8_run_and_points_sample
     out = tmp_path / "samples"
-    lossbench("sample", seeds[0].info.run_id, "-n", "16", "--out", str(out), "--tracking-uri", store)
+    sampled = lossbench_here("sample", seeds[0].info.run_id, "-n", "16", "--out", str(out), "--tracking-uri", store,
+                             caplog=caplog)  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(16)]
 
     # the same code path measures a folder of samples against a data set

@@ -4,6 +4,7 @@ samples; `lossbench sample` reads runs:/ and models:/ URIs; inputs, descriptions
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -34,8 +35,20 @@ def _seed_run(store: str, *args: str):
     return run
 
 
-def test_logged_generator_loads_without_lossbench_and_gives_the_runs_samples(store: str, tmp_path: Path) -> None:
-    run_id = _seed_run(store).info.run_id
+@pytest.fixture(scope="module")
+def ring8_run(tmp_path_factory: pytest.TempPathFactory, new_store) -> tuple[str, str]:
+    """(store, seed run id) of one tiny ring8 run, trained once for the tests below that only read it
+    (they share the xdist group "models-ring8-run"): a run's process costs 10-15 s here."""
+    folder = tmp_path_factory.mktemp("ring8-run")
+    store = new_store(folder / "mlflow.db", cwd=folder)
+    with contextlib.chdir(folder):  # its artifacts beside its store
+        return store, _seed_run(store).info.run_id
+
+
+@pytest.mark.xdist_group("models-ring8-run")  # one worker trains the module's run once
+def test_logged_generator_loads_without_lossbench_and_gives_the_runs_samples(ring8_run: tuple[str, str],
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    store, run_id = ring8_run
     from lossbench.exec.stored_generators import load_generator
     from lossbench.gan.models import STANDARD_RANGE, rescale
 
@@ -70,8 +83,11 @@ def test_sample_reads_a_runs_uri(store: str, tmp_path: Path) -> None:
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "no logged generator" in bad.stderr
 
 
-def test_runs_record_their_data_description_stage_commit_and_sample_images(store: str) -> None:
-    seed = _seed_run(store)
+@pytest.mark.xdist_group("models-ring8-run")  # one worker trains the module's run once
+def test_runs_record_their_data_description_stage_commit_and_sample_images(ring8_run: tuple[str, str]) -> None:
+    store, run_id = ring8_run
+    (seed,) = runs_by_role(store)["seed"]
+    assert seed.info.run_id == run_id
     client = MlflowClient(store)
     (parent,) = runs_by_role(store)["parent"]
     from lossbench.tracking_conventions import DataInput, git_commit

@@ -181,8 +181,8 @@ def test_reverse_kl_is_lower_is_better_and_the_others_higher() -> None:
     assert not higher_is_better("fid") and higher_is_better("is_mean")
 
 
-def test_against_picks_the_lowest_reverse_kl_and_scales_percent(tmp_path: Path) -> None:
-    tracker = Tracker(f"sqlite:///{tmp_path / 'store.db'}", "paper")
+def test_against_picks_the_lowest_reverse_kl_and_scales_percent(tmp_path: Path, store: str) -> None:
+    tracker = Tracker(store, "paper")  # the template's copy: a new store's migrations cost seconds
     configs = [config.resolve(("t", {"dataset": "ring8", "lr_g": lr})) for lr in (1e-4, 2e-4)]
     for cfg, kls, hq in ((configs[0], [0.9, 0.8], [0.90, 0.92]), (configs[1], [0.2, 0.3], [0.97, 0.99])):
         for seed, (kl, q) in enumerate(zip(kls, hq)):

@@ -189,8 +189,8 @@ beta1 = {uniform = [0.0, 0.9]}
 """
 
 
-def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(store: str, tmp_path) -> None:
-    from test_cli import lossbench, runs_by_role
+def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(store: str, tmp_path, caplog) -> None:
+    from test_cli import lossbench, lossbench_here, runs_by_role
 
     suite = tmp_path / "search.toml"
     suite.write_text(SEARCH_SUITE)
@@ -231,53 +231,62 @@ def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(sto
             torch.testing.assert_close(losses(r), losses(seq[setting(r)]), rtol=1e-3, atol=1e-4)
         same = [k for k in seq if k[0] == loss and k[3] == seed]
         assert min(same, key=lambda k: float((losses(seq[k]) - losses(r)).norm())) == setting(r)
-    again = lossbench("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress")
-    assert "8 finished, 0 to run" in again.stdout
+    # nothing left to train: the rerun only reads the store, in this process (a subprocess costs its imports)
+    again = lossbench_here("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress",
+                           caplog=caplog)  # fmt: skip
+    assert again.returncode == 0 and "8 finished, 0 to run" in again.stdout, again.stderr[-2000:]
 
 
-def test_a_group_size_of_zero_is_refused_in_one_line(store: str, tmp_path) -> None:
-    from test_cli import lossbench, runs_by_role
+def test_a_group_size_of_zero_is_refused_in_one_line(store: str, tmp_path, caplog) -> None:
+    from test_cli import lossbench_here, runs_by_role  # refused before any compute: in this process
 
     suite = tmp_path / "search.toml"
     suite.write_text(SEARCH_SUITE)
-    proc = lossbench("sweep", str(suite), "--parallel-configs", "--group-size", "0", "--tracking-uri", store,
-                     check=False)  # fmt: skip
+    proc = lossbench_here("sweep", str(suite), "--parallel-configs", "--group-size", "0", "--tracking-uri", store,
+                          caplog=caplog)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "Error: --group-size must be >= 1 (members trained together), got 0"
-    alone = lossbench("sweep", str(suite), "--group-size", "2", "--tracking-uri", store, check=False)
+    alone = lossbench_here("sweep", str(suite), "--group-size", "2", "--tracking-uri", store, caplog=caplog)
     assert alone.returncode != 0 and alone.stderr.strip() == (
         "Error: --group-size bounds the groups of --parallel-seeds or --parallel-configs: give one")
     assert not runs_by_role(store)["seed"]
 
 
-def test_the_dry_run_shows_each_members_group(store: str, tmp_path) -> None:
+def test_the_dry_run_shows_each_members_group(store: str, tmp_path, caplog) -> None:
+    """In this process (a dry run computes nothing; five subprocesses cost 25-30 s of imports): the
+    command's own dry run as a process is tests/test_cli.py's test_dry_run_prints_resolved_config."""
     import json
 
-    from test_cli import lossbench, runs_by_role
+    from test_cli import lossbench_here, runs_by_role
 
     suite = tmp_path / "search.toml"
     suite.write_text(SEARCH_SUITE)
 
+    def dry_run(*flags: str):
+        proc = lossbench_here("sweep", str(suite), "--dry-run", *flags, "--tracking-uri", store, caplog=caplog)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        return proc
+
     def groups(*flags: str) -> list[int]:
-        proc = lossbench("sweep", str(suite), "--dry-run", "--format", "json", *flags, "--tracking-uri", store)
-        return [json.loads(line)["group"] for line in proc.stdout.splitlines()]
+        return [json.loads(line)["group"] for line in dry_run("--format", "json", *flags).stdout.splitlines()]
 
     # planned order: 2 non-saturating settings x 2 seeds, then 2 wgan-gp settings x 2 seeds
     assert groups() == list(range(8))  # one at a time
     assert groups("--parallel-seeds") == [0, 0, 1, 1, 2, 2, 3, 3]  # a configuration's seeds
     assert groups("--parallel-configs") == [0] * 4 + [1] * 4  # one group per loss: its draws share a shape
     assert groups("--parallel-configs", "--group-size", "3") == [0, 0, 0, 1, 2, 2, 2, 3]
-    text = lossbench("sweep", str(suite), "--dry-run", "--parallel-configs", "--tracking-uri", store).stdout
+    text = dry_run("--parallel-configs").stdout
     assert "groups (--parallel-configs): 2 (2 of 4 members); estimated" in text
     assert not runs_by_role(store)["seed"]
 
 
-def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: str, tmp_path) -> None:
-    from test_cli import lossbench, runs_by_role
+def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: str, tmp_path, caplog) -> None:
+    from test_cli import lossbench_here, runs_by_role  # refused before any compute: in this process
 
     suite = tmp_path / "spectral.toml"
     suite.write_text(SEARCH_SUITE.replace("[grid]", 'd_norm = "spectral"\n[grid]'))
-    proc = lossbench("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress", check=False)
+    proc = lossbench_here("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress",
+                          caplog=caplog)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("Error: --parallel-seeds and --parallel-configs do not support "
                                           "d_norm=spectral")
@@ -303,7 +312,7 @@ penalty_weight = {uniform = [1.0, 10.0]}
 """
 
 
-def test_a_group_killed_and_resumed_equals_an_uninterrupted_one(store: str, tmp_path) -> None:
+def test_a_group_killed_and_resumed_equals_an_uninterrupted_one(store: str, tmp_path, new_store) -> None:
     import signal
     import subprocess
     import sys
@@ -333,7 +342,7 @@ def test_a_group_killed_and_resumed_equals_an_uninterrupted_one(store: str, tmp_
     assert {k: r.info.run_id for k, r in resumed.items()} == killed  # every member went on in its own run
     assert all(r.info.status == "FINISHED" and r.data.tags["lossbench.group_size"] == "4" for r in resumed.values())
 
-    reference = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
+    reference = new_store(tmp_path / "ref" / "mlflow.db")  # made by copying: a new store's migrations cost seconds
     lossbench(*args, "--tracking-uri", reference, "--checkpoint-dir", str(tmp_path / "c2"))
     ref = {(r.data.params["lr_g"], r.data.params["seed"]): r for r in runs_by_role(reference)["seed"]}
     a, b = MlflowClient(tracking_uri=store), MlflowClient(tracking_uri=reference)

@@ -244,8 +244,8 @@ def test_pacgan_mlp_is_the_authors_net() -> None:
     assert torch.equal(m(x), m.linear(x).view(1, 200, 5).amax(-1))
 
 
-def test_packed_runs_train_through_the_cli(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_packed_runs_train_through_the_cli(tmp_path: Path, store: str) -> None:
+    uri = store  # the template's copy: a new store's migrations cost seconds
     result = cli("run", "--dataset", "ring8", "--arch", "pacgan-mlp", "--pack", "2", "--z-dim", "2", "--steps", "4",
                  "--log-every", "2", "--mode-samples", "300", "--tracking-uri", uri, "--checkpoint-dir",
                  str(tmp_path / "ck"), "--no-progress")  # fmt: skip
@@ -373,10 +373,10 @@ def test_sweep_estimates_time_a_step_once_per_cost_and_scale_by_each_budget(monk
     assert found[1].train_s == pytest.approx(2 * 2 * (100_000 // 64) / 100.0)
 
 
-def test_infogan_runs_finish_through_the_cli(tmp_path: Path) -> None:
+def test_infogan_runs_finish_through_the_cli(tmp_path: Path, store: str) -> None:
     """infogan's G starts with batch norm over a linear layer: the end-of-run sample grid and the
     evaluation must run it in eval mode (one sample through training-mode batch norm fails)."""
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = store  # the template's copy: a new store's migrations cost seconds
     result = cli("run", "--dataset", "mnist", "--arch", "infogan", "--z-dist", "uniform", "--z-dim", "64",
                  "--d-batchnorm", "true", "--steps", "2", "--log-every", "1", "--fid-samples", "8", "--metrics", "kid",
                  "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress")  # fmt: skip
@@ -389,15 +389,14 @@ def test_infogan_runs_finish_through_the_cli(tmp_path: Path) -> None:
     assert r.finished and "kid_mean" in r.metrics
 
 
-def test_a_dry_run_never_downloads(tmp_path: Path) -> None:
+def test_a_dry_run_never_downloads(tmp_path: Path, store: str) -> None:
     """A plan over a data set that is not on this machine says so and writes nothing into the data root."""
     suite = tmp_path / "s.toml"
     suite.write_text('seeds = 1\n[base]\nsteps = 10\nmetrics = "none"\n[grid]\n'
                      'dataset = ["fashion-mnist", "ring8"]\n')  # fmt: skip
     empty = tmp_path / "data"
     empty.mkdir()
-    result = cli("sweep", str(suite), "--dry-run", "--data-dir", str(empty), "--tracking-uri",
-                 f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    result = cli("sweep", str(suite), "--dry-run", "--data-dir", str(empty), "--tracking-uri", store)  # template's copy
     assert result.exit_code == 0, result.output
     assert "fashion-mnist is not under" in result.stderr and "not timed" in result.stdout
     assert "1 configuration not timed" in result.stdout and "steps/s" in result.stdout  # ring8 still timed
@@ -423,9 +422,9 @@ def test_compare_gan_epoch_and_evaluation_schedule() -> None:
                                                        "d_batchnorm_penalty": False})).config_hash()  # fmt: skip
 
 
-def test_sweep_dry_run_shows_the_evaluation_schedule(tmp_path: Path) -> None:
+def test_sweep_dry_run_shows_the_evaluation_schedule(store: str) -> None:
     result = cli("sweep", "lucic2018-mnist", "--dry-run", "--format", "json", "--loss", "wgan",
-                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+                 "--tracking-uri", store)  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 6 and {r["n_critic"] for r in rows} == {1, 5}

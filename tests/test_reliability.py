@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
-from test_cli import lossbench, runs_by_role
+from test_cli import lossbench, lossbench_here, runs_by_role
 
 from lossbench.exec import lease
 
@@ -126,8 +126,7 @@ def test_sigterm_to_parallel_seeds_checkpoints_every_seed_at_one_step(store: str
     """The stopped group's checkpoints are one commit: every seed at the step where the loop stopped,
     nothing staged or marked left behind; --resume then goes on with all of them together."""
     ckpts = tmp_path / "ckpt"
-    proc = start(*RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "3",
-                 "--parallel-seeds")  # fmt: skip
+    proc = start(*PARALLEL, "--tracking-uri", store, "--checkpoint-dir", str(ckpts))  # 200 steps: the rest resumed
     wait_for_checkpoint(proc, ckpts)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -139,8 +138,7 @@ def test_sigterm_to_parallel_seeds_checkpoints_every_seed_at_one_step(store: str
     assert steps == stopped and len(steps) == 1, (steps, stopped)
     assert not list(ckpts.glob("*/pending-*")) and not list(ckpts.glob("*/.pending-*"))
     assert not list(ckpts.glob("commits/*.json"))
-    again = start(*RING, *GP, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--seeds", "3",
-                  "--parallel-seeds", "--resume")  # fmt: skip
+    again = start(*PARALLEL, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert {r.info.status for r in runs_by_role(store)["seed"]} == {"FINISHED"}
@@ -184,7 +182,8 @@ def test_three_processes_share_one_sqlite_store(store: str) -> None:
         assert [m.step for m in client.get_metric_history(r.info.run_id, "d_loss")] == [10, 20, 30, 40]
 
 
-def test_corrupt_checkpoint_is_one_line_and_alters_nothing(store: str, tmp_path: Path) -> None:
+def test_corrupt_checkpoint_is_one_line_and_alters_nothing(store: str, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     ckpts = tmp_path / "ckpt"
     proc = start(*RING, "--loss", "hinge", "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
     wait_for_checkpoint(proc, ckpts)
@@ -194,7 +193,7 @@ def test_corrupt_checkpoint_is_one_line_and_alters_nothing(store: str, tmp_path:
     latest.write_bytes(b"not a checkpoint")
     (before,) = runs_by_role(store)["seed"]
     args = ["run", *RING, "--loss", "hinge", "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume"]
-    result = lossbench(*args, check=False)
+    result = lossbench_here(*args, caplog=caplog)  # refused before any compute: in this process
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert "unreadable or corrupt" in error
@@ -227,17 +226,18 @@ def test_full_disk_on_checkpoint_write_is_one_line(store: str, tmp_path: Path) -
     assert [m.step for m in client.get_metric_history(failed.info.run_id, "d_loss")] == [10, 20, 30, 40, 50]
 
 
-def test_read_only_store_is_one_line_and_intact(tmp_path: Path) -> None:
+def test_read_only_store_is_one_line_and_intact(tmp_path: Path, new_store: Callable[..., str],
+                                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     folder = tmp_path / "ro"
     folder.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to make read-only (needs root): {mounted.stderr.decode().strip()}")
-    store = f"sqlite:///{folder / 'mlflow.db'}"
+    store = new_store(folder / "mlflow.db")  # the template's copy: a new store's migrations cost seconds
     try:
         lossbench("run", "--dataset", "ring8", "--steps", "10", "--log-every", "5", "--tracking-uri", store)
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-        result = lossbench("run", "--dataset", "ring8", "--steps", "10", "--tracking-uri", store, check=False)
+        result = lossbench_here("run", "--dataset", "ring8", "--steps", "10", "--tracking-uri", store, caplog=caplog)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
         assert "read-only" in error
@@ -297,7 +297,8 @@ class Planted:
         return (pathlib.Path.touch, (pathlib.Path(self.target),))
 
 
-def test_checkpoint_that_would_run_code_is_refused(store: str, tmp_path: Path) -> None:
+def test_checkpoint_that_would_run_code_is_refused(store: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     ckpts, target = tmp_path / "ckpt", tmp_path / "pwned"
     proc = start(*RING, "--loss", "hinge", "--tracking-uri", store, "--checkpoint-dir", str(ckpts))
     wait_for_checkpoint(proc, ckpts)
@@ -308,8 +309,8 @@ def test_checkpoint_that_would_run_code_is_refused(store: str, tmp_path: Path) -
     torch.save(state | {"extra": Planted(target)}, latest)
     before = store_snapshot(store)
     args = ["run", *RING, "--loss", "hinge", "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume"]
-    result = lossbench(*args, check=False)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    result = lossbench_here(*args, caplog=caplog)  # refused before any compute: in this process, where code
+    assert result.returncode != 0 and "Traceback" not in result.stderr  # the load ran would make the file too
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert "could run code; refused" in error and "without --resume" in error, error
     assert not target.exists()

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from test_cli import lossbench
+from test_cli import lossbench, lossbench_here
 
 from lossbench.report import stats as report_stats
 from lossbench.tracking import TAG_CONFIG_HASH, TAG_OUTCOME, TAG_ROLE, TAG_SEED, Tracker
@@ -135,12 +135,16 @@ def test_holm_and_expected_best() -> None:
     assert report_stats.expected_best(values) == pytest.approx(brute, abs=1e-12)
 
 
-def test_empty_store_is_a_clear_error(unmade_store: str, tmp_path: Path) -> None:
+def test_empty_store_is_a_clear_error(unmade_store: str, tmp_path: Path, new_store,
+                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """Refused before any report is built: in this process (a subprocess's imports cost 4-6 s each; a
+    refused report through a real process: tests/test_report_folder.py)."""
     store = unmade_store
-    proc = lossbench("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), check=False)
+    proc = lossbench_here("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), caplog=caplog)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "no tracking store" in proc.stderr
+    new_store(Path(store.removeprefix("sqlite:///")))  # the template's copy: a new store's migrations cost seconds
     Tracker(store, "lossbench")  # a store with an experiment but no runs
-    proc = lossbench("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), check=False)
+    proc = lossbench_here("report", "--tracking-uri", store, "--out", str(tmp_path / "r"), caplog=caplog)
     assert proc.returncode != 0 and "no matching runs" in proc.stderr
     assert not (tmp_path / "r" / "index.html").exists()
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_cli import lossbench
+from test_cli import lossbench, lossbench_here
 from test_report_interrupt import TWO, samples, snapshot
 
 from lossbench import folders
@@ -93,14 +93,16 @@ def test_a_file_of_yours_where_the_new_report_writes_is_refused(paper: str, tmp_
     assert sorted(os.listdir(tmp_path)) == ["report"]
 
 
-def test_the_default_folder_is_rewritten_and_an_unmarked_one_refused(paper: str, tmp_path: Path) -> None:
+def test_the_default_folder_is_rewritten_and_an_unmarked_one_refused(
+        paper: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     default = tmp_path / "reports" / "paper"  # the tests run in tmp_path: reports/<experiment>
     for _ in range(2):  # as `lossbench report` calls it: no --out
         assert report_build.build(paper, "paper", None, losses=("minimax",)) == Path("reports/paper")
     assert listed(default) == files(default) - {MANIFEST} and len(samples(default)) == 1
     (default / MANIFEST).unlink()  # as an older lossbench left it: a report, no manifest
     before = snapshot(default)
-    proc = lossbench("report", "--tracking-uri", paper, "--experiment", "paper", check=False)
+    # refused before writing: in this process (someone else's folder above is refused by a real process)
+    proc = lossbench_here("report", "--tracking-uri", paper, "--experiment", "paper", caplog=caplog)
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "an older lossbench's report has none either" in proc.stderr and "move" in proc.stderr
     assert snapshot(default) == before

@@ -260,7 +260,7 @@ def test_seeds_stage_before_any_first_stage_run_writes_nothing(first_stage: tupl
     assert result.exit_code != 0 and "has no second stage: add 'reseeds = N'" in result.stderr
 
 
-def test_the_library_plans_a_sweeps_stages(tmp_path: Path) -> None:
+def test_the_library_plans_a_sweeps_stages(tmp_path: Path, store: str) -> None:
     """Which stages a sweep plans and what an unasked seeds stage says before any first-stage result
     are exec.sweep's (the CLI prints them): a dry run plans both, a run the one asked for or the first."""
     two = suites.load(write_suite(tmp_path, draws=1))
@@ -272,7 +272,7 @@ def test_the_library_plans_a_sweeps_stages(tmp_path: Path) -> None:
     assert sweep_mod.stages(two, "seeds", dry_run=False) == ["seeds"]
     with pytest.raises(ConfigError, match=r"suite plain has no second stage: add 'reseeds = N' to .*plain.toml$"):
         sweep_mod.stages(one, "seeds", dry_run=True)
-    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "empty")
+    tracker = Tracker(store, "empty")  # the template's copy: a new store's migrations cost seconds
     search_stage = sweep_mod.plan_stage(two, tracker, "search", asked=False)
     assert search_stage.summary() == ("suite search: 2 configurations (1 random-search draws per grid point) x 3 "
                                       "seeds; 0 finished, 6 to run")  # fmt: skip

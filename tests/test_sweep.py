@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from test_cli import lossbench, runs_by_role
+from test_cli import lossbench, lossbench_here, runs_by_role
 
 from lossbench import cards
 from lossbench.errors import ConfigError
@@ -57,7 +57,7 @@ def test_malformed_suite_fails_in_cli_before_training(tmp_path: Path, store: str
     assert not runs_by_role(store)["seed"]
 
 
-def test_small_sweep_then_rerun_skips_everything(store: str, tmp_path: Path) -> None:
+def test_small_sweep_then_rerun_skips_everything(store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     suite = tmp_path / "small.toml"
     suite.write_text('seeds = 2\n[base]\ndataset = "ring8"\nsteps = 30\nlog_every = 10\nsample_every = 30\n'
                      'fid_samples = 500\n[grid]\nloss = ["hinge", "wgan-gp"]\n')  # fmt: skip
@@ -68,7 +68,9 @@ def test_small_sweep_then_rerun_skips_everything(store: str, tmp_path: Path) -> 
     runs = runs_by_role(store)
     assert len(runs["seed"]) == 4 and len(runs["parent"]) == 2
     assert all(r.info.status == "FINISHED" and "modes" in r.data.metrics for r in runs["seed"])
-    again = lossbench("sweep", str(suite), "--tracking-uri", store, "--no-progress")
+    # nothing left to train: the rerun only reads the store, in this process (a subprocess costs its imports)
+    again = lossbench_here("sweep", str(suite), "--tracking-uri", store, "--no-progress", caplog=caplog)
+    assert again.returncode == 0, again.stderr[-2000:]
     assert "4 finished, 0 to run" in again.stdout and "nothing to run" in again.stdout
     assert len(runs_by_role(store)["seed"]) == 4
 
@@ -91,8 +93,10 @@ def test_sweep_smoke_end_to_end_then_skips_everything(store: str) -> None:
     assert len(runs_by_role(store)["seed"]) == 27 + len(diverged)
 
 
-def test_sweep_filters_max_runs_and_dry_run(store: str, tmp_path: Path) -> None:
-    dry = lossbench("sweep", "smoke", "--loss", "hinge", "--dry-run", "--tracking-uri", store)
+def test_sweep_filters_max_runs_and_dry_run(store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a dry run trains nothing: in this process (the command's dry run as a process: test_cli)
+    dry = lossbench_here("sweep", "smoke", "--loss", "hinge", "--dry-run", "--tracking-uri", store, caplog=caplog)
+    assert dry.returncode == 0, dry.stderr[-2000:]
     assert "1 configurations x 3 seeds; 0 finished, 3 to run" in dry.stdout and "steps/s" in dry.stdout
     assert not runs_by_role(store)["seed"]
     suite = tmp_path / "three.toml"

@@ -63,8 +63,9 @@ def test_config_file_naming_a_plugin_needs_the_flag(tmp_path: Path) -> None:
     assert not marker.exists()  # a dry run still imports nothing
 
 
-def test_suite_naming_a_plugin_needs_the_flag(tmp_path: Path) -> None:
-    marker, suite, store = tmp_path / "imported", tmp_path / "s.toml", f"sqlite:///{tmp_path / 'st' / 'm.db'}"
+def test_suite_naming_a_plugin_needs_the_flag(tmp_path: Path, new_store) -> None:
+    marker, suite = tmp_path / "imported", tmp_path / "s.toml"
+    store = new_store(tmp_path / "st" / "m.db")  # the template's copy: a dry run would migrate a new store
     suite.write_text(f'[base]\ndataset = "ring8"\nsteps = 2\n[grid]\nloss = ["hinge", "{PLUGIN}"]\n')
     refused = lossbench("sweep", str(suite), "--dry-run", "--tracking-uri", store, marker=marker)
     assert f"add --allow-plugin {PLUGIN}" in one_error_line(refused) and not marker.exists()
