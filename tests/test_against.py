@@ -173,7 +173,8 @@ def test_the_listing_reads_the_committed_pacgan_report() -> None:
     stacked = run_cli("papers", "pacgan2018-stacked", "--reports", str(ROOT / "reports")).stdout.splitlines()
     assert "  DCGAN (our implementation) on stacked-mnist, modes = 78.9 ± 6.46 (se, 10 runs): compared, not " \
            "reproduced" in stacked
-    assert "  VEEGAN on stacked-mnist, modes = 150 (no ±, runs not stated): context only (no lossbench model)" in stacked
+    assert "  VEEGAN on stacked-mnist, modes = 150 (no ±, runs not stated): context only " \
+           "(no lossbench model)" in stacked
     every = run_cli("papers", "--reports", str(ROOT / "reports")).stdout.splitlines()
     assert len(every) == 4 and every[3].startswith("veegan2017: ") and "(4 cells; 0 compared" in every[3]
 
