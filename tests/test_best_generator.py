@@ -115,6 +115,8 @@ def test_the_parent_and_the_report_show_best_modes_from_the_ranking_keys(store: 
     header, table = md.split("## Summary")[0], md.split("## Summary")[1].split("## Tests")[0]
     assert "- best_modes: each run's best evaluation by modes (higher is better;" in header
     assert "| best_modes mean ± std |" in table.splitlines()[2]
+    assert (out / "figures" / "modes_curve.png").is_file()  # the report's score over training, not FID's
+    assert "modes over training" in (out / "index.html").read_text()
 
 
 def test_the_reports_score_and_best_keys_come_from_the_ranking() -> None:

@@ -47,7 +47,7 @@ def samples(out: Path) -> set[str]:
 
 
 def break_curves(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> list[Path]:
-    """The second figure drawn raises `exc`, after the first (fid_curve.png) was written."""
+    """The second figure drawn raises `exc`, after the first (the score's curve, fid_curve.png) was written."""
     real, written = report_figures.curves, []
 
     def curves(history: object, runs: object, key: str, path: Path, log: bool = False) -> Path:

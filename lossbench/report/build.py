@@ -250,12 +250,12 @@ def _write(
     summary = report_stats.summarise(runs)
     summary = summary.sort_values(["dataset", "label"]).reset_index(drop=True)
     tests = report_stats.compare_losses(runs, score, lower_is_better=lower)
-    hist = histories(tracker, runs, ("fid", "d_loss", "g_loss", "g_signal", "theta", "psi"))
+    hist = histories(tracker, runs, tuple(dict.fromkeys((score, "d_loss", "g_loss", "g_signal", "theta", "psi"))))
     summary = summary.merge(report_stats.early_signal(hist, runs), on="config_hash", how="left")
 
     figures: dict[str, Path | None] = {
         f"Final {score} across seeds": report_figures.score_distribution(runs, score, figs / "distribution.png"),
-        "FID over training": report_figures.curves(hist, runs, "fid", figs / "fid_curve.png"),
+        f"{score} over training": report_figures.curves(hist, runs, score, figs / f"{score}_curve.png"),
         "Discriminator loss": report_figures.curves(hist, runs, "d_loss", figs / "d_loss.png"),
         "Generator loss": report_figures.curves(hist, runs, "g_loss", figs / "g_loss.png"),
         "G's learning signal over training": report_figures.curves(
@@ -266,9 +266,9 @@ def _write(
         ),
         f"Expected best {score} vs budget": report_figures.budget(runs, score, figs / "budget.png", lower),
     }
-    hist_fid = hist[hist["key"] == "fid"]
-    if hist_fid.groupby("run_id")["step"].nunique().max(skipna=True) <= 1 if not hist_fid.empty else True:
-        figures["FID over training"] = None  # only final evaluations: no curve to draw
+    hist_score = hist[hist["key"] == score]
+    if hist_score.groupby("run_id")["step"].nunique().max(skipna=True) <= 1 if not hist_score.empty else True:
+        figures[f"{score} over training"] = None  # only final evaluations: no curve to draw
     missing = _not_drawn([k for k, v in figures.items() if v is None], score)
     figures = {k: v for k, v in figures.items() if v is not None}
     grids = median_seed_grid(tracker, runs, score, figs / "samples")
@@ -300,9 +300,9 @@ def _write(
     (out / "index.html").write_text(page)
 
 
-WHY_NOT_DRAWN = {  # figure title (its start) -> why it has nothing to show
+WHY_NOT_DRAWN = {  # figure title (its start; {score}: the report's score) -> why it has nothing to show
     "Final": "no finished seed run has {score}",
-    "FID over training": "FID was evaluated only at the last step (eval_every 0), or not at all: no curve",
+    "{score} over training": "{score} was evaluated only at the last step (eval_every 0), or not at all: no curve",
     "Discriminator loss": "no run logged d_loss",
     "Generator loss": "no run logged g_loss",
     "G's learning signal": "no run logged g_signal",
@@ -313,8 +313,8 @@ WHY_NOT_DRAWN = {  # figure title (its start) -> why it has nothing to show
 
 def _not_drawn(titles: list[str], score: str) -> list[str]:
     """'<figure>: not drawn: <why>' for each figure with nothing to show."""
-    return [f"{t}: not drawn: {next(w for k, w in WHY_NOT_DRAWN.items() if t.startswith(k)).format(score=score)}"
-            for t in titles]  # fmt: skip
+    why = {k.format(score=score): w.format(score=score) for k, w in WHY_NOT_DRAWN.items()}
+    return [f"{t}: not drawn: {next(w for k, w in why.items() if t.startswith(k))}" for t in titles]
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
