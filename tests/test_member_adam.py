@@ -4,6 +4,7 @@ its own learning rate and betas, step for step equal to S separate torch.optim.A
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -106,28 +107,29 @@ def test_state_reloaded_mid_run_steps_exactly_as_the_uninterrupted_run() -> None
     again = MemberAdam(fresh, lr=LR, betas=(BETA1, BETA2))
     again.load_state_dict(copy.deepcopy(saved))
     run(fresh, again, range(3, 6))
-    ahead = [t.clone().requires_grad_(True) for t in start]
-    rewound = MemberAdam(ahead, lr=LR, betas=(BETA1, BETA2))
-    run(ahead, rewound, range(5))
-    with torch.no_grad():
-        for p, q in zip(ahead, at_3):
-            p.copy_(q)
-    rewound.load_state_dict(copy.deepcopy(saved))
-    run(ahead, rewound, range(3, 6))
+
+    def ahead_then_loaded(load: Callable[[MemberAdam], None]) -> list[torch.Tensor]:
+        """An optimiser run on to step 5, its parameters set back to step 3's and `load`ed, then on to 6."""
+        params = [t.clone().requires_grad_(True) for t in start]
+        opt = MemberAdam(params, lr=LR, betas=(BETA1, BETA2))
+        run(params, opt, range(5))
+        with torch.no_grad():
+            for p, q in zip(params, at_3):
+                p.copy_(q)
+        load(opt)
+        run(params, opt, range(3, 6))
+        assert float(opt.state[params[0]]["step"]) == 6.0
+        return params
+
+    ahead = ahead_then_loaded(lambda opt: opt.load_state_dict(copy.deepcopy(saved)))
     # as a group resumes: each member's slice written into a group that ran ahead (players' checkpoint code)
-    sliced = [t.clone().requires_grad_(True) for t in start]
-    members = MemberAdam(sliced, lr=LR, betas=(BETA1, BETA2))
-    run(sliced, members, range(5))
-    with torch.no_grad():
-        for p, q in zip(sliced, at_3):
-            p.copy_(q)
-    for k in range(3):
-        _load_optimizer_slice(members, _slice_optimizer(again_at_3(saved, at_3), k), k, 3)
-    run(sliced, members, range(3, 6))
+    donor = again_at_3(saved, at_3)
+    sliced = ahead_then_loaded(lambda opt: [_load_optimizer_slice(opt, _slice_optimizer(donor, k), k, 3)
+                                            for k in range(3)])  # fmt: skip
     for params in (fresh, ahead, sliced):
         for p, q in zip(params, whole):
             assert torch.equal(p, q)
-    assert float(rewound.state[ahead[0]]["step"]) == float(again.state[fresh[0]]["step"]) == 6.0
+    assert float(again.state[fresh[0]]["step"]) == 6.0
 
 
 def again_at_3(saved: dict, at_3: list[torch.Tensor]) -> MemberAdam:
