@@ -143,11 +143,8 @@ def build(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch
     else:
         members = drawn(cfg, size) if configs else None
         state = trainer.setup(cfg, list(range(size)), shape, device, speed, configs=members)
-    t = cfg.train
-    draws = Draws(training_data(cfg, x, device), state.streams, t.batch_size * t.pack, cfg.model.z_dim,
-                  cfg.loss.instance_noise, cfg.model.z_dist, state.samplers,
-                  reuse_d_noise=t.g_noise == "d-step")  # fmt: skip
-    return Group(cfg, state, draws, UPDATES.get(t.updates))
+    draws = Draws.training(cfg, state, training_data(cfg, x, device))  # as the loop draws
+    return Group(cfg, state, draws, UPDATES.get(cfg.train.updates))
 
 
 def count_steps(group: Group, warmup: int, steps: int) -> list[Counter]:

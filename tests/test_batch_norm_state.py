@@ -34,10 +34,7 @@ def group(
     shape = tuple(x.shape[1:])
     speed = speed or SpeedConfig(parallel_seeds=True)
     state = trainer.setup(cfg, [0, 1], shape, torch.device(device), speed)
-    t = cfg.train
-    draws = Draws(training_data(cfg, x, torch.device(device)), state.streams, t.batch_size * t.pack, cfg.model.z_dim,
-                  cfg.loss.instance_noise, cfg.model.z_dist, state.samplers)  # fmt: skip
-    return cfg, state, draws
+    return cfg, state, Draws.training(cfg, state, training_data(cfg, x, torch.device(device)))
 
 
 def train(cfg: Any, state: TrainState, draws: Draws, steps: int) -> None:

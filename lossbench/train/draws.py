@@ -5,6 +5,7 @@ it draws alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -14,6 +15,10 @@ from lossbench.gan.batches import Sampler
 from lossbench.gan.member_adam import per_member
 from lossbench.gan.penalties import Noises
 from lossbench.train.players import Players
+
+if TYPE_CHECKING:
+    from lossbench.config import RunConfig
+    from lossbench.train.state import TrainState
 
 
 @dataclass
@@ -30,6 +35,15 @@ class Draws:
     samplers: list[Sampler] = field(default_factory=list)  # per seed (lossbench.gan.batches)
     reuse_d_noise: bool = False  # G's step takes the z of the D step before it (g_noise "d-step")
     last: Tensor | None = None  # the latest z drawn
+
+    @classmethod
+    def training(cls, cfg: RunConfig, state: TrainState, data: Tensor) -> Draws:
+        """The draws the training loop takes for `state` from `data` (on the training device): D's
+        batch times the pack, the latent, the players' instance-noise sigma (per member in a group
+        of configurations), the seeds' samplers and cfg's G-noise rule."""
+        t = cfg.train
+        return cls(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, state.players.instance_noise,
+                   cfg.model.z_dist, state.samplers, reuse_d_noise=t.g_noise == "d-step")  # fmt: skip
 
     def real(self) -> Tensor:  # (S, B, ...): index_select is one contiguous gather, 3x faster than data[idx] on CPU
         n, bs = self.data.shape[0], self.batch_size

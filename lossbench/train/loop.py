@@ -63,8 +63,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     """Run generator steps from state.step up to cfg.train.steps; `data` lives on the training device.
     One outcome per seed: a seed that diverges stops reporting, its siblings go on."""
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
-    draws = Draws(data, state.streams, t.batch_size * t.pack, cfg.model.z_dim, P.instance_noise,
-                  cfg.model.z_dist, state.samplers, reuse_d_noise=t.g_noise == "d-step")  # fmt: skip
+    draws = Draws.training(cfg, state, data)
     seeds = _Seeds(P.size)
     step = UPDATES.get(t.updates)
     while state.step < t.steps and seeds.alive:
