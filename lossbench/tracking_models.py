@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from lossbench.errors import ConfigError, TrackingError
-from lossbench.tracking import TAG_BEST_MODEL, first_line
+from lossbench.errors import ConfigError, LossbenchError, TrackingError
+from lossbench.tracking import TAG_BEST_MODEL, Tracker, first_line
 
 EXAMPLE_BATCH = 2  # torch.export specializes a size-1 dimension: the example's batch must be > 1
 MODEL_URI_PREFIXES = ("runs:/", "models:/")
@@ -95,11 +95,11 @@ def _best_run(uri: str) -> str | None:
     return run_id if uri.startswith("runs:/") and name.strip("/") == MODEL_BEST else None
 
 
-def _run_tags(client: Any, run_id: str) -> dict[str, str]:
-    """A run's tags; none where it cannot be read (the load then says why)."""
+def _run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:
+    """A run's tags (Tracker.run_tags); none where it cannot be read (the load then says why in one line)."""
     try:
-        return dict(client.get_run(run_id).data.tags)
-    except Exception:  # noqa: BLE001 - no such run: the download says so in one line
+        return Tracker(tracking_uri, experiment=None, create=False).run_tags(run_id)
+    except LossbenchError:
         return {}
 
 
@@ -111,14 +111,13 @@ def load_generator(uri: str, tracking_uri: str) -> tuple[torch.nn.Module, int, s
     import mlflow
     import mlflow.artifacts
     import mlflow.pytorch
-    from mlflow import MlflowClient
     from mlflow.models import Model
 
     mlflow.set_tracking_uri(tracking_uri)
     try:
         source = uri
         if (run_id := _best_run(uri)) is not None:  # the model the run's tag names for its best weights
-            source = f"runs:/{run_id}/{best_model(_run_tags(MlflowClient(tracking_uri), run_id))}"
+            source = f"runs:/{run_id}/{best_model(_run_tags(tracking_uri, run_id))}"
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(source, dst_path=tmp)
             G = mlflow.pytorch.load_model(local)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from lossbench import cards, folders, manifest
 from lossbench.errors import LossbenchError
-from lossbench.metrics.registry import BEST_KEYS, BEST_PREFIX, EMA_PREFIX, RANKING, higher_is_better
+from lossbench.metrics.registry import BEST_KEYS, BEST_PREFIX, EMA_PREFIX, higher_is_better, ranking_key
 from lossbench.progress import phase
 from lossbench.report import against as report_against
 from lossbench.report import figures as report_figures
@@ -233,8 +233,8 @@ def main_score(runs: pd.DataFrame) -> str:
     """The score the report tests and plots: the first ranking key (metrics.registry.RANKING: fid, modes,
     fcd, kid_mean, is_mean) the runs logged, else the Dirac-GAN's equilibrium_distance, else fid (then
     nothing has it, and the report says so)."""
-    present = [s for s in (*RANKING, "equilibrium_distance") if s in runs and runs[s].notna().any()]
-    return present[0] if present else "fid"
+    logged = [c for c in runs.columns if runs[c].notna().any()]
+    return ranking_key(logged) or ("equilibrium_distance" if "equilibrium_distance" in logged else "fid")
 
 
 def _write(
