@@ -75,6 +75,11 @@ def test_suite_naming_a_plugin_needs_the_flag(tmp_path: Path, new_store) -> None
     assert f"plugin losses {PLUGIN}: name checked, module not imported (--dry-run)" in allowed.stdout
     assert "not timed (data not here, or a plugin loss)" in allowed.stdout
     assert not marker.exists()
+    grouped = lossbench("sweep", str(suite), "--dry-run", "--parallel-seeds", "--allow-plugin", PLUGIN,
+                        "--tracking-uri", store, marker=marker)  # fmt: skip
+    assert grouped.returncode == 0, grouped.stderr
+    assert "1 not timed (data not here, or a plugin loss)" in grouped.stdout.split("groups (--parallel-seeds)")[1]
+    assert not marker.exists()  # timing the groups imports no plugin either
     by_loss = tmp_path / "b.toml"  # a plugin under [search.by-loss] is refused before the search is read
     by_loss.write_text(f'[base]\ndataset = "ring8"\n[grid]\nloss = ["{PLUGIN}"]\n[search]\ndraws = 2\n'
                        f'[search.keys]\nlr_g = {{log-uniform = [1e-4, 1e-3]}}\n'

@@ -196,8 +196,9 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     n = f"{len(planned):,} configuration{'s' * (len(planned) != 1)}"
     # a plugin loss is not timed: timing imports it, and a dry run imports no plugin
     timed = [dataclasses.replace(p, seeds=()) if is_plugin(p.cfg.loss.loss) else p for p in planned]
+    sets = sweep_mod.TrainingSets(data_dir)  # each training set loaded once for both timings
     with phase(f"timing the plan: {n} on {device}", len(planned), "config") as advance:
-        found = sweep_mod.estimates(timed, device, data_dir, advance=advance)
+        found = sweep_mod.estimates(timed, device, data_dir, advance=advance, sets=sets)
     drawn = drawn_fields(spec.search)
     for p, e in zip(planned, found):
         c, flat = p.cfg, p.cfg.flat()
@@ -218,22 +219,27 @@ def _print_sweep_plan(spec: Any, planned: list, device_name: str, data_dir: str 
     click.echo(f"estimated: {duration(train_s + eval_s)} on {device} (training {duration(train_s)}, "
                f"evaluation {duration(eval_s)}), from steps and Inception images timed now{note}")  # fmt: skip
     if speed.parallel_seeds and any(p.seeds for p in planned):
-        _print_groups(planned, speed, device, data_dir, eval_s)
+        _print_groups(planned, speed, device, sets, eval_s)
 
 
-def _print_groups(planned: list, speed: Any, device: Any, data_dir: str | None, eval_s: float) -> None:
-    """The groups the members train in, and the stage's time with training timed group by group."""
+def _print_groups(planned: list, speed: Any, device: Any, sets: Any, eval_s: float) -> None:
+    """The groups the members train in, and the stage's time with training timed group by group
+    (`sets`: the training sets the plan's timing loaded; a plugin loss is not timed)."""
     from collections import Counter
 
     from lossbench.exec import sweep as sweep_mod
+    from lossbench.plugins import is_plugin
     from lossbench.progress import duration, phase
 
-    sizes = [len(g) for g in sweep_mod.planned_groups(planned, speed)]
-    with phase(f"timing the groups: {len(sizes):,} on {device}", len(sizes), "group") as advance:
-        grouped = sweep_mod.grouped_estimate(planned, speed, device, data_dir, advance)
+    n_groups = len(sweep_mod.planned_groups(planned, speed))
+    with phase(f"timing the groups: {n_groups:,} on {device}", n_groups, "group") as advance:
+        grouped = sweep_mod.grouped_estimate(planned, speed, device, None, advance, sets=sets,
+                                             timeable=lambda cfg: not is_plugin(cfg.loss.loss))  # fmt: skip
+    sizes = grouped.sizes
     how = "--parallel-configs" if speed.parallel_configs else "--parallel-seeds"
     shown = ", ".join(f"{n} of {size}" for size, n in sorted(Counter(sizes).items(), reverse=True))
-    untimed = f"; {len(sizes) - grouped.timed} not timed (data not here)" if grouped.timed < len(sizes) else ""
+    untimed = f"; {len(sizes) - grouped.timed} not timed (data not here, or a plugin loss)" \
+        if grouped.timed < len(sizes) else ""
     click.echo(f"groups ({how}{f', --group-size {speed.group_size}' if speed.group_size else ''}): {len(sizes)} "
                f"({shown} members); estimated {duration(grouped.train_s + eval_s)} as groups (training "
                f"{duration(grouped.train_s)}, each group timed at its size{untimed}; evaluation as above)")  # fmt: skip

@@ -178,11 +178,12 @@ def json_lines(planned: list[Planned], speed: SpeedConfig | None = None) -> list
 
 def estimates(
     planned: list[Planned], device: torch.device, data_dir: str | None, cache_dir: Path | None = None,
-    speed: SpeedConfig | None = None, advance: Callable[[int], None] | None = None,
+    speed: SpeedConfig | None = None, advance: Callable[[int], None] | None = None, sets: TrainingSets | None = None,
 ) -> list[Estimate | None]:  # fmt: skip
     """Per planned configuration with seeds to run, its measured estimate (None: nothing to run).
-    `advance(1)` follows each configuration (a progress bar's update)."""
-    timer, out = _Timer(device, data_dir, cache_dir, speed), []
+    `advance(1)` follows each configuration (a progress bar's update); `sets`: training sets already
+    loaded (shared with `grouped_estimate`), else loaded from `data_dir`."""
+    timer, out = _Timer(device, sets or TrainingSets(data_dir), cache_dir, speed), []
     for p in planned:
         out.append(timer.estimate(p))
         if advance is not None:
@@ -203,18 +204,20 @@ class GroupedEstimate:
 
 def grouped_estimate(
     planned: list[Planned], speed: SpeedConfig, device: torch.device, data_dir: str | None,
-    advance: Callable[[int], None] | None = None,
+    advance: Callable[[int], None] | None = None, sets: TrainingSets | None = None,
+    timeable: Callable[[RunConfig], bool] = lambda cfg: True,
 ) -> GroupedEstimate:  # fmt: skip
     """The planned members' groups (`planned_groups`), each timed at its size: training time of the
-    whole stage as it will run. `advance(1)` follows each group."""
-    sets = TrainingSets(data_dir)
+    whole stage as it will run. `advance(1)` follows each group; `sets` as for `estimates`; a group
+    whose configuration is not `timeable` (a plugin loss: timing would import it) is not timed."""
+    sets = sets or TrainingSets(data_dir)
     rates: dict[tuple[RunConfig, int], float] = {}
     train_s, timed, sizes = 0.0, 0, []
     for members in planned_groups(planned, speed):
         cfg = planned[members[0][0]].cfg
         sizes.append(len(members))
         key = (_cost_key(cfg), len(members))
-        ds = sets.get(cfg.data.dataset)
+        ds = sets.get(cfg.data.dataset) if timeable(cfg) else None
         if ds is not None:
             if key not in rates:
                 rates[key] = steps_per_s(cfg, ds, device, speed, cfg.train.steps * len(members), len(members))
@@ -248,10 +251,10 @@ class _Timer:
     Inception rate measured once, and configurations that differ only in values that do not change
     the cost of a step (the draws of a random search) are timed once."""
 
-    def __init__(self, device: torch.device, data_dir: str | None, cache_dir: Path | None,
+    def __init__(self, device: torch.device, sets: TrainingSets, cache_dir: Path | None,
                  speed: SpeedConfig | None) -> None:  # fmt: skip
         self.device, self.cache_dir, self.speed = device, cache_dir, speed
-        self.sets = TrainingSets(data_dir)
+        self.sets = sets
         self.extractor: Extractor | None = None
         self.rate: float | None = None
         self.timed: dict[RunConfig, Estimate] = {}
