@@ -189,8 +189,8 @@ class SeedRun:
         evaluation's weights (kept for a resume), superseded by generator.pt, which the run's tag names;
         removed, so the run stores its best weights once. The run is closed already: a store that
         refuses is a warning (the tag still names generator.pt), never a failed run."""
-        try:
-            if BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
+        try:  # this process uploaded it (known), or an earlier one of a resumed run may have (listed)
+            if self._best_weights is not None or BEST_WEIGHTS in self.tracker.artifacts(self.run_id, "weights"):
                 tracking_models.delete_artifact(self.tracker.uri, self.tracker.client, self.run_id, BEST_WEIGHTS)
         except Exception as exc:  # noqa: BLE001 - said in one line
             log.warning("seed %d: %s left in the store (%s); its best weights are %s (tag %s)", self.seed,
