@@ -36,6 +36,9 @@ class SpeedConfig:
     # parallel_seeds
     parallel_configs: bool = False
     group_size: int | None = None  # the most members in one group (memory); None: no bound
+    # each generator step as one traced function: draws first, gradients by torch.func, Adam on flat
+    # state (lossbench.train.whole_step); with --compile / --cuda-graphs one graph per step
+    whole_step: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):

@@ -300,13 +300,17 @@ def test_cuda_graphs_are_refused_off_cuda() -> None:
 @pytest.mark.parametrize(
     ("speed", "modes"),
     [(SpeedConfig(), []), (SpeedConfig(compile=True), ["default", "default"]),
-     (SpeedConfig(cuda_graphs=True), ["reduce-overhead", "reduce-overhead"])],
+     (SpeedConfig(cuda_graphs=True), ["reduce-overhead", "reduce-overhead"]),
+     (SpeedConfig(whole_step=True), []), (SpeedConfig(compile=True, whole_step=True), ["default fullgraph"]),
+     (SpeedConfig(cuda_graphs=True, whole_step=True), ["reduce-overhead fullgraph"])],
 )  # fmt: skip
 def test_speed_flags_reach_torch_compile_in_their_mode(speed: SpeedConfig, modes: list, monkeypatch) -> None:
     """What setup hands to torch.compile: nothing in eager mode; G and D (no penalty here) in the
-    flag's mode. Compile itself is replaced by a recorder, so no graph is built."""
+    flag's mode; with --whole-step only the whole step, as one graph (fullgraph). Compile itself is
+    replaced by a recorder, so no graph is built."""
     seen: list = []
-    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: seen.append(mode) or fn)
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, fullgraph=False:
+                        seen.append(mode + " fullgraph" * fullgraph) or fn)  # fmt: skip
     monkeypatch.setattr(SpeedConfig, "check_device", lambda self, device: None)
     cfg = config.resolve(("flags", {"dataset": "ring8", "loss": "hinge"}))
     trainer.setup(cfg, 0, (2,), CPU, speed)

@@ -288,8 +288,8 @@ def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: st
     proc = lossbench_here("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress",
                           caplog=caplog)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith("Error: --parallel-seeds and --parallel-configs do not support "
-                                          "d_norm=spectral")
+    assert proc.stderr.strip().startswith("Error: --parallel-seeds, --parallel-configs and --whole-step do not "
+                                          "support d_norm=spectral")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert runs_by_role(store) == {"parent": [], "seed": []}  # not even a parent run
 

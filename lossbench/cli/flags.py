@@ -120,6 +120,9 @@ speed_options = stack(
                  help="torch's fused Adam (one kernel per update), or its multi-kernel foreach form."),
     click.option("--cuda-graphs", is_flag=True,
                  help="CUDA graphs of G and D (torch.compile's reduce-overhead mode); CUDA only."),
+    click.option("--whole-step", is_flag=True,
+                 help="Each generator step as one traced function (draws first, gradients by torch.func, Adam on "
+                      "flat state): with --compile or --cuda-graphs, one graph per step. Alternating updates, Adam."),
     click.option("--system-metrics/--no-system-metrics", default=False, show_default=True,
                  help="MLflow's system metrics (CPU, memory, GPU) sampled on each seed run; needs psutil."),
 )  # fmt: skip
@@ -182,6 +185,7 @@ def exec_values(kwargs: dict[str, Any]) -> dict[str, Any]:
         compile=kwargs["compile_"],
         fused_optim=kwargs["fused_optim"],
         cuda_graphs=kwargs["cuda_graphs"],
+        whole_step=kwargs["whole_step"],
     )
     return {
         "speed": speed,

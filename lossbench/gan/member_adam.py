@@ -52,6 +52,22 @@ def adam_delta(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, c: dict[str, T
     formula is the module's, in torch.optim.Adam's order of operations."""
     exp_avg.lerp_(grad, c["one_minus_beta1"])
     exp_avg_sq.mul_(c["beta2"]).addcmul_(grad, grad * c["one_minus_beta2"])
+    return _decrease(exp_avg, exp_avg_sq, c, eps)
+
+
+def adam_moved(
+    grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, c: dict[str, Tensor], eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`adam_delta` as a pure function, for a traced step that must not mutate its inputs: the new
+    moments (m_t, v_t) and the parameters' decrease, the inputs left as they were. Same operations,
+    same order, so the same numbers."""
+    exp_avg = exp_avg.lerp(grad, c["one_minus_beta1"])
+    exp_avg_sq = exp_avg_sq.mul(c["beta2"]).addcmul(grad, grad * c["one_minus_beta2"])
+    return exp_avg, exp_avg_sq, _decrease(exp_avg, exp_avg_sq, c, eps)
+
+
+def _decrease(exp_avg: Tensor, exp_avg_sq: Tensor, c: dict[str, Tensor], eps: float) -> Tensor:
+    """lr / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps), from the updated moments."""
     denom = (exp_avg_sq.sqrt() / c["bias_correction2_sqrt"]).add_(eps)
     return c["step_size"] * exp_avg / denom
 
@@ -161,9 +177,19 @@ class MemberAdam(torch.optim.Optimizer):
             out.append(template.state_dict()["param_groups"][0] | {"eps": group["eps"], "params": mine["params"]})
         return out
 
+    def flat(self, i: int, params: list[Tensor] | None = None) -> _Flat:
+        """Parameter group i's state as flat buffers (of `params`, default every parameter of the
+        group), gathered anew where a load or a new parameter set replaced it; zeros and step 0 for
+        parameters without state yet, as torch starts them."""
+        flats: dict[int, _Flat] = self.__dict__.setdefault("_flats", {})
+        params = list(self.param_groups[i]["params"]) if params is None else params
+        flat = flats.get(i)
+        if flat is None or not flat.current(params, self.state):
+            flat = flats[i] = flatten_state(params, self.state, _scalar_dtype())
+        return flat
+
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
-        flats: dict[int, _Flat] = self.__dict__.setdefault("_flats", {})
         for i, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -171,9 +197,7 @@ class MemberAdam(torch.optim.Optimizer):
             if any(p.grad is None and self.state.get(p) for p in group["params"]):  # its count would fall behind
                 raise ValueError("a stacked parameter with Adam state has no gradient: every parameter of a group "
                                  "must step at every step")  # fmt: skip
-            flat = flats.get(i)
-            if flat is None or not flat.current(params, self.state):
-                flat = flats[i] = flatten_state(params, self.state, _scalar_dtype())
+            flat = self.flat(i, params)
             flat.step += 1  # the members step together: one step count, shared by every parameter's state
             c = coefficients(int(flat.step.item()), group["lr"], group["beta1"], group["beta2"])
             moved = to_device(torch.stack(list(c.values())), flat.exp_avg)

@@ -65,7 +65,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
     draws = Draws.training(cfg, state, data)
     seeds = _Seeds(P.size)
-    step = UPDATES.get(t.updates)
+    step = state.whole or UPDATES.get(t.updates)  # --whole-step: the same update rule as one traced function
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
             return seeds.ended("interrupted", state.step)

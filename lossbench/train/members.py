@@ -37,8 +37,8 @@ def check_stackable(cfg: RunConfig) -> None:
     """Refuse, before anything is written, a configuration that cannot train in a group: spectral
     norm's power iteration updates D's buffers in place, which vmap cannot batch."""
     if cfg.model.d_norm == "spectral":
-        raise ConfigError("--parallel-seeds and --parallel-configs do not support d_norm=spectral (its power "
-                          "iteration cannot be vmapped); run the seeds one after another")  # fmt: skip
+        raise ConfigError("--parallel-seeds, --parallel-configs and --whole-step do not support d_norm=spectral "
+                          "(its power iteration cannot be vmapped); run the seeds one after another")  # fmt: skip
 
 
 def shape_key(cfg: RunConfig) -> RunConfig:

@@ -41,10 +41,11 @@ class Compiler:
     def graphs(self) -> bool:
         return self.mode == "reduce-overhead"
 
-    def __call__(self, fn: Callable[..., Any], allowed: bool = True) -> Callable[..., Any]:
+    def __call__(self, fn: Callable[..., Any], allowed: bool = True, fullgraph: bool = False) -> Callable[..., Any]:
         """fn compiled, or fn itself in eager mode or where not `allowed` (double backward, which
-        gradient penalties need, cannot go through a compiled graph)."""
-        return torch.compile(fn, mode=self.mode) if self.mode and allowed else fn
+        gradient penalties need, cannot go through a compiled graph); `fullgraph`: a graph break is an
+        error, not a fallback to Python."""
+        return torch.compile(fn, mode=self.mode, fullgraph=fullgraph) if self.mode and allowed else fn
 
     def begin_step(self) -> None:
         if self.graphs:

@@ -20,7 +20,7 @@ from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
 from lossbench.gan.member_adam import MemberAdam
 from lossbench.options import SpeedConfig
-from lossbench.train import counterfactual, members
+from lossbench.train import counterfactual, members, whole_step
 from lossbench.train.ema import GeneratorAverage
 from lossbench.train.players import D_STATS, OptFactory, Players, Single, Stacked
 from lossbench.train.speed import Precision
@@ -45,6 +45,7 @@ class TrainState:
     step: int = 0  # completed generator steps
     window: int = 0  # steps summed in the accumulators since they were last read
     average: GeneratorAverage | None = None  # --ema: the average of G's weights, per seed
+    whole: whole_step.WholeStep | None = None  # --whole-step: the loop calls it instead of the update rule's step
 
     # one-seed conveniences (tests, benchmarks, the plain path)
     @property
@@ -101,6 +102,8 @@ def setup(
     weight, weight clip or instance-noise sigma, each trained as its own configuration."""
     speed = speed or SpeedConfig()
     speed.check_device(device)
+    if speed.whole_step:
+        whole_step.check(cfg)
     seed_list = [seeds] if isinstance(seeds, int) else list(seeds)
     if len(seed_list) > 1 and not speed.parallel_seeds:
         raise ValueError("several seeds in one state need speed.parallel_seeds")
@@ -117,16 +120,17 @@ def setup(
     players: Players
     common = dict(
         loss=losses.get(cfg.loss.loss), penalty=penalties.get(cfg.loss.penalty),
-        precision=Precision(speed.precision, device), compile_mode=speed.compile_mode, pack=cfg.train.pack,
+        precision=Precision(speed.precision, device), pack=cfg.train.pack,
+        compile_mode=None if speed.whole_step else speed.compile_mode,  # the whole step is compiled instead
     )  # fmt: skip
-    if len(pairs) == 1:
+    if len(pairs) == 1 and not speed.whole_step:  # --whole-step: one seed is a group of one
         make_opt_g, make_opt_d = _optimizers(cfgs[0], speed)
         one = cfgs[0]
         players = Single(pairs[0][0], pairs[0][1], make_opt_g, make_opt_d, weight=one.loss.penalty_weight,
                          instance_noise=one.loss.instance_noise, clip=one.train.weight_clip, **common)  # fmt: skip
     else:
         hyper = members.Hyper.of(cfgs, device, torch.get_default_dtype())
-        make_opt_g, make_opt_d = _optimizers(cfg, speed, hyper)
+        make_opt_g, make_opt_d = _optimizers(cfg, speed, hyper, member_adam=speed.whole_step)
         players = Stacked([g for g, _ in pairs], [d for _, d in pairs], make_opt_g, make_opt_d,
                           weight=hyper.penalty_weight, clip=hyper.weight_clip if t.weight_clip > 0 else 0.0,
                           instance_noise=hyper.instance_noise if cfg.loss.instance_noise > 0 else 0.0,
@@ -141,18 +145,20 @@ def setup(
         acc_d=torch.zeros(S, len(D_KEYS), device=device),
         acc_g=torch.zeros(S, len(G_KEYS), device=device),
         average=average,
+        whole=whole_step.WholeStep(players, speed.compile_mode) if speed.whole_step else None,  # type: ignore[arg-type]
     )
 
 
 def _optimizers(
-    cfg: RunConfig, speed: SpeedConfig, hyper: members.Hyper | None = None
+    cfg: RunConfig, speed: SpeedConfig, hyper: members.Hyper | None = None, member_adam: bool = False
 ) -> tuple[OptFactory, OptFactory]:
     """The players' optimiser factories: cfg's optimiser with its learning rates and betas, or, for a
-    group whose members differ in them, Adam with each member's own (lossbench.gan.member_adam)."""
+    group whose members differ in them (or `member_adam`: the whole step's flat state), Adam with each
+    member's own (lossbench.gan.member_adam)."""
     t = cfg.train
     per_member = t.optimizer in members.MEMBER_OPTIMIZERS
     varying = ("lr_g", "lr_d", "beta1", "beta2") if per_member else ("lr_g", "lr_d")  # SGD, RMSprop: no betas
-    if hyper is not None and not all(hyper.uniform(name) for name in varying):
+    if hyper is not None and (member_adam or not all(hyper.uniform(name) for name in varying)):
         if not per_member:  # shape_key keeps such members apart
             raise ValueError(f"optimizer {t.optimizer} takes one learning rate for a group")
         betas = (hyper.beta1, hyper.beta2)
