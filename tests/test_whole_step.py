@@ -17,7 +17,7 @@ from lossbench.options import SpeedConfig
 from lossbench.train.draws import Draws
 from lossbench.train.speed import MutationRecorder
 from lossbench.train.state import TrainState, training_data
-from lossbench.train.whole_step import draw_inputs, pure_step
+from lossbench.train.whole_step import draw_inputs
 
 CPU = torch.device("cpu")
 WHOLE = SpeedConfig(parallel_seeds=True, whole_step=True)
@@ -68,6 +68,13 @@ WHOLE_CASES = {name: CASES[name] for name in (
                                                                   [{"lr": 1e-3}, {"lr": 2e-4}]),
     "wgan with Adam, clip": ({"loss": "wgan", "optimizer": "adam", "steps": 6},
                              [{"weight_clip": 0.01}, {"weight_clip": 0.1}]),
+    "simultaneous, pacgan-mlp pack 2 (PacGAN's rule), lr": (
+        {"arch": "pacgan-mlp", "pack": 2, "z_dim": 2, "updates": "simultaneous", "steps": 6},
+        [{"lr": 1e-3}, {"lr": 1e-4}]),
+    "simultaneous, wgan-gp with Adam clip and instance noise, lambda": (
+        {"loss": "wgan-gp", "n_critic": 1, "updates": "simultaneous", "weight_clip": 0.5, "instance_noise": 0.1,
+         "steps": 6}, [{"penalty_weight": 1.0}, {"penalty_weight": 10.0}]),
+    "simultaneous, ragan, lr": ({"loss": "ragan", "updates": "simultaneous", "steps": 6}, [{"lr": 1e-3}, {"lr": 2e-4}]),
 }  # fmt: skip
 
 
@@ -118,6 +125,7 @@ TRACED_SLOW = {
     "infogan/mnist (batch norm in G and D)": {"dataset": "mnist", "arch": "infogan", "d_batchnorm": True,
                                               "z_dim": 16, "z_dist": "uniform", "batch_size": 8},
     "ragan mlp, instance noise, clip": {"loss": "ragan", "instance_noise": 0.1, "weight_clip": 0.5},
+    "simultaneous dcgan/mnist": {"dataset": "mnist", "arch": "dcgan", "batch_size": 8, "updates": "simultaneous"},
 }  # fmt: skip
 
 
@@ -129,7 +137,7 @@ def traced(flags: dict, mnist_dir: str) -> None:
     x, shape = data_for(cfg, mnist_dir)
     state = trainer.setup(cfg, [0, 1], shape, CPU, WHOLE, configs=cfgs)
     recorder = MutationRecorder()
-    state.whole.fn = torch.compile(pure_step, backend=recorder.backend, fullgraph=True)
+    state.whole.fn = torch.compile(state.whole.rule.step, backend=recorder.backend, fullgraph=True)
     _, compiled = trained(cfgs, [0, 1], x, shape, WHOLE, state=state)
     _, eager = trained(cfgs, [0, 1], x, shape, WHOLE)
     assert recorder.mutated == [[]]  # one graph for every step, no input mutated: CUDA graphs capture it whole
@@ -180,7 +188,8 @@ def test_a_group_resumed_from_its_members_checkpoints_equals_an_uninterrupted_on
 
 
 @pytest.mark.parametrize("flags, error", [
-    (["--updates", "simultaneous"], "Error: --whole-step trains updates=alternating, not simultaneous"),
+    (["--updates", "simultaneous", "--consensus", "0.5"],
+     "Error: --whole-step does not take consensus > 0 (its double backward through the gradients)"),
     (["--loss", "wgan"], "Error: --whole-step trains optimizer=adam, not rmsprop"),
 ])  # fmt: skip
 def test_what_the_whole_step_cannot_train_is_refused_in_one_line(flags, error, store: str, caplog) -> None:
@@ -200,3 +209,28 @@ def test_draw_inputs_take_n_critic_d_steps_and_g_s_real_batch_only_when_its_loss
         state = trainer.setup(cfg, [0, 1], shape, CPU, WHOLE)
         d, g = draw_inputs(state.players, Draws.training(cfg, state, training_data(cfg, x, CPU)), cfg.train.n_critic)
         assert len(d) == n_critic and (g.real is not None) == needs_real
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("flags", [{"arch": "dcgan"}, {"arch": "infogan", "d_batchnorm": True, "z_dist": "uniform"},
+                                   {"arch": "mlp", "loss": "wgan-gp"}], ids=["dcgan", "infogan", "wgan-gp mlp"])
+def test_cuda_graphs_replay_the_whole_step_as_one_graph(flags: dict, mnist_dir: str) -> None:
+    """On a GPU: a group of 4 configurations under --whole-step --cuda-graphs skips no CUDA graph
+    and trains as the eager whole step (tf32 and kernel choice aside)."""
+    from torch._dynamo.utils import counters
+
+    cuda = torch.device("cuda")
+    cfgs = [resolve({"dataset": "mnist", "batch_size": 16, "steps": 6, **flags, "lr": lr})
+            for lr in (1e-3, 5e-4, 2e-4, 1e-4)]  # fmt: skip
+    x, shape = data_for(cfgs[0], mnist_dir)
+    x = x.to(cuda)
+    torch._dynamo.reset()
+    counters.clear()
+    states = {}
+    for name, speed in (("graphed", dataclasses.replace(WHOLE, cuda_graphs=True)), ("eager", WHOLE)):
+        states[name] = trainer.setup(cfgs[0], [0, 1, 2, 3], shape, cuda, speed, configs=cfgs)
+        trainer.train(cfgs[0], states[name], x)
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    for name, t in states["graphed"].players.g_params.items():
+        torch.testing.assert_close(t, states["eager"].players.g_params[name], rtol=1e-3, atol=1e-4)

@@ -145,7 +145,7 @@ def setup(
         acc_d=torch.zeros(S, len(D_KEYS), device=device),
         acc_g=torch.zeros(S, len(G_KEYS), device=device),
         average=average,
-        whole=whole_step.WholeStep(players, speed.compile_mode) if speed.whole_step else None,  # type: ignore[arg-type]
+        whole=whole_step.WholeStep(players, t.updates, speed.compile_mode) if speed.whole_step else None,  # type: ignore[arg-type]
     )
 
 

@@ -8,27 +8,33 @@ steps, then G's step: lossbench.train.updates.alternating) is split in two:
 1. `draw_inputs`: every member's random inputs for the step, drawn from its own streams with the
    same calls, in the same order per stream, as `updates.d_step` and `updates.g_step` draw them, so
    the numbers are the same;
-2. `pure_step`: a pure function of (G's and D's stacked parameters and buffers, their Adam moments
+2. `alternating`: a pure function of (G's and D's stacked parameters and buffers, their Adam moments
    and step count, the per-member hyperparameters, those inputs) that returns the new ones and the
    accumulators. Gradients come from torch.func (grad for D's objective, vjp through G's logits, so
    dL_G/dd_f is there for the learning signal as on the eager path), Adam is member_adam's formula
    (`adam_moved`, per-member lr and betas, bias corrections from a step count on the device), WGAN's
    clip a clamp. It draws nothing, calls no backward() and mutates no input.
 
-`WholeStep` compiles `pure_step` with fullgraph=True under the run's compile mode (eager without
+Simultaneous updates (`updates.simultaneous`) have their pair too: `draw_joint`, and `simultaneous`,
+which takes both players' gradients at the same point from one vjp of the joint objective.
+
+`WholeStep` compiles the rule's pure step with fullgraph=True under the run's compile mode (eager without
 one), so --compile traces one graph per step and --cuda-graphs replays one CUDA graph per step, and
 writes the returned tensors back into the players' own storage: checkpoints, evaluation, the EMA
 and a member's slice read them as on every other path. The parameters and moments equal those of
 the eager stacked path with MemberAdam (the same operations, bit for bit in eager mode).
 
-Scope: alternating updates with Adam (the optimiser is always MemberAdam: one flat state per player),
-any loss, penalty, n_critic, pack, instance noise and weight clip, batch norm in either net; one
-seed trains as a group of one. `check` refuses the rest in one line.
+Scope: alternating and simultaneous updates with Adam (the optimiser is always MemberAdam: one flat
+state per player), any loss, penalty, n_critic, pack, instance noise and weight clip, batch norm in
+either net; one seed trains as a group of one. Not consensus (its double backward through the
+gradients), not other optimisers: `check` refuses them in one line.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,6 +43,7 @@ from torch.func import grad, vjp
 from lossbench.errors import ConfigError
 from lossbench.gan.member_adam import MemberAdam, adam_moved, coefficients, per_member
 from lossbench.gan.penalties import Noises
+from lossbench.registry import Registry
 from lossbench.train.draws import Draws
 from lossbench.train.players import Stacked, pack
 from lossbench.train.speed import Compiler
@@ -47,17 +54,7 @@ if TYPE_CHECKING:
     from lossbench.train.state import TrainState
 
 Params = dict[str, Tensor]
-UPDATES = ("alternating",)  # the update rules with a whole-step form
 OPTIMIZERS = ("adam",)
-
-
-def check(cfg: RunConfig) -> None:
-    """Refuse, before anything is written, what --whole-step cannot train."""
-    t = cfg.train
-    if t.updates not in UPDATES:
-        raise ConfigError(f"--whole-step trains updates={'|'.join(UPDATES)}, not {t.updates}")
-    if t.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"--whole-step trains optimizer={'|'.join(OPTIMIZERS)}, not {t.optimizer}")
 
 
 class DInputs(NamedTuple):
@@ -145,7 +142,7 @@ def d_step(P: Stacked, s: Tensors, inp: DInputs, clip: Tensor | None) -> Tensors
     grads, (stats, db) = grad(objective, has_aux=True)(s.dp)
     dp, opt_d, norm = adam(s.dp, grads, s.opt_d)
     if clip is not None:
-        dp = {n: p.clamp(-per_member(clip, p), per_member(clip, p)) for n, p in dp.items()}
+        dp = _clipped(dp, clip)
     acc_d = s.acc_d + torch.cat([stats, norm[:, None]], dim=1)
     return s._replace(gb=gb, dp=dp, db=db, opt_d=opt_d, acc_d=acc_d)
 
@@ -160,36 +157,101 @@ def g_step(P: Stacked, s: Tensors, inp: GInputs) -> Tensors:
 
     out, pullback, (gb, db) = vjp(logits, s.gp, has_aux=True)
     d_fake, d_real = out if P.needs_real else (out, None)
-
-    def loss(d_fake: Tensor) -> tuple[Tensor, Tensor]:
-        per_member_loss = P._g_loss(d_fake, d_real)
-        return per_member_loss.sum(), per_member_loss
-
-    d_fake_grad, g_loss = grad(loss, has_aux=True)(d_fake)
+    d_fake_grad, g_loss = grad(lambda f: _g_loss(P, f, d_real), has_aux=True)(d_fake)
     (grads,) = pullback((d_fake_grad, torch.zeros_like(d_real)) if P.needs_real else d_fake_grad)
     gp, opt_g, norm = adam(s.gp, grads, s.opt_g)
     acc_g = s.acc_g + g_row(P, g_loss, d_fake, d_fake_grad, norm)
     return s._replace(gp=gp, gb=gb, db=db, opt_g=opt_g, acc_g=acc_g)
 
 
-def pure_step(P: Stacked, s: Tensors, d: tuple[DInputs, ...], g: GInputs) -> Tensors:
+def alternating(P: Stacked, s: Tensors, inputs: tuple[tuple[DInputs, ...], GInputs]) -> Tensors:
     """n_critic D steps, then G's step: the new tensors, the inputs untouched. P gives the vmapped
     functions, the loss, penalty weight and pack (constants of the trace), never its tensors."""
+    d, g = inputs
     for inp in d:
         s = d_step(P, s, inp, P.clip)
     return g_step(P, s, g)
+
+
+def draw_joint(P: Stacked, draws: Draws, n_critic: int) -> DInputs:
+    """The draws of one simultaneous step, per stream in `updates.simultaneous`'s order: the real
+    batch (noised, packed), z, the fakes' instance noise, the penalty's noise."""
+    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
+    z = draws.noise()
+    e = draws.instance_noise(z)
+    return DInputs(real, z, e, draws.penalty_noise(P, real))
+
+
+def simultaneous(P: Stacked, s: Tensors, inp: DInputs) -> Tensors:
+    """Both players' gradients at (theta, psi) on the same fakes (`updates.simultaneous`), from one
+    vjp of the joint objective pulled back twice: D's total for g_psi, dL_G/dd_f for g_theta."""
+
+    def joint(gp: Params, dp: Params) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Params, Params]]:
+        total, stats, d_real, d_fake, gb, db = P._joint(gp, s.gb, dp, s.db, P.weight, inp.real, inp.z, inp.e, inp.u)
+        return (total, d_fake, d_real), (stats, gb, db)
+
+    (total, d_fake, d_real), pullback, (stats, gb, db) = vjp(joint, s.gp, s.dp, has_aux=True)
+    d_fake_grad, g_loss = grad(lambda f: _g_loss(P, f, d_real), has_aux=True)(d_fake)
+    zero = (torch.zeros_like(total), torch.zeros_like(d_fake), torch.zeros_like(d_real))
+    g_grads, _ = pullback((zero[0], d_fake_grad, zero[2]))
+    _, d_grads = pullback((torch.ones_like(total), zero[1], zero[2]))
+    dp, opt_d, d_norm = adam(s.dp, d_grads, s.opt_d)
+    gp, opt_g, g_norm = adam(s.gp, g_grads, s.opt_g)
+    if P.clip is not None:
+        dp = _clipped(dp, P.clip)
+    acc_d = s.acc_d + torch.cat([stats, d_norm[:, None]], dim=1)
+    acc_g = s.acc_g + g_row(P, g_loss, d_fake, d_fake_grad, g_norm)
+    return Tensors(gp, gb, dp, db, opt_g, opt_d, acc_d, acc_g)
+
+
+def _g_loss(P: Stacked, d_fake: Tensor, d_real: Tensor) -> tuple[Tensor, Tensor]:
+    """(sum over members of L_G, L_G per member) on the fakes' logits (and D(x) for relativistic losses)."""
+    per_member_loss = P._g_loss(d_fake, d_real if P.needs_real else None)
+    return per_member_loss.sum(), per_member_loss
+
+
+def _clipped(dp: Params, clip: Tensor) -> Params:
+    """WGAN's clip: each member's weights into [-c, c] (`updates.clip_weights`)."""
+    return {n: p.clamp(-per_member(clip, p), per_member(clip, p)) for n, p in dp.items()}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An update rule's whole-step form: its draws (players, draws, n_critic) -> inputs, and its
+    pure step (players, tensors, inputs) -> tensors."""
+
+    draw: Callable[[Stacked, Draws, int], Any]
+    step: Callable[[Stacked, Tensors, Any], Tensors]
+    d_steps: Callable[[Any], int]  # D's optimiser steps in one generator step, from the inputs
+
+
+RULES: Registry[Rule] = Registry("update rule with a whole step", key="updates")
+RULES.add("alternating", Rule(draw_inputs, alternating, lambda inputs: len(inputs[0])))
+RULES.add("simultaneous", Rule(draw_joint, simultaneous, lambda inputs: 1))
+
+
+def check(cfg: RunConfig) -> None:
+    """Refuse, before anything is written, what --whole-step cannot train."""
+    t = cfg.train
+    if t.updates not in RULES.names():
+        raise ConfigError(f"--whole-step trains updates={'|'.join(RULES.names())}, not {t.updates}")
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--whole-step trains optimizer={'|'.join(OPTIMIZERS)}, not {t.optimizer}")
+    if t.consensus > 0:
+        raise ConfigError("--whole-step does not take consensus > 0 (its double backward through the gradients)")
 
 
 class WholeStep:
     """The step function the loop calls (updates.StepFn's signature) for players built with
     --whole-step: draws, one call of the (compiled) pure step, the results written back."""
 
-    def __init__(self, P: Stacked, compile_mode: str | None) -> None:
+    def __init__(self, P: Stacked, updates: str, compile_mode: str | None) -> None:
         if not isinstance(P.opt_g, MemberAdam) or not isinstance(P.opt_d, MemberAdam):
             raise ValueError("the whole step keeps each player's Adam state flat: build the players with MemberAdam")
         self.P = P
+        self.rule = RULES.get(updates)
         self.compiler = Compiler(compile_mode)
-        self.fn = self.compiler(pure_step, fullgraph=True)
+        self.fn = self.compiler(self.rule.step, fullgraph=True)
         # views without autograd history of the players' own tensors: the step reads them, and the
         # results are copied into the same storage (a checkpoint's load copies into it too)
         self._gp, self._dp = ({n: t.detach() for n, t in d.items()} for d in (P.g_params, P.d_params))
@@ -215,12 +277,12 @@ class WholeStep:
                        state.acc_d, state.acc_g)  # fmt: skip
 
     def __call__(self, P: Stacked, draws: Draws, state: TrainState, t: TrainConfig) -> None:
-        d, g = draw_inputs(P, draws, t.n_critic)
+        inputs = self.rule.draw(P, draws, t.n_critic)
         s = self.tensors(state)
         self.compiler.begin_step()
         with torch.no_grad():
-            new = self.fn(P, s, d, g)
-            self._write_back(s, new, {id(P.opt_g): 1, id(P.opt_d): len(d)})
+            new = self.fn(P, s, inputs)
+            self._write_back(s, new, {id(P.opt_g): 1, id(P.opt_d): self.rule.d_steps(inputs)})
         state.step += 1
         state.window += 1
 
