@@ -371,6 +371,27 @@ def test_members_evaluated_together_score_as_each_alone(mnist_dir: str, tmp_path
             assert t[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
 
 
+def test_members_features_extracted_together_are_each_ones_alone() -> None:
+    """exec.evaluation._member_features: the members' i-th batches go through the extractor as one
+    chunk (in its batches), one extraction over all chunks, and each member gets back exactly the
+    features its own batches give alone, in its order; the progress counts every image."""
+    from test_metrics import constant_images, toy_extractor
+
+    from lossbench.exec.evaluation import _member_features
+    from lossbench.metrics import features as metrics
+
+    levels = [[10, 11, 12, 13, 14], [20, 21, 22, 23, 24], [30, 31, 32, 33, 34]]  # member k's images, 3 + 2
+    streams = [iter([constant_images(lv[:3]), constant_images(lv[3:])]) for lv in levels]
+    calls: list[int] = []
+    done: list[int] = []
+    together = _member_features(toy_extractor(calls), streams, done.append)
+    assert calls == [7, 2, 6] and done == [9, 6]  # chunks of 9 and 6 images, the extractor's batches of 7
+    for lv, features in zip(levels, together):
+        alone = metrics.fake_features(toy_extractor([]), iter([constant_images(lv)]))
+        assert features.logits.argmax(1).tolist() == lv
+        assert torch.equal(features.pool, alone.pool) and torch.equal(features.logits, alone.logits)
+
+
 def test_ctrl_c_in_a_later_group_leaves_the_earlier_groups_parents_finished(store: str, tmp_path) -> None:
     import signal
     import subprocess

@@ -256,7 +256,7 @@ class _Group:
         hooks = Hooks(
             log=lambda k, step, values: self.runs[k].log(step, values | self._readouts(k)),
             samples=self._log_samples,
-            evaluate_group=self._evaluate,
+            evaluate_group=self._log_evaluations,
             checkpoint=lambda k, step, st: self._stage_checkpoint(st, k),
             checkpoint_commit=self._commit_checkpoint,
             progress=bar.update,
@@ -285,7 +285,7 @@ class _Group:
                 if monitor is not None:
                     monitor.finish()
         finished = [k for k, o in enumerate(outcomes) if o.status == "finished"]
-        finals = dict(zip(finished, self._evaluations(finished, self.state.step))) if finished else {}
+        finals = {k: v | a for k, (_, v, a) in zip(finished, self._evaluations(finished, self.state.step))}
         return [self._close(k, o, finals.get(k, {})) for k, o in enumerate(outcomes)]
 
     def _close(self, k: int, outcome: Outcome, final: dict[str, float]) -> SeedResult:
@@ -297,21 +297,22 @@ class _Group:
         return self.runs[k].finish(outcome.step, final, G, self.state.players.discriminator(k),
                                    self.cfgs[k].model.z_dim, self.readout_keys, self._average(k))  # fmt: skip
 
-    def _evaluate(self, step: int, ks: list[int]) -> None:
-        """An evaluation during training of the live members, together: each one's G, then (with --ema)
-        its averaged G under ema_ names; G's weights kept when they are the run's best."""
-        Gs = [self._own(self.state.players.generator(k)) for k in ks]
-        values = self.ctx.evaluate.members(Gs, [self.seeds[k] for k in ks], step)
-        for k, G, v, averaged in zip(ks, Gs, values, self._averaged(ks, step)):
-            self.runs[k].log_evaluation(step, v, G)
+    def _log_evaluations(self, step: int, ks: list[int]) -> None:
+        """An evaluation during training of the live members (`_evaluations`), logged: each one's G's
+        metrics (its weights kept when they are the run's best), then its averaged G's."""
+        for k, (G, values, averaged) in zip(ks, self._evaluations(ks, step)):
+            self.runs[k].log_evaluation(step, values, G)
             if averaged:
                 self.runs[k].log(step, averaged)
 
-    def _evaluations(self, ks: list[int], step: int) -> list[dict[str, float]]:
-        """Members ks' G and averaged G (ema_ names) evaluated together: their final metrics."""
+    def _evaluations(
+        self, ks: list[int], step: int
+    ) -> list[tuple[torch.nn.Module, dict[str, float], dict[str, float]]]:
+        """Members ks evaluated together, during training or at the end: per member its G, G's metrics
+        and (with --ema) its averaged G's under ema_ names ({} without)."""
         Gs = [self._own(self.state.players.generator(k)) for k in ks]
         values = self.ctx.evaluate.members(Gs, [self.seeds[k] for k in ks], step)
-        return [v | a for v, a in zip(values, self._averaged(ks, step))]
+        return list(zip(Gs, values, self._averaged(ks, step)))
 
     def _own(self, G: torch.nn.Module) -> torch.nn.Module:
         """A module of member k's own: a group's players and averages load each member into one shared
