@@ -170,6 +170,26 @@ def test_configurations_of_different_shapes_never_share_a_group() -> None:
     assert members.shape_key(resolve(base | together[0])) == members.shape_key(resolve(base | together[1]))
 
 
+def test_members_group_by_configuration_or_shape_and_start_step_capped_by_group_size() -> None:
+    """exec.plan.groups, the one grouping of training, the Ray driver and the dry run: alone without
+    --parallel-seeds; else a configuration's members (with --parallel-configs a shape's) that start at
+    one step, in order of step (a resumed member joins those at its checkpoint's step), at most
+    --group-size each."""
+    from lossbench.exec.plan import groups
+
+    a, a2, b = resolve({"lr": 1e-3}), resolve({"lr": 1e-4}), resolve({"loss": "hinge"})  # a, a2: one shape
+    # (name, configuration, start step): planned order
+    items = [("a0", a, 0), ("a1", a, 10), ("a2", a, 0), ("x0", a2, 0), ("b0", b, 0), ("x1", a2, 10)]
+
+    def names(speed: SpeedConfig) -> list[list[str]]:
+        return [[n for n, _, _ in g] for g in groups(items, lambda it: (it[1], it[2]), speed)]
+
+    assert names(SpeedConfig()) == [["a0"], ["a1"], ["a2"], ["x0"], ["b0"], ["x1"]]
+    assert names(PARALLEL) == [["a0", "a2"], ["x0"], ["b0"], ["a1"], ["x1"]]
+    assert names(SpeedConfig(parallel_configs=True)) == [["a0", "a2", "x0"], ["b0"], ["a1", "x1"]]
+    assert names(SpeedConfig(parallel_configs=True, group_size=2)) == [["a0", "a2"], ["x0"], ["b0"], ["a1", "x1"]]
+
+
 # --- lossbench sweep --parallel-configs ---------------------------------------------------------
 
 SEARCH_SUITE = """seeds = 2

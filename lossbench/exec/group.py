@@ -31,13 +31,13 @@ from lossbench.errors import CheckpointError, ConfigError, LossbenchError
 from lossbench.exec import lease, sample_figures
 from lossbench.exec.estimate import estimate
 from lossbench.exec.evaluation import Evaluator, make_evaluator, open_extractor, real_cached, reference_set
-from lossbench.exec.plan import Member
+from lossbench.exec.plan import Member, groups
 from lossbench.exec.runs import SeedResult, run_tags, source_commit
 from lossbench.exec.seed_run import SeedRun
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
 from lossbench.metrics.registry import EMA_PREFIX
-from lossbench.options import ExecConfig, resolve_exec
+from lossbench.options import ExecConfig, SpeedConfig, resolve_exec
 from lossbench.tracking import Tracker
 from lossbench.train import checkpoint, members, validate
 from lossbench.train.loop import Hooks, Outcome, train
@@ -124,28 +124,16 @@ def train_members(ctx: Context, parent_id: str, members: list[Member] | tuple[Me
     return [result for _, result in train_slots([Slot(ctx, parent_id, params, m) for m in members])]
 
 
-def slot_groups(slots: list[Slot]) -> list[list[Slot]]:
-    """Members trained together (exec.plan.group_key): one at a time; with --parallel-seeds a
-    configuration's seeds that start at one step; with --parallel-configs every member of one shape
-    that starts at that step. At most --group-size to a group."""
-    from lossbench.exec.plan import group_key, grouped
-
-    if not slots:
-        return []
-    speed = slots[0].ctx.ex.speed
-    ordered = sorted(slots, key=lambda s: s.member.step) if speed.parallel_seeds else slots
-    return grouped(ordered, lambda s: group_key(s.ctx.cfg, s.member.step, speed) or id(s), speed.group_size)
-
-
 def train_slots(
     slots: list[Slot], done: Callable[[list[tuple[Slot, SeedResult]]], None] | None = None
 ) -> list[tuple[Slot, SeedResult]]:
-    """Train the members in their groups (`slot_groups`), each in its own run under its own parent;
+    """Train the members in their groups (exec.plan.groups), each in its own run under its own parent;
     `done` receives each group's results as it ends. A signal checkpoints the members in training,
     ends them KILLED and raises Interrupted."""
     results: list[tuple[Slot, SeedResult]] = []
     with stop_on_signals() as stop:
-        for group in slot_groups(slots):
+        speed = slots[0].ctx.ex.speed if slots else SpeedConfig()  # one command's members: one speed
+        for group in groups(slots, lambda s: (s.ctx.cfg, s.member.step), speed):
             if stop[0]:  # the signal came as the previous group closed (its final evaluation): start no more
                 raise Interrupted(f"interrupted before seed {group[0].member.seed} started; continue with --resume")
             leases: list[lease.Lease] = []  # held until the group ends, however it ends
