@@ -41,10 +41,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import lossbench
 from benchmarks import ops, system_metrics
-from benchmarks.common import configure, dataset, sync, time_training, train_more
+from benchmarks.common import configure, dataset, time_training, train_more
 from lossbench import paths
 from lossbench import train as trainer
 from lossbench.config import RunConfig
+from lossbench.exec.estimate import sync
 from lossbench.metrics import features as metrics
 from lossbench.options import SpeedConfig, resolve_device
 

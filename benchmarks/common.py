@@ -1,10 +1,10 @@
 """What the benchmarks share: the data on the device, a benchmark configuration, and timed training
-(steps after a warm-up, the device synchronised around them)."""
+(steps after a warm-up, timed by the estimate's clock, exec.estimate.timed: the device synchronised
+around them)."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 
 import torch
@@ -13,24 +13,21 @@ from lossbench import config
 from lossbench import train as trainer
 from lossbench.config import RunConfig
 from lossbench.errors import DataError
+from lossbench.exec.estimate import timed
 from lossbench.gan import data
 from lossbench.options import SpeedConfig
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def dataset(name: str, device: torch.device) -> tuple[torch.Tensor, tuple[int, ...], str]:
-    """The data set on the device; uniform noise of the same shape when its files are not here
-    (throughput does not depend on pixel values), said in the output."""
+def dataset(name: str, device: torch.device, n: int | None = None) -> tuple[torch.Tensor, tuple[int, ...], str]:
+    """The data set (its first n examples) on the device; uniform noise of the same shape when its
+    files are not here (throughput and operator counts do not depend on pixel values), said in the
+    third item, for the output."""
     try:
         ds = data.load(name, None, "train")
-        return ds.x.to(device), ds.sample_shape, ""
+        return (ds.x if n is None else ds.x[:n]).to(device), ds.sample_shape, ""
     except DataError:
         shape = data.DATASETS.get(name).sample_shape
-        return torch.rand(10_000, *shape, device=device) * 2 - 1, shape, " (synthetic data: files not here)"
+        return torch.rand(n or 10_000, *shape, device=device) * 2 - 1, shape, " (synthetic data: files not here)"
 
 
 def configure(dataset_name: str, arch: str, steps: int, **extra: object) -> RunConfig:
@@ -46,11 +43,7 @@ def time_training(
     state = trainer.setup(cfg, seeds, shape, device, speed)
     train_more(cfg, state, x, 3)
     hooks = hooks_for(state) if hooks_for else None
-    sync(device)
-    start = time.perf_counter()
-    train_more(cfg, state, x, cfg.train.steps, hooks)
-    sync(device)
-    return time.perf_counter() - start
+    return timed(lambda: train_more(cfg, state, x, cfg.train.steps, hooks), device)
 
 
 def train_more(cfg: RunConfig, state: trainer.TrainState, x: torch.Tensor, n: int,

@@ -41,11 +41,10 @@ from unittest import mock
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lossbench import config
+from benchmarks import common
 from lossbench import train as trainer
 from lossbench.config import RunConfig
-from lossbench.errors import DataError
-from lossbench.gan import data
+from lossbench.exec.estimate import timed
 from lossbench.options import SpeedConfig
 from lossbench.train import state as state_module
 from lossbench.train.draws import Draws
@@ -54,12 +53,12 @@ from lossbench.train.speed import MutationRecorder
 from lossbench.train.state import TrainState, training_data
 from lossbench.train.updates import UPDATES
 
-# name -> (data set, flags): the setups of issue 27's items 4 and 5
-SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
-    "mlp/mnist": ("mnist", {"arch": "mlp"}),
-    "infogan/mnist": ("mnist", {"arch": "infogan", "z_dist": "uniform", "z_dim": 64, "d_batchnorm": True}),
-    "wgan-gp mlp/mnist": ("mnist", {"arch": "mlp", "loss": "wgan-gp"}),  # n_critic 5, the penalty's double backward
-    "dcgan/mnist": ("mnist", {"arch": "dcgan"}),
+# name -> (data set, architecture, flags): the setups of issue 27's items 4 and 5
+SETUPS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "mlp/mnist": ("mnist", "mlp", {}),
+    "infogan/mnist": ("mnist", "infogan", {"z_dist": "uniform", "z_dim": 64, "d_batchnorm": True}),
+    "wgan-gp mlp/mnist": ("mnist", "mlp", {"loss": "wgan-gp"}),  # n_critic 5, the penalty's double backward
+    "dcgan/mnist": ("mnist", "dcgan", {}),
 }
 GROUPS = (1, 4, 16)
 COUNT_SETUPS = ("mlp/mnist", "infogan/mnist", "wgan-gp mlp/mnist")
@@ -80,21 +79,10 @@ class OpCounter(TorchDispatchMode):
 
 
 def configure(name: str, **extra: Any) -> RunConfig:
-    dataset, flags = SETUPS[name]
-    base = {"dataset": dataset, "loss": "non-saturating", "steps": 10**6, "log_every": 10**6}
-    return config.resolve(("bench", base | flags | extra))
-
-
-def load_data(dataset: str, device: torch.device, n: int | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """The data set (its first n examples); uniform noise of its shape when the files are not here
-    (counts and timings do not depend on pixel values)."""
-    try:
-        ds = data.load(dataset, None, "train")
-        x = ds.x if n is None else ds.x[:n]
-        return x.to(device), ds.sample_shape
-    except DataError:
-        shape = data.DATASETS.get(dataset).sample_shape
-        return torch.rand(n or 10_000, *shape, device=device) * 2 - 1, shape
+    """The setup's configuration (the benchmarks' own, common.configure); its steps and logging never
+    reached, since the step function is called directly."""
+    dataset, arch, flags = SETUPS[name]
+    return common.configure(dataset, arch, 10**6, **({"log_every": 10**6} | flags | extra))
 
 
 @contextmanager
@@ -117,6 +105,7 @@ class Group:
     state: TrainState
     draws: Draws
     step_fn: Callable[..., None]
+    device: torch.device
 
     def step(self) -> None:
         self.step_fn(self.state.players, self.draws, self.state, self.cfg.train)
@@ -144,7 +133,7 @@ def build(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch
         members = drawn(cfg, size) if configs else None
         state = trainer.setup(cfg, list(range(size)), shape, device, speed, configs=members)
     draws = Draws.training(cfg, state, training_data(cfg, x, device))  # as the loop draws
-    return Group(cfg, state, draws, UPDATES.get(cfg.train.updates))
+    return Group(cfg, state, draws, UPDATES.get(cfg.train.updates), device)
 
 
 def count_steps(group: Group, warmup: int, steps: int) -> list[Counter]:
@@ -166,15 +155,15 @@ def split_views(counts: Counter) -> tuple[int, int]:
 
 
 def time_steps(group: Group, steps: int, repeat: int) -> float:
-    """Best of `repeat` timings of `steps` steps, seconds per step (no counter active)."""
+    """Best of `repeat` timings of `steps` steps after one warm-up step, seconds per step (no counter
+    active), by the estimate's clock (exec.estimate.timed: the device synchronised around each)."""
     group.step()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
+
+    def run() -> None:
         for _ in range(steps):
             group.step()
-        best = min(best, (time.perf_counter() - start) / steps)
-    return best
+
+    return min(timed(run, group.device) for _ in range(repeat)) / steps
 
 
 def fit(total: dict[int, int], lo: int, hi: int) -> tuple[float, float]:
@@ -192,7 +181,7 @@ def bench_ops(device: torch.device, args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in COUNT_SETUPS:
         cfg = configure(name)
-        x, shape = load_data(cfg.data.dataset, device)
+        x, shape, _ = common.dataset(cfg.data.dataset, device)
         totals: dict[int, int] = {}
         by_op: dict[int, Counter] = {}
         rows = [(1, False, False), (1, True, False), *((s, True, False) for s in GROUPS if s > 1),
@@ -277,7 +266,7 @@ def bench_explain(device: torch.device, args: argparse.Namespace) -> None:
     print("explain   torch._dynamo.explain of one whole step (updates.alternating), players' compiled parts off")
     for name in EXPLAIN_SETUPS:
         cfg = configure(name)
-        x, shape = load_data(cfg.data.dataset, device, n=1024)
+        x, shape, _ = common.dataset(cfg.data.dataset, device, n=1024)
         for size in (1, 4):
             group = build(cfg, x, shape, device, size)
             group.step()  # warm-up: optimiser state exists, as on every step but the first

@@ -5,6 +5,7 @@ The data are uniform noise of MNIST's shape: which operators run does not depend
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from collections import Counter
@@ -25,12 +26,16 @@ PER_MEMBER = {"aten.randint.generator": 1, "aten.randn.generator": 2, "aten.sele
 
 @pytest.fixture(scope="module")
 def ops() -> ModuleType:
-    """benchmarks/ops.py by its path: the tests also run against the installed wheel, without benchmarks/."""
-    spec = importlib.util.spec_from_file_location("lossbench_bench_ops", BENCHMARKS / "ops.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/ops.py by its path: the tests also run against the installed wheel, without benchmarks/
+    on sys.path (the checkout's root is not put there: its lossbench would shadow the installed one).
+    The benchmarks package is loaded from its folder, so ops.py's `from benchmarks import common` works."""
+    if "benchmarks" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("benchmarks", BENCHMARKS / "__init__.py",
+                                                      submodule_search_locations=[str(BENCHMARKS)])  # fmt: skip
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module("benchmarks.ops")
 
 
 def counts(ops: ModuleType, size: int, stacked: bool, steps: int = 2) -> list[Counter]:

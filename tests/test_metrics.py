@@ -228,6 +228,22 @@ def test_fid_and_kid_agree_with_torchmetrics_on_the_same_features() -> None:
     assert ours["fid"] > 1.0  # the sets differ: a real comparison, not 0 == 0
 
 
+def test_a_feature_sets_statistics_are_computed_once_and_are_torch_fidelitys() -> None:
+    """The real features' mean and covariance serve every evaluation against them (a group's members,
+    every step): computed on first use, the same arrays after, equal to torch-fidelity's."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    g = torch.Generator().manual_seed(0)
+    real = metrics.Features(torch.randn(50, 8, generator=g, dtype=torch.float64), torch.zeros(50, 3))
+    first = real.statistics
+    assert real.statistics is first  # not recomputed
+    expected = fid_features_to_statistics(real.pool)
+    assert (first["mu"] == expected["mu"]).all() and (first["sigma"] == expected["sigma"]).all()
+    fakes = [metrics.Features(real.pool + shift, real.logits) for shift in (0.5, 1.0)]
+    fids = [metrics.compare(("fid",), real, fake)["fid"] for fake in fakes]
+    assert real.statistics is first and fids[0] == pytest.approx(0.25 * 8) and fids[1] == pytest.approx(8.0)
+
+
 def test_precision_recall_density_coverage_through_compare() -> None:
     """--metrics pr,dc: computed on the pool features compare() is given (not the logits), with k = 3
     for precision and recall and k = 5 for density and coverage; a fake set near half of the real one

@@ -170,6 +170,26 @@ def test_configurations_of_different_shapes_never_share_a_group() -> None:
     assert members.shape_key(resolve(base | together[0])) == members.shape_key(resolve(base | together[1]))
 
 
+def test_members_group_by_configuration_or_shape_and_start_step_capped_by_group_size() -> None:
+    """exec.plan.groups, the one grouping of training, the Ray driver and the dry run: alone without
+    --parallel-seeds; else a configuration's members (with --parallel-configs a shape's) that start at
+    one step, in order of step (a resumed member joins those at its checkpoint's step), at most
+    --group-size each."""
+    from lossbench.exec.plan import groups
+
+    a, a2, b = resolve({"lr": 1e-3}), resolve({"lr": 1e-4}), resolve({"loss": "hinge"})  # a, a2: one shape
+    # (name, configuration, start step): planned order
+    items = [("a0", a, 0), ("a1", a, 10), ("a2", a, 0), ("x0", a2, 0), ("b0", b, 0), ("x1", a2, 10)]
+
+    def names(speed: SpeedConfig) -> list[list[str]]:
+        return [[n for n, _, _ in g] for g in groups(items, lambda it: (it[1], it[2]), speed)]
+
+    assert names(SpeedConfig()) == [["a0"], ["a1"], ["a2"], ["x0"], ["b0"], ["x1"]]
+    assert names(PARALLEL) == [["a0", "a2"], ["x0"], ["b0"], ["a1"], ["x1"]]
+    assert names(SpeedConfig(parallel_configs=True)) == [["a0", "a2", "x0"], ["b0"], ["a1", "x1"]]
+    assert names(SpeedConfig(parallel_configs=True, group_size=2)) == [["a0", "a2"], ["x0"], ["b0"], ["a1", "x1"]]
+
+
 # --- lossbench sweep --parallel-configs ---------------------------------------------------------
 
 SEARCH_SUITE = """seeds = 2
@@ -369,6 +389,27 @@ def test_members_evaluated_together_score_as_each_alone(mnist_dir: str, tmp_path
         assert a.keys() == t.keys() == {"fid", "kid_mean", "kid_std"}
         for key in a:
             assert t[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+
+
+def test_members_features_extracted_together_are_each_ones_alone() -> None:
+    """exec.evaluation._member_features: the members' i-th batches go through the extractor as one
+    chunk (in its batches), one extraction over all chunks, and each member gets back exactly the
+    features its own batches give alone, in its order; the progress counts every image."""
+    from test_metrics import constant_images, toy_extractor
+
+    from lossbench.exec.evaluation import _member_features
+    from lossbench.metrics import features as metrics
+
+    levels = [[10, 11, 12, 13, 14], [20, 21, 22, 23, 24], [30, 31, 32, 33, 34]]  # member k's images, 3 + 2
+    streams = [iter([constant_images(lv[:3]), constant_images(lv[3:])]) for lv in levels]
+    calls: list[int] = []
+    done: list[int] = []
+    together = _member_features(toy_extractor(calls), streams, done.append)
+    assert calls == [7, 2, 6] and done == [9, 6]  # chunks of 9 and 6 images, the extractor's batches of 7
+    for lv, features in zip(levels, together):
+        alone = metrics.fake_features(toy_extractor([]), iter([constant_images(lv)]))
+        assert features.logits.argmax(1).tolist() == lv
+        assert torch.equal(features.pool, alone.pool) and torch.equal(features.logits, alone.logits)
 
 
 def test_ctrl_c_in_a_later_group_leaves_the_earlier_groups_parents_finished(store: str, tmp_path) -> None:

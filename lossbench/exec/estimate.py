@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,22 @@ def probe_cap(plan_steps: int) -> int:
     return max(WARMUP_STEPS + MIN_PROBE_STEPS, plan_steps // PROBE_SHARE)
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs kernels asynchronously; a CPU has none queued)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of fn() on `device`, synchronised before and after: the clock reads when the work
+    is done, not when a GPU's kernels were queued, and counts none queued before fn."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def steps_per_s(
     cfg: RunConfig, train_set: data.Dataset, device: torch.device, speed: SpeedConfig | None = None,
     plan_steps: int | None = None, members: int = 1,
@@ -54,12 +71,8 @@ def steps_per_s(
     x = training_data(cfg, train_set.x, device)
 
     def run(steps: int) -> float:
-        target = state.step + steps
-        start = time.perf_counter()
-        train(dataclasses.replace(quiet, train=dataclasses.replace(quiet.train, steps=target)), state, x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+        more = dataclasses.replace(quiet, train=dataclasses.replace(quiet.train, steps=state.step + steps))
+        return timed(lambda: train(more, state, x), device)
 
     cap = probe_cap(plan_steps) - WARMUP_STEPS if plan_steps is not None else None
     run(WARMUP_STEPS)

@@ -168,14 +168,16 @@ def _member_features(
     extractor: metrics.Extractor, streams: list[Iterator[torch.Tensor]], advance: Callable[[int], None]
 ) -> list[metrics.Features]:
     """Each member's features, from its own stream of generated batches: the members' i-th batches
-    are extracted as one (split to the extractor's batch size), then split back per member."""
-    pools: list[list[torch.Tensor]] = [[] for _ in streams]
-    logits: list[list[torch.Tensor]] = [[] for _ in streams]
-    for chunks in zip(*streams):
-        sizes = [len(c) for c in chunks]
-        pool, logit = metrics.extract(extractor, iter([metrics.to_uint8(torch.cat(chunks))]))
-        for k, (p, lg) in enumerate(zip(pool.split(sizes), logit.split(sizes))):
-            pools[k].append(p)
-            logits[k].append(lg)
-        advance(sum(sizes))
-    return [metrics.Features(torch.cat(p), torch.cat(lg)) for p, lg in zip(pools, logits)]
+    are extracted as one (split to the extractor's batch size), in one `metrics.extract` over every
+    such chunk, whose features stay on the extractor's device until its end (one copy to the host,
+    not one per chunk); then split back per member (chunk i, member k: piece i * members + k)."""
+    sizes: list[int] = []  # images per (chunk, member), in extraction order
+
+    def chunks() -> Iterator[torch.Tensor]:
+        for batches in zip(*streams):
+            sizes.extend(len(b) for b in batches)
+            yield metrics.to_uint8(torch.cat(batches))
+
+    pool, logits = metrics.extract(extractor, _counted(chunks(), advance))
+    pools, logit_pieces, n = pool.split(sizes), logits.split(sizes), len(streams)
+    return [metrics.Features(torch.cat(pools[k::n]), torch.cat(logit_pieces[k::n])) for k in range(n)]

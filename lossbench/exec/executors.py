@@ -68,7 +68,7 @@ def run_each(jobs: list[Job]) -> list[RunSummary]:
 
 def run_grouped(jobs: list[Job]) -> list[RunSummary]:
     """--parallel-configs: plan every job, open the parents of those with seeds to train, then train
-    all their members in groups of one shape (exec.group.slot_groups), each member in its own run
+    all their members in groups of one shape (exec.plan.groups), each member in its own run
     under its own parent; close every parent with its own seeds' results. Configurations of one shape
     share one context (data, store, metric engine), opened once; `lossbench sweep --dry-run` shows the
     groups and their estimate."""
@@ -196,7 +196,8 @@ def _drive(ray: Any, tracker: Tracker, jobs: list[Job], opts: ExecutorOptions) -
         for i, ((cfg, ex), p) in enumerate(zip(jobs, plans)):
             if not p.idle:
                 parents[i] = open_parent(tracker, cfg, ex, p)
-            for group in groups(p.members, ex.speed.parallel_seeds):
+            uncapped = dataclasses.replace(ex.speed, group_size=None)  # a task bounds its groups by --group-size
+            for group in groups(p.members, lambda m, cfg=cfg: (cfg, m.step), uncapped):
                 seeds = [m.seed for m in group]
                 pending[remote.remote(cfg, ex, parents[i], seeds)] = (i, seeds)
         total = sum(len(s) for _, s in pending.values())

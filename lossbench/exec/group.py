@@ -31,13 +31,13 @@ from lossbench.errors import CheckpointError, ConfigError, LossbenchError
 from lossbench.exec import lease, sample_figures
 from lossbench.exec.estimate import estimate
 from lossbench.exec.evaluation import Evaluator, make_evaluator, open_extractor, real_cached, reference_set
-from lossbench.exec.plan import Member
+from lossbench.exec.plan import Member, groups
 from lossbench.exec.runs import SeedResult, run_tags, source_commit
 from lossbench.exec.seed_run import SeedRun
 from lossbench.exec.signals import stop_on_signals
 from lossbench.gan import data, models
 from lossbench.metrics.registry import EMA_PREFIX
-from lossbench.options import ExecConfig, resolve_exec
+from lossbench.options import ExecConfig, SpeedConfig, resolve_exec
 from lossbench.tracking import Tracker
 from lossbench.train import checkpoint, members, validate, whole_step
 from lossbench.train.loop import Hooks, Outcome, train
@@ -126,28 +126,16 @@ def train_members(ctx: Context, parent_id: str, members: list[Member] | tuple[Me
     return [result for _, result in train_slots([Slot(ctx, parent_id, params, m) for m in members])]
 
 
-def slot_groups(slots: list[Slot]) -> list[list[Slot]]:
-    """Members trained together (exec.plan.group_key): one at a time; with --parallel-seeds a
-    configuration's seeds that start at one step; with --parallel-configs every member of one shape
-    that starts at that step. At most --group-size to a group."""
-    from lossbench.exec.plan import group_key, grouped
-
-    if not slots:
-        return []
-    speed = slots[0].ctx.ex.speed
-    ordered = sorted(slots, key=lambda s: s.member.step) if speed.parallel_seeds else slots
-    return grouped(ordered, lambda s: group_key(s.ctx.cfg, s.member.step, speed) or id(s), speed.group_size)
-
-
 def train_slots(
     slots: list[Slot], done: Callable[[list[tuple[Slot, SeedResult]]], None] | None = None
 ) -> list[tuple[Slot, SeedResult]]:
-    """Train the members in their groups (`slot_groups`), each in its own run under its own parent;
+    """Train the members in their groups (exec.plan.groups), each in its own run under its own parent;
     `done` receives each group's results as it ends. A signal checkpoints the members in training,
     ends them KILLED and raises Interrupted."""
     results: list[tuple[Slot, SeedResult]] = []
     with stop_on_signals() as stop:
-        for group in slot_groups(slots):
+        speed = slots[0].ctx.ex.speed if slots else SpeedConfig()  # one command's members: one speed
+        for group in groups(slots, lambda s: (s.ctx.cfg, s.member.step), speed):
             if stop[0]:  # the signal came as the previous group closed (its final evaluation): start no more
                 raise Interrupted(f"interrupted before seed {group[0].member.seed} started; continue with --resume")
             leases: list[lease.Lease] = []  # held until the group ends, however it ends
@@ -258,7 +246,7 @@ class _Group:
         hooks = Hooks(
             log=lambda k, step, values: self.runs[k].log(step, values | self._readouts(k)),
             samples=self._log_samples,
-            evaluate_group=self._evaluate,
+            evaluate_group=self._log_evaluations,
             checkpoint=lambda k, step, st: self._stage_checkpoint(st, k),
             checkpoint_commit=self._commit_checkpoint,
             progress=bar.update,
@@ -287,7 +275,7 @@ class _Group:
                 if monitor is not None:
                     monitor.finish()
         finished = [k for k, o in enumerate(outcomes) if o.status == "finished"]
-        finals = dict(zip(finished, self._evaluations(finished, self.state.step))) if finished else {}
+        finals = {k: v | a for k, (_, v, a) in zip(finished, self._evaluations(finished, self.state.step))}
         return [self._close(k, o, finals.get(k, {})) for k, o in enumerate(outcomes)]
 
     def _close(self, k: int, outcome: Outcome, final: dict[str, float]) -> SeedResult:
@@ -299,21 +287,22 @@ class _Group:
         return self.runs[k].finish(outcome.step, final, G, self.state.players.discriminator(k),
                                    self.cfgs[k].model.z_dim, self.readout_keys, self._average(k))  # fmt: skip
 
-    def _evaluate(self, step: int, ks: list[int]) -> None:
-        """An evaluation during training of the live members, together: each one's G, then (with --ema)
-        its averaged G under ema_ names; G's weights kept when they are the run's best."""
-        Gs = [self._own(self.state.players.generator(k)) for k in ks]
-        values = self.ctx.evaluate.members(Gs, [self.seeds[k] for k in ks], step)
-        for k, G, v, averaged in zip(ks, Gs, values, self._averaged(ks, step)):
-            self.runs[k].log_evaluation(step, v, G)
+    def _log_evaluations(self, step: int, ks: list[int]) -> None:
+        """An evaluation during training of the live members (`_evaluations`), logged: each one's G's
+        metrics (its weights kept when they are the run's best), then its averaged G's."""
+        for k, (G, values, averaged) in zip(ks, self._evaluations(ks, step)):
+            self.runs[k].log_evaluation(step, values, G)
             if averaged:
                 self.runs[k].log(step, averaged)
 
-    def _evaluations(self, ks: list[int], step: int) -> list[dict[str, float]]:
-        """Members ks' G and averaged G (ema_ names) evaluated together: their final metrics."""
+    def _evaluations(
+        self, ks: list[int], step: int
+    ) -> list[tuple[torch.nn.Module, dict[str, float], dict[str, float]]]:
+        """Members ks evaluated together, during training or at the end: per member its G, G's metrics
+        and (with --ema) its averaged G's under ema_ names ({} without)."""
         Gs = [self._own(self.state.players.generator(k)) for k in ks]
         values = self.ctx.evaluate.members(Gs, [self.seeds[k] for k in ks], step)
-        return [v | a for v, a in zip(values, self._averaged(ks, step))]
+        return list(zip(Gs, values, self._averaged(ks, step)))
 
     def _own(self, G: torch.nn.Module) -> torch.nn.Module:
         """A module of member k's own: a group's players and averages load each member into one shared

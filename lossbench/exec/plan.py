@@ -13,7 +13,7 @@ holds its lease. Readers already count such a run as ended (outcomes.settle), so
 status write was lost is skipped as finished, never trained again; and a parent left RUNNING or
 KILLED between seeds is reused, not duplicated, so its aggregates cover every seed.
 `lossbench run`, the Ray executor (driver and tasks) and `lossbench sweep` all plan with it, and
-group seeds with `groups`.
+group members with `groups`.
 """
 
 from __future__ import annotations
@@ -116,25 +116,23 @@ def _member(seed: int, resumable: list[RunRecord], cfg: RunConfig, ex: ExecConfi
     return Member(seed, run_id, known=known)  # it died before its first checkpoint: step 0, in the same run
 
 
-def groups(members: tuple[Member, ...] | list[Member], parallel: bool, size: int | None = None) -> list[list[Member]]:
-    """Seeds trained together: one at a time, or with --parallel-seeds every seed starting at the same
-    step (all new seeds form one group; resumed ones join those at their checkpoint's step), at most
-    `size` to a group. Seeds checkpointed together are always at one step (train.checkpoint), so they
-    go on together."""
-    if not parallel:
-        return [[m] for m in members]
-    return grouped(sorted(members, key=lambda m: m.step), lambda m: m.step, size)
-
-
-def group_key(cfg: RunConfig, step: int, speed: SpeedConfig) -> Hashable | None:
-    """What a (configuration, seed) member at `step` must share with the others of its group: None
-    (trained alone); with --parallel-seeds its configuration and step; with --parallel-configs its
-    shape (lossbench.train.members) and step."""
+def groups(
+    items: list[T] | tuple[T, ...], at: Callable[[T], tuple[RunConfig, int]], speed: SpeedConfig
+) -> list[list[T]]:
+    """The groups members train in, the one grouping of planning, training and the dry run: one at a
+    time; with --parallel-seeds the members of one configuration that start at one step (all new ones
+    form one group; resumed ones join those at their checkpoint's step); with --parallel-configs the
+    members of one shape (lossbench.train.members.shape_key) that start at one step; at most
+    --group-size to a group. `at(item)`: the member's configuration and the step it starts at. Members
+    checkpointed together are always at one step (train.checkpoint), so they go on together."""
     if not speed.parallel_seeds:
-        return None
-    if speed.parallel_configs:
-        return members.shape_key(cfg), step
-    return cfg.config_hash(), step
+        return [[item] for item in items]
+
+    def key(item: T) -> Hashable:
+        cfg, step = at(item)
+        return (members.shape_key(cfg) if speed.parallel_configs else cfg.config_hash()), step
+
+    return grouped(sorted(items, key=lambda item: at(item)[1]), key, speed.group_size)
 
 
 def grouped(items: list[T], key: Callable[[T], Hashable], size: int | None = None) -> list[list[T]]:

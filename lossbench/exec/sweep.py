@@ -25,7 +25,7 @@ from lossbench.exec import executors
 from lossbench.exec.estimate import Estimate, estimate, evaluations_per_seed, steps_per_s
 from lossbench.exec.evaluation import needs_images, open_extractor, real_cached
 from lossbench.exec.executors import ExecutorOptions
-from lossbench.exec.plan import group_key, grouped
+from lossbench.exec.plan import groups
 from lossbench.exec.plan import plan as plan_seeds
 from lossbench.exec.runs import RunSummary
 from lossbench.exec.search import Choice, choose
@@ -154,11 +154,11 @@ def _plan(cfgs: list[RunConfig], seeds: int, stage: str, tracker: Tracker, max_r
 
 
 def planned_groups(planned: list[Planned], speed: SpeedConfig) -> list[list[tuple[int, int]]]:
-    """The groups the planned (configuration, seed) members will train in, as (index in `planned`,
-    seed) pairs: exec.plan.group_key's groups of new members (a resumed member joins those at its
-    checkpoint's step, which a plan does not read), at most speed.group_size each."""
+    """The groups the planned (configuration, seed) members will train in (exec.plan.groups), as
+    (index in `planned`, seed) pairs; every member new, at step 0 (a resumed member joins those at its
+    checkpoint's step, which a plan does not read)."""
     items = [(i, seed) for i, p in enumerate(planned) for seed in p.seeds]
-    return grouped(items, lambda it: group_key(planned[it[0]].cfg, 0, speed) or it, speed.group_size)
+    return groups(items, lambda item: (planned[item[0]].cfg, 0), speed)
 
 
 def json_lines(planned: list[Planned], speed: SpeedConfig | None = None) -> list[str]:

@@ -11,6 +11,7 @@ read, so a truncated or altered file (a full disk, a crash mid-write) is recompu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -111,7 +112,10 @@ class Features:
     pool: Tensor  # N x 2048
     logits: Tensor  # N x K
 
+    @functools.cached_property
     def statistics(self) -> dict[str, np.ndarray]:
+        """FID's mean and covariance of the pool features (torch-fidelity's), computed once per feature
+        set: the real features' serve every evaluation compared against them (read, never changed)."""
         from torch_fidelity.metric_fid import fid_features_to_statistics
 
         return fid_features_to_statistics(self.pool)
@@ -126,7 +130,7 @@ def compare(names: tuple[str, ...], real: Features, fake: Features) -> dict[str,
 
     out: dict[str, float] = {}
     if "fid" in names:
-        out["fid"] = fid_statistics_to_metric(real.statistics(), fake.statistics(), verbose=False)[
+        out["fid"] = fid_statistics_to_metric(real.statistics, fake.statistics, verbose=False)[
             "frechet_inception_distance"
         ]
     if "is" in names:

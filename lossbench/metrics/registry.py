@@ -109,8 +109,3 @@ def best(history: Iterable[tuple[float, int]], key: str) -> tuple[float, int]:
     sign = -1.0 if higher_is_better(key) else 1.0
     return min(history, key=lambda vs: (sign * vs[0], vs[1]))
 
-
-def improves(value: float, earlier: Iterable[float], key: str) -> bool:
-    """Whether `value` beats every earlier value of `key` strictly (v < e for all e; v > e where higher
-    is better): the first of equal values stays the best, as `best` picks it."""
-    return best([*((e, 0) for e in earlier), (value, 1)], key)[1] == 1
