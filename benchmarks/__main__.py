@@ -25,6 +25,8 @@ Each figure is the best of --repeat timings (the median for logging), as timeit 
             step, the operators that take the most time (what bounds the step)
   ops       ATen operators dispatched per member-step and member-steps/s, groups of 1, 4, 16 (benchmarks/ops.py)
   explain   torch._dynamo.explain of one whole training step: graphs, breaks and why (benchmarks/ops.py)
+  whole     --whole-step: graphs per step and member-steps/s, stacked eager against the whole step eager
+            and compiled as one graph (benchmarks/whole.py)
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import lossbench
-from benchmarks import ops, system_metrics
+from benchmarks import ops, system_metrics, whole
 from benchmarks.common import configure, dataset, time_training, train_more
 from lossbench import paths
 from lossbench import train as trainer
@@ -410,7 +412,8 @@ def bench_ema(device: torch.device, args: argparse.Namespace) -> None:
 BENCHES = {"matmul": bench_matmul, "ema": bench_ema, "train": bench_train, "seeds": bench_seeds,
            "logging": bench_logging, "features": bench_features, "signals": bench_signals,
            "counterfactual": bench_counterfactual, "profile": bench_profile, "ops": ops.bench_ops,
-           "explain": ops.bench_explain, "system": system_metrics.bench_system}  # fmt: skip
+           "explain": ops.bench_explain, "whole": whole.bench_whole,
+           "system": system_metrics.bench_system}  # fmt: skip
 
 
 def main() -> None:

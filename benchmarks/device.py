@@ -6,10 +6,14 @@
 Steps, in order, each a subprocess with its share of the time left (a step that fails or runs out of
 time is recorded and the next one runs):
 
-  gpu       pytest -m gpu: every fast path against the plain one on the device (CUDA graphs included)
-  bench     python -m benchmarks train seeds ops: steps/s, parallel seeds, operators per member-step
-  study     lossbench sweep lucic2018-mnist --stage search --parallel-configs (with --cuda-graphs on
-            CUDA): the first stage of Lucic et al.'s MNIST study, its draws trained as groups
+  gpu       pytest -m gpu: every fast path against the plain one on the device (CUDA graphs, the
+            batch-norm state and the whole step included)
+  bench     python -m benchmarks train seeds ops whole: steps/s, parallel seeds, operators per
+            member-step, the whole step (one graph per step) against the stacked path
+  study     lossbench sweep lucic2018-mnist --stage search --parallel-configs --whole-step (with
+            --cuda-graphs on CUDA: one CUDA-graph replay per generator step of each group): the first
+            stage of Lucic et al.'s MNIST study, its draws trained as groups; --study-flags replaces
+            "--whole-step" (e.g. --study-flags="" for the stacked path)
   report    lossbench report --against lucic2018 over the study's store
 
 Everything lands under OUT: one log per step (<step>.txt), the MLflow store (mlflow.db; not for
@@ -76,19 +80,24 @@ class Step:
     wall_s: float = 0.0
 
 
-def steps(out: Path, device: str, toy: bool) -> list[Step]:
-    """The script's steps, as commands run from the checkout."""
+GPU_TESTS = ("tests/test_fast_paths.py", "tests/test_batch_norm_state.py", "tests/test_whole_step.py")
+
+
+def steps(out: Path, device: str, toy: bool, study_flags: list[str] | None = None) -> list[Step]:
+    """The script's steps, as commands run from the checkout; `study_flags`: the study's fast paths
+    besides --parallel-configs (default --whole-step), --cuda-graphs added on CUDA."""
     py = sys.executable
     store = f"sqlite:///{out / 'mlflow.db'}"
     if toy:
         suite = out / "toy-suite.toml"
         suite.write_text(TOY_SUITE)
     study = str(suite) if toy else "lucic2018-mnist"
-    fast = ["--cuda-graphs"] if device.startswith("cuda") else []
+    fast = [*(["--whole-step"] if study_flags is None else study_flags),
+            *(["--cuda-graphs"] if device.startswith("cuda") else [])]
     bench = ["--device", device, "--steps", "5" if toy else "200", "--repeat", "1" if toy else "3"]
     return [
-        Step("gpu", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/test_fast_paths.py"]),
-        Step("bench", [py, "-m", "benchmarks", *bench, *(["matmul"] if toy else ["train", "seeds", "ops"])]),
+        Step("gpu", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", *GPU_TESTS]),
+        Step("bench", [py, "-m", "benchmarks", *bench, *(["matmul"] if toy else ["train", "seeds", "ops", "whole"])]),
         Step("study", [py, "-m", "lossbench", "sweep", study, "--stage", "search", "--parallel-configs", *fast,
                        "--device", device, "--tracking-uri", store, "--no-progress"]),
         Step("report", [py, "-m", "lossbench", "report", "--tracking-uri", store, "--out", str(out / "report"),
@@ -134,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --toy).")
     parser.add_argument("--toy", action="store_true", help="Toy sizes: the steps exercised in seconds.")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="Seconds for all steps.")
+    parser.add_argument("--study-flags", default=None,
+                        help='The study\'s fast paths besides --parallel-configs (default "--whole-step").')
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     start = time.perf_counter()
-    done = steps(out, args.device, args.toy)
+    done = steps(out, args.device, args.toy, None if args.study_flags is None else args.study_flags.split())
     for step in done:
         left = args.budget - (time.perf_counter() - start)
         if left < 5:

@@ -122,10 +122,11 @@ def drawn(cfg: RunConfig, size: int) -> list[RunConfig]:
 
 
 def build(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch.device, size: int,
-          stacked: bool = False, configs: bool = False) -> Group:  # fmt: skip
+          stacked: bool = False, configs: bool = False, **fast: Any) -> Group:  # fmt: skip
     """A group of `size` members (seeds 0..size-1); size 1 is the plain path unless `stacked`; with
-    `configs`, each member its own configuration (`drawn`: per-member Adam, as --parallel-configs)."""
-    speed = SpeedConfig(parallel_seeds=size > 1 or stacked, parallel_configs=configs)
+    `configs`, each member its own configuration (`drawn`: per-member Adam, as --parallel-configs);
+    `fast`: more SpeedConfig fields (whole_step, compile, cuda_graphs)."""
+    speed = SpeedConfig(parallel_seeds=size > 1 or stacked, parallel_configs=configs, **fast)
     if stacked and size == 1:
         with stacked_singles():
             state = trainer.setup(cfg, [0], shape, device, speed)
@@ -133,7 +134,7 @@ def build(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch
         members = drawn(cfg, size) if configs else None
         state = trainer.setup(cfg, list(range(size)), shape, device, speed, configs=members)
     draws = Draws.training(cfg, state, training_data(cfg, x, device))  # as the loop draws
-    return Group(cfg, state, draws, UPDATES.get(cfg.train.updates), device)
+    return Group(cfg, state, draws, state.whole or UPDATES.get(cfg.train.updates), device)  # as loop.train picks
 
 
 def count_steps(group: Group, warmup: int, steps: int) -> list[Counter]:

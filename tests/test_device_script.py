@@ -30,4 +30,5 @@ def test_the_device_script_runs_every_step_at_toy_sizes(tmp_path: Path) -> None:
     seeds = [r for r in runs if r.data.tags["lossbench.role"] == "seed"]
     assert len(seeds) == 2 and all(r.info.status == "FINISHED" and "fcd" in r.data.metrics for r in seeds)
     assert {r.data.tags["lossbench.group_size"] for r in seeds} == {"2"}  # the draws trained as one group
+    assert {r.data.params["whole_step"] for r in seeds} == {"True"}  # each step of the group as one function
     assert (out / "report" / "report.md").is_file() and (out / "report" / "index.html").is_file()
