@@ -6,6 +6,7 @@ leaves the others bit for bit."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import pytest
@@ -192,21 +193,22 @@ def test_members_group_by_configuration_or_shape_and_start_step_capped_by_group_
 
 # --- lossbench sweep --parallel-configs ---------------------------------------------------------
 
-SEARCH_SUITE = """seeds = 2
-[base]
-dataset = "ring8"
-steps = 20
-log_every = 10
-sample_every = 20
-mode_samples = 500
-[grid]
-loss = ["non-saturating", "wgan-gp"]
-[search]
-draws = 2
-[search.keys]
-lr = {log-uniform = [1e-4, 1e-3]}
-beta1 = {uniform = [0.0, 0.9]}
-"""
+def search_suite(base: dict, keys: dict[str, tuple[str, float, float]], grid: dict | None = None) -> str:
+    """A suite on ring8 (2 seeds, 500 mode samples): 2 random-search draws of `keys` (name: (distribution,
+    low, high)) per point of `grid` over `base`, as TOML."""
+
+    def lines(table: dict) -> str:
+        return "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+
+    return ('seeds = 2\n[base]\n' + lines({"dataset": "ring8", **base, "mode_samples": 500})
+            + (f"[grid]\n{lines(grid)}" if grid else "") + "[search]\ndraws = 2\n[search.keys]\n"
+            + "".join(f"{k} = {{{dist} = [{lo}, {hi}]}}\n" for k, (dist, lo, hi) in keys.items()))  # fmt: skip
+
+
+SEARCH_BASE = {"steps": 20, "log_every": 10, "sample_every": 20}
+SEARCH_KEYS = {"lr": ("log-uniform", 1e-4, 1e-3), "beta1": ("uniform", 0.0, 0.9)}
+SEARCH_GRID = {"loss": ["non-saturating", "wgan-gp"]}
+SEARCH_SUITE = search_suite(SEARCH_BASE, SEARCH_KEYS, SEARCH_GRID)
 
 
 def test_a_search_sweep_trains_as_one_group_per_loss_each_member_its_own_run(store: str, tmp_path, caplog) -> None:
@@ -304,7 +306,7 @@ def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: st
     from test_cli import lossbench_here, runs_by_role  # refused before any compute: in this process
 
     suite = tmp_path / "spectral.toml"
-    suite.write_text(SEARCH_SUITE.replace("[grid]", 'd_norm = "spectral"\n[grid]'))
+    suite.write_text(search_suite({**SEARCH_BASE, "d_norm": "spectral"}, SEARCH_KEYS, SEARCH_GRID))
     proc = lossbench_here("sweep", str(suite), "--parallel-configs", "--tracking-uri", store, "--no-progress",
                           caplog=caplog)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -314,22 +316,9 @@ def test_a_suite_that_cannot_train_in_groups_is_refused_before_any_run(store: st
     assert runs_by_role(store) == {"parent": [], "seed": []}  # not even a parent run
 
 
-KILL_SUITE = """seeds = 2
-[base]
-dataset = "ring8"
-loss = "non-saturating"
-penalty = "gp"
-steps = 120
-log_every = 20
-sample_every = 120
-checkpoint_every = 20
-mode_samples = 500
-[search]
-draws = 2
-[search.keys]
-lr = {log-uniform = [1e-4, 1e-3]}
-penalty_weight = {uniform = [1.0, 10.0]}
-"""
+KILL_BASE = {"penalty": "gp", "steps": 120, "log_every": 20, "sample_every": 120, "checkpoint_every": 20}
+KILL_KEYS = {"lr": ("log-uniform", 1e-4, 1e-3), "penalty_weight": ("uniform", 1.0, 10.0)}
+KILL_SUITE = search_suite({"loss": "non-saturating", **KILL_BASE}, KILL_KEYS)
 
 
 def test_a_group_killed_and_resumed_equals_an_uninterrupted_one(store: str, tmp_path, new_store) -> None:
@@ -421,8 +410,8 @@ def test_ctrl_c_in_a_later_group_leaves_the_earlier_groups_parents_finished(stor
     from test_cli import runs_by_role
 
     suite = tmp_path / "two.toml"
-    suite.write_text(KILL_SUITE.replace('loss = "non-saturating"\n', "").replace("steps = 120", "steps = 300")
-                     + '[grid]\nloss = ["non-saturating", "least-squares"]\n')  # fmt: skip
+    two_losses = {"loss": ["non-saturating", "least-squares"]}  # two groups, one after the other
+    suite.write_text(search_suite({**KILL_BASE, "steps": 300}, KILL_KEYS, two_losses))
     proc = subprocess.Popen([sys.executable, "-m", "lossbench", "sweep", str(suite), "--parallel-configs",
                              "--no-progress", "--tracking-uri", store, "--checkpoint-dir", str(tmp_path / "ckpt")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
