@@ -142,8 +142,6 @@ class MemberAdam(torch.optim.Optimizer):
     its rounding); see `adam_update`. Member k's slice of its state, with `member_param_groups(k)`,
     is a torch.optim.Adam state dict for that member alone (checkpoints do not tell the two apart)."""
 
-    per_member = True  # its param_groups hold every member's values: a member's slice is made, not copied
-
     def __init__(
         self, params: Iterable[Tensor], lr: Tensor, betas: tuple[Tensor, Tensor], eps: float = 1e-8, fused: bool = False
     ) -> None:  # fmt: skip

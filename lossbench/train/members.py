@@ -28,6 +28,7 @@ from torch import Tensor
 
 from lossbench.config import RunConfig
 from lossbench.errors import ConfigError
+from lossbench.train.players import UNSTACKABLE
 
 VARYING = ("lr_g", "lr_d", "beta1", "beta2", "penalty_weight", "weight_clip", "instance_noise")
 MEMBER_OPTIMIZERS = ("adam",)  # optimisers that take a learning rate and betas per member
@@ -37,8 +38,7 @@ def check_stackable(cfg: RunConfig) -> None:
     """Refuse, before anything is written, a configuration that cannot train in a group: spectral
     norm's power iteration updates D's buffers in place, which vmap cannot batch."""
     if cfg.model.d_norm == "spectral":
-        raise ConfigError("--parallel-seeds, --parallel-configs and --whole-step do not support d_norm=spectral "
-                          "(its power iteration cannot be vmapped); run the seeds one after another")  # fmt: skip
+        raise ConfigError(UNSTACKABLE)
 
 
 def shape_key(cfg: RunConfig) -> RunConfig:

@@ -32,10 +32,14 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from lossbench.errors import ConfigError
 from lossbench.gan.losses import Loss, needs_real
+from lossbench.gan.member_adam import MemberAdam
 from lossbench.gan.models import has_batch_statistics
 from lossbench.gan.penalties import Critic, Noises, Penalty
 from lossbench.train.speed import Compiler, Precision
 
+# spectral norm's power iteration updates D's buffers in place inside the forward, which vmap cannot batch
+UNSTACKABLE = ("--parallel-seeds, --parallel-configs and --whole-step do not support d_norm=spectral (its power "
+               "iteration cannot be vmapped); run the seeds one after another")  # fmt: skip
 D_STATS = ("d_loss", "d_real", "d_fake", "penalty")  # what d_objective reports, in this order
 COMPILED = ("_fake", "_d_objective", "_g_logits", "_joint")  # Stacked's callables its Compiler wraps
 OptFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
@@ -299,8 +303,7 @@ class Stacked(_Norms):
         instance_noise: float | Tensor = 0.0, pack: int = 1, clip: float | Tensor = 0.0,
     ) -> None:  # fmt: skip
         if any("parametrizations" in name for name, _ in Ds[0].named_parameters()):
-            raise ConfigError("--parallel-seeds does not support d_norm=spectral (its power iteration cannot be "
-                              "vmapped); run the seeds one after another")  # fmt: skip
+            raise ConfigError(UNSTACKABLE)
         self.size = len(Gs)
         self.g_params, self.g_buffers = stack_module_state(Gs)
         self.d_params, self.d_buffers = stack_module_state(Ds)
@@ -448,8 +451,7 @@ def _slice_optimizer(opt: torch.optim.Optimizer, k: int) -> dict[str, Any]:
         i: {n: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else copy.deepcopy(v)) for n, v in st.items()}
         for i, st in sd["state"].items()
     }
-    per_member = getattr(opt, "per_member", False)
-    groups = opt.member_param_groups(k) if per_member else copy.deepcopy(sd["param_groups"])  # type: ignore[attr-defined]
+    groups = opt.member_param_groups(k) if isinstance(opt, MemberAdam) else copy.deepcopy(sd["param_groups"])
     return {"state": state, "param_groups": groups}
 
 
@@ -465,7 +467,7 @@ def _load_optimizer_slice(opt: torch.optim.Optimizer, single: dict[str, Any], k:
                 target[n][k] = v.to(target[n].device)
             else:
                 target[n] = copy.deepcopy(v)
-    if not getattr(opt, "per_member", False):  # per-member values stay the group's own (its members' configurations)
+    if not isinstance(opt, MemberAdam):  # per-member values stay the group's own (its members' configurations)
         groups = zip(single["param_groups"], sd["param_groups"])
         sd["param_groups"] = [g | {"params": own["params"]} for g, own in groups]
     opt.load_state_dict(sd)
