@@ -6,10 +6,12 @@ Runs are addressed by id through MlflowClient, never through mlflow's global act
 runs can be open at once. Queries return lossbench's own records (lossbench.tracking_records:
 `RunRecord`, `MetricPoint`), never MLflow objects, and every tag name lives here.
 
-Off the training loop's path: metrics go through MLflow's asynchronous batch logging and artifacts
-are uploaded by one background thread. `flush()` waits for both and turns any failure into one
-TrackingError; it runs before a run is ended, before history is read back, and at the end of each
-group of seeds, so nothing is lost or reported out of order.
+Off the training loop's path: metrics (buffered, in batches) and artifacts are sent by one
+background thread, in the order they were logged. `flush()` waits for it and turns any failure into
+one TrackingError; it runs before a run is ended, before history is read back, and at the end of each
+group of seeds, so nothing is lost or reported out of order. (Not MLflow's asynchronous logging: its
+queue's thread polls once a second, and every run's end, `set_terminated`, waits for that thread to
+stop, up to a second per run; with the queue unused the wait is none.)
 
 A run's close is two writes, its outcome tag then its status (`end_run`; MLflow's `log_batch` cannot
 set a status nor `set_terminated` a tag, and one transaction for both would need its private store
@@ -151,7 +153,6 @@ class Tracker:
                 raise _wrap("open it", self.uri, exc) from None
             if experiment is not None:
                 self.experiment_id = self._open_experiment(experiment, create)
-        self._pending: list[Any] = []  # RunOperations of asynchronous metric batches
         self._buffer: dict[str, list[Any]] = {}  # run id -> metrics not yet handed to MLflow
         self._buffer_since = time.monotonic()
         self._uploads: list[Future] = []
@@ -229,7 +230,7 @@ class Tracker:
     BUFFER_SECONDS = 5.0  # metrics are handed to MLflow in batches at most this old (and at every flush)
 
     def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
-        """Buffered, then sent in one asynchronous batch per run from MLflow's own thread; see flush()."""
+        """Buffered, then sent in one batch per run from the background thread (`in_background`); see flush()."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -242,16 +243,17 @@ class Tracker:
         self._buffer_since = time.monotonic()
         for run_id, metrics in buffered.items():
             for i in range(0, len(metrics), 1000):
-                self._pending.append(self.client.log_batch(run_id, metrics=metrics[i : i + 1000], synchronous=False))
+                self.in_background(self.client.log_batch, run_id, metrics[i : i + 1000], (), (), True)  # synchronous
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Uploaded in the background; the file must stay in place until flush()."""
         self.in_background(self.client.log_artifact, run_id, str(path), artifact_path)
 
     def in_background(self, fn: Callable[..., Any], *args: Any) -> None:
-        """fn(*args) on the upload thread, after the uploads before it; flush() waits for it and reports its failure."""
+        """fn(*args) on the background thread, after what was sent before it; flush() waits for it and reports
+        its failure."""
         if self._uploader is None:
-            self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossbench-artifacts")
+            self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossbench-tracking")
         self._uploads.append(self._uploader.submit(fn, *args))
 
     def flush(self, raise_errors: bool = True) -> None:
@@ -261,14 +263,8 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001
             if raise_errors:
                 raise _wrap("store metrics", self.uri, exc) from None
-        pending, uploads = self._pending, self._uploads
-        self._pending, self._uploads = [], []
+        uploads, self._uploads = self._uploads, []
         first: Exception | None = None
-        for op in pending:
-            try:
-                op.wait()
-            except Exception as exc:  # noqa: BLE001 - reported below as one line
-                first = first or exc
         for fut in uploads:
             try:
                 fut.result()

@@ -105,8 +105,10 @@ def test_mnist_two_seeds_logged_to_mlflow(store: str, mnist_dir: str, tmp_path: 
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(16)]
 
-    # the same code path measures a folder of samples against a data set
-    result = json.loads(lossbench("fid", str(out), "mnist:test", "--samples", "8", "--data-dir", mnist_dir).stdout)
+    # the same code path measures a folder of samples against a data set (in this process too)
+    measured = lossbench_here("fid", str(out), "mnist:test", "--samples", "8", "--data-dir", mnist_dir, caplog=caplog)
+    assert measured.returncode == 0, measured.stderr[-2000:]
+    result = json.loads(measured.stdout)
     assert result["n_first"] == 16 and result["n_second"] == 8 and result["second"] == "mnist:test"
     assert result["fid"] > 50 and "kid_mean" in result
 

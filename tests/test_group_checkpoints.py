@@ -54,32 +54,45 @@ def run(cwd: Path, *args: str, kill: tuple[str, int] | None = None) -> subproces
     return subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
-@pytest.mark.parametrize(
-    ("kill", "step"),
-    [
-        (("write", 4), 50),  # between seed 0's and seed 1's checkpoint writes at step 100: all stay at 50
-        (("rename", 4), 100),  # after step 100's commit, with one seed's file renamed into place: all go to 100
-    ],
-    ids=["between-seed-writes", "between-renames"],
-)
-@pytest.mark.xdist_group("parallel-reference")  # one worker trains the reference (conftest) once
-def test_sigkill_inside_a_group_checkpoint_then_resume_equals_uninterrupted(
-    store: str, tmp_path: Path, parallel_reference: str, kill: tuple[str, int], step: int
-) -> None:
-    reference = parallel_reference  # the same three seeds trained without interruption
-    ckpts = tmp_path / "ckpt"
-    died = run(tmp_path, "run", *ARGS, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), kill=kill)
+def killed_at(store: str, ckpts: Path, died: subprocess.CompletedProcess,
+              runs: dict[str, str] | None) -> tuple[dict[str, int], dict[str, str]]:  # fmt: skip
+    """After a SIGKILL, every seed run of the store is still RUNNING (the runs `runs` names, where given):
+    each seed's step in its checkpoint (the one its group's last made commit holds), and each seed's run."""
     assert died.returncode == -9, died.stderr[-3000:]
     killed = {r.data.params["seed"]: r.info.run_id for r in runs_by_role(store)["seed"]}
     assert len(killed) == 3 and all(r.info.status == "RUNNING" for r in runs_by_role(store)["seed"])
-    # every seed resumes from the same step: the one its group's last made commit holds
-    steps = {s: checkpoint.load(checkpoint.current(ckpts, run_id))["step"] for s, run_id in killed.items()}
-    assert steps == {"0": step, "1": step, "2": step}
+    assert runs is None or killed == runs
+    return {s: checkpoint.load(checkpoint.current(ckpts, run_id))["step"] for s, run_id in killed.items()}, killed
 
-    resumed = run(tmp_path, "-v", "run", *ARGS, "--tracking-uri", store, "--checkpoint-dir", str(ckpts), "--resume")
+
+def continuing(proc: subprocess.CompletedProcess, step: int) -> None:
+    """Every seed of the resumed process (-v) said it continued at `step`."""
+    lines = [line for line in proc.stderr.splitlines() if "continuing run" in line]
+    assert len(lines) == 3 and all(line.endswith(f"at step {step}") for line in lines), lines
+
+
+@pytest.mark.xdist_group("parallel-reference")  # one worker trains the reference (conftest) once
+def test_sigkill_inside_a_group_checkpoint_then_resume_equals_uninterrupted(
+    store: str, tmp_path: Path, parallel_reference: str
+) -> None:
+    """Two kills at exact points of a group's commit, one per process, then a resume to the end:
+    between seed 0's and seed 1's checkpoint writes at step 100 (all stay at 50), then, resumed from
+    50, after step 100's commit with one seed's file renamed into place (all go to 100)."""
+    reference = parallel_reference  # the same three seeds trained without interruption
+    ckpts = tmp_path / "ckpt"
+    args = ["-v", "run", *ARGS, "--tracking-uri", store, "--checkpoint-dir", str(ckpts)]
+    died = run(tmp_path, *args, kill=("write", 4))  # step 50's three writes, then seed 0's at 100
+    steps, killed = killed_at(store, ckpts, died, None)
+    assert steps == {"0": 50, "1": 50, "2": 50}
+
+    died = run(tmp_path, *args, "--resume", kill=("rename", 1))  # step 100's first rename into place
+    continuing(died, 50)
+    steps, _ = killed_at(store, ckpts, died, killed)
+    assert steps == {"0": 100, "1": 100, "2": 100}
+
+    resumed = run(tmp_path, *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    continuing = [line for line in resumed.stderr.splitlines() if "continuing run" in line]
-    assert len(continuing) == 3 and all(line.endswith(f"at step {step}") for line in continuing), continuing
+    continuing(resumed, 100)
     runs = {r.data.params["seed"]: r for r in runs_by_role(store)["seed"]}
     assert {s: r.info.run_id for s, r in runs.items()} == killed
     assert all(r.info.status == "FINISHED" for r in runs.values())

@@ -247,6 +247,9 @@ def test_read_only_store_is_one_line_and_intact(tmp_path: Path, new_store: Calla
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
+# slow: the default suite's test_group_checkpoints kills the same group (PARALLEL) twice, at exact points of
+# its commits, and resumes it to the same reference, weights included; this one kills it at a random moment
+@pytest.mark.slow
 @pytest.mark.xdist_group("parallel-reference")  # one worker trains the reference once
 def test_parallel_seeds_sigkill_then_resume_equals_uninterrupted(store: str, tmp_path: Path,
                                                                   parallel_reference: str) -> None:  # fmt: skip

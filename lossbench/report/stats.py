@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
 
 from lossbench.metrics.registry import BEST_KEYS, EMA_PREFIX
+
+# scipy is imported where it is used: `lossbench run` imports this module for its summary, which
+# needs no scipy below 3 seeds, and importing scipy.stats took 0.6 s of every run
 
 MIN_SEEDS_FOR_TEST = 3
 MIN_SEEDS_FOR_INTERVAL = 3
@@ -49,6 +51,8 @@ def finished_with(runs: pd.DataFrame, score: str) -> pd.DataFrame:
 def expanded_level(n: int, confidence: float = CONFIDENCE) -> float:
     """Hesterberg's expanded percentile level for a mean of n values: 1 - a', where
     a'/2 = Phi(-sqrt(n / (n - 1)) * t_{1 - a/2, n - 1}) and a = 1 - confidence (n >= 2)."""
+    from scipy import stats
+
     a = 1.0 - confidence
     return float(1.0 - 2.0 * stats.norm.cdf(-np.sqrt(n / (n - 1)) * stats.t.ppf(1.0 - a / 2.0, n - 1)))
 
@@ -64,6 +68,8 @@ def mean_interval(
     if n < MIN_SEEDS_FOR_INTERVAL:
         nan = np.full(values.shape[:-1], np.nan)
         return nan, nan.copy()
+    from scipy import stats
+
     res = stats.bootstrap((values,), np.mean, axis=-1, vectorized=True, method="percentile",
                           confidence_level=expanded_level(n, confidence), n_resamples=resamples, batch=1000,
                           random_state=np.random.default_rng(seed))  # fmt: skip
@@ -182,6 +188,8 @@ def compare_losses(runs: pd.DataFrame, score: str = "fid", lower_is_better: bool
     """Pairwise two-sided Mann-Whitney U on the final score of finished seeds, per data set,
     Holm-corrected within each data set, and P(one beats the other on a random seed pair) (p_beats).
     Fewer than 3 seeds on a side: no test, said so (the probability is still given)."""
+    from scipy import stats
+
     out: list[Comparison] = []
     done = finished_with(runs, score)
     for dataset, group in done.groupby("dataset", sort=True):
@@ -231,6 +239,8 @@ def expected_best(values: np.ndarray, lower_is_better: bool = True) -> np.ndarra
     """E[best of k runs drawn without replacement], k = 1..n, exactly, along the last axis: with the
     n values sorted best first, v_(1) .. v_(n), E_k = sum_i v_(i) C(n - i, k - 1) / C(n, k) (the
     best of the k drawn is v_(i) when v_(i) is drawn and the other k - 1 come from the n - i after it)."""
+    from scipy import special
+
     values = np.asarray(values, dtype=float)
     n = values.shape[-1]
     ordered = np.sort(values, axis=-1)
