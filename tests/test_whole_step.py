@@ -53,6 +53,9 @@ def assert_same_member(mine: dict, theirs: dict, tol: float) -> None:
     for part in ("G", "D"):
         for name in theirs[part]:
             torch.testing.assert_close(mine[part][name], theirs[part][name], rtol=tol, atol=tol)
+    assert ("G_ema" in mine) == ("G_ema" in theirs)
+    for name in theirs.get("G_ema", {}):  # --ema: the average of G's weights
+        torch.testing.assert_close(mine["G_ema"][name], theirs["G_ema"][name], rtol=tol, atol=tol)
     for opt in ("opt_g", "opt_d"):
         assert mine[opt]["param_groups"] == theirs[opt]["param_groups"]
         for i, st in theirs[opt]["state"].items():
@@ -75,6 +78,12 @@ WHOLE_CASES = {name: CASES[name] for name in (
         {"loss": "wgan-gp", "n_critic": 1, "updates": "simultaneous", "weight_clip": 0.5, "instance_noise": 0.1,
          "steps": 6}, [{"penalty_weight": 1.0}, {"penalty_weight": 10.0}]),
     "simultaneous, ragan, lr": ({"loss": "ragan", "updates": "simultaneous", "steps": 6}, [{"lr": 1e-3}, {"lr": 2e-4}]),
+    "G's z from the D step before it (compare_gan), n_critic 2, epoch batching, lr": (
+        {"g_noise": "d-step", "n_critic": 2, "batching": "epoch", "steps": 6}, [{"lr": 1e-3}, {"lr": 2e-4}]),
+    "r1 with --ema, lambda": ({"penalty": "r1", "ema": 0.9, "steps": 6}, [{"penalty_weight": 1.0},
+                                                                           {"penalty_weight": 10.0}]),
+    "hinge with dragan, simultaneous, lr": ({"loss": "hinge", "penalty": "dragan", "updates": "simultaneous",
+                                             "steps": 6}, [{"lr": 1e-3}, {"lr": 2e-4}]),
 }  # fmt: skip
 
 
@@ -202,13 +211,35 @@ def test_what_the_whole_step_cannot_train_is_refused_in_one_line(flags, error, s
     assert runs_by_role(store) == {"parent": [], "seed": []}
 
 
+def test_each_group_compiles_into_its_own_cache(monkeypatch) -> None:
+    """torch.compile keeps at most recompile_limit graphs per code object and fullgraph=True makes
+    one more an error: groups of different losses compiled one after another in one process (a
+    sweep) must not share one. With the limit at 1, two groups show it (compiled by dynamo alone,
+    no inductor, to keep the test short)."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, fullgraph=False:
+                        real_compile(fn, backend="eager", fullgraph=fullgraph))  # fmt: skip
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    torch._dynamo.reset()
+    fast = dataclasses.replace(WHOLE, compile=True)
+    for loss in ("non-saturating", "hinge"):
+        cfg = resolve({"loss": loss, "steps": 2})
+        x, shape = data_for(cfg, None)
+        compiled, a = trained([cfg, cfg], [0, 1], x, shape, fast)
+        _, b = trained([cfg, cfg], [0, 1], x, shape, WHOLE)
+        assert torch.equal(stats(a[0]), stats(b[0]))
+
+
 def test_draw_inputs_take_n_critic_d_steps_and_g_s_real_batch_only_when_its_loss_needs_one() -> None:
-    for loss, n_critic, needs_real in (("wgan-gp", 5, False), ("ragan", 1, True)):
-        cfg = resolve({"loss": loss, "steps": 1})
+    cases = (({"loss": "wgan-gp"}, 5, False, False), ({"loss": "ragan"}, 1, True, False),
+             ({"g_noise": "d-step", "n_critic": 2}, 2, False, True))
+    for flags, n_critic, needs_real, reuse in cases:
+        cfg = resolve({**flags, "steps": 1})
         x, shape = data_for(cfg, None)
         state = trainer.setup(cfg, [0, 1], shape, CPU, WHOLE)
         d, g = draw_inputs(state.players, Draws.training(cfg, state, training_data(cfg, x, CPU)), cfg.train.n_critic)
         assert len(d) == n_critic and (g.real is not None) == needs_real
+        assert torch.equal(g.z, d[-1].z) == reuse  # d-step: G's step takes the last D step's z (compare_gan)
 
 
 @pytest.mark.gpu
@@ -232,5 +263,8 @@ def test_cuda_graphs_replay_the_whole_step_as_one_graph(flags: dict, mnist_dir: 
         states[name] = trainer.setup(cfgs[0], [0, 1, 2, 3], shape, cuda, speed, configs=cfgs)
         trainer.train(cfgs[0], states[name], x)
     assert counters["inductor"]["cudagraph_skips"] == 0
-    for name, t in states["graphed"].players.g_params.items():
-        torch.testing.assert_close(t, states["eager"].players.g_params[name], rtol=1e-3, atol=1e-4)
+    graphed, eager = states["graphed"].players, states["eager"].players
+    for mine, theirs in ((graphed.g_params, eager.g_params), (graphed.d_params, eager.d_params)):
+        for name, t in mine.items():
+            torch.testing.assert_close(t, theirs[name], rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(states["graphed"].acc_g, states["eager"].acc_g, rtol=1e-3, atol=1e-4)

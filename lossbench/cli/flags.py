@@ -115,14 +115,16 @@ speed_options = stack(
     click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                  help="bf16 autocasts model forwards; losses and penalties stay fp32."),
     click.option("--compile", "compile_", is_flag=True,
-                 help="torch.compile G (and D when no penalty needs double backward)."),
+                 help="torch.compile G (and D when no penalty needs double backward); with --whole-step, the "
+                      "whole step as one graph."),
     click.option("--fused-optim/--foreach-optim", default=True, show_default=True,
                  help="torch's fused Adam (one kernel per update), or its multi-kernel foreach form."),
     click.option("--cuda-graphs", is_flag=True,
                  help="CUDA graphs of G and D (torch.compile's reduce-overhead mode); CUDA only."),
     click.option("--whole-step", is_flag=True,
                  help="Each generator step as one traced function (draws first, gradients by torch.func, Adam on "
-                      "flat state): with --compile or --cuda-graphs, one graph per step. Alternating updates, Adam."),
+                      "flat state): with --compile or --cuda-graphs, one graph per step. Alternating or simultaneous "
+                      "updates, Adam."),
     click.option("--system-metrics/--no-system-metrics", default=False, show_default=True,
                  help="MLflow's system metrics (CPU, memory, GPU) sampled on each seed run; needs psutil."),
 )  # fmt: skip

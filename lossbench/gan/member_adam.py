@@ -79,7 +79,7 @@ def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor
 
 
 @dataclass
-class _Flat:
+class FlatState:
     """One parameter group's moments as two flat (S, N) buffers, each parameter's state a view of a
     column range, and the step count every parameter's state holds (one tensor)."""
 
@@ -98,7 +98,7 @@ class _Flat:
             for p, q, (m, v) in zip(params, self.params, self.views))  # fmt: skip
 
 
-def flatten_state(params: list[Tensor], state: dict, step_dtype: torch.dtype) -> _Flat:
+def flatten_state(params: list[Tensor], state: dict, step_dtype: torch.dtype) -> FlatState:
     """The moments of `params` (S, ...) gathered into flat (S, N) buffers (zeros where a parameter
     has no state yet), and each parameter's state made views of them with one shared step count."""
     S = params[0].shape[0]
@@ -119,7 +119,7 @@ def flatten_state(params: list[Tensor], state: dict, step_dtype: torch.dtype) ->
         state[p] = {"step": step, "exp_avg": pair[0], "exp_avg_sq": pair[1]}
         views.append(pair)
         start += n
-    return _Flat(list(params), exp_avg, exp_avg_sq, step, views)
+    return FlatState(list(params), exp_avg, exp_avg_sq, step, views)
 
 
 def to_device(values: Tensor, like: Tensor) -> Tensor:
@@ -175,11 +175,11 @@ class MemberAdam(torch.optim.Optimizer):
             out.append(template.state_dict()["param_groups"][0] | {"eps": group["eps"], "params": mine["params"]})
         return out
 
-    def flat(self, i: int, params: list[Tensor] | None = None) -> _Flat:
+    def flat(self, i: int, params: list[Tensor] | None = None) -> FlatState:
         """Parameter group i's state as flat buffers (of `params`, default every parameter of the
         group), gathered anew where a load or a new parameter set replaced it; zeros and step 0 for
         parameters without state yet, as torch starts them."""
-        flats: dict[int, _Flat] = self.__dict__.setdefault("_flats", {})
+        flats: dict[int, FlatState] = self.__dict__.setdefault("_flats", {})
         params = list(self.param_groups[i]["params"]) if params is None else params
         flat = flats.get(i)
         if flat is None or not flat.current(params, self.state):

@@ -5,7 +5,7 @@ it draws alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -14,11 +14,30 @@ from lossbench.gan import latent
 from lossbench.gan.batches import Sampler
 from lossbench.gan.member_adam import per_member
 from lossbench.gan.penalties import Noises
-from lossbench.train.players import Players
+from lossbench.train.players import Players, pack
 
 if TYPE_CHECKING:
     from lossbench.config import RunConfig
     from lossbench.train.state import TrainState
+
+
+class DInputs(NamedTuple):
+    """One D step's draws (S, ...): the real batch (instance-noised, packed), the fakes' z, their
+    instance noise (or None) and the penalty's noise (or None). A simultaneous step draws the same."""
+
+    real: Tensor
+    z: Tensor
+    e: Tensor | None
+    u: Noises
+
+
+class GInputs(NamedTuple):
+    """G's step's draws: z, a real batch for relativistic losses (noised, packed; else None) and the
+    fakes' instance noise (or None)."""
+
+    z: Tensor
+    real: Tensor | None
+    e: Tensor | None
 
 
 @dataclass
@@ -76,3 +95,19 @@ class Draws:
         """Each seed's penalty noise for its (packed) real batch, stacked over seeds per tensor."""
         u = [P.penalty.draw(real[k], s["penalty"]) for k, s in enumerate(self.streams)]
         return None if u[0] is None else tuple(torch.stack(parts) for parts in zip(*u))
+
+    def for_d_step(self, P: Players) -> DInputs:
+        """A D step's draws, each stream in this order (the order fixes the numbers: a member draws
+        what it draws alone): the real batch and its instance noise, z, the fakes' instance noise,
+        the penalty's noise."""
+        real = pack(self.with_instance_noise(self.real()), P.pack, batch_dim=1)
+        z = self.noise()
+        e = self.instance_noise(z)
+        return DInputs(real, z, e, self.penalty_noise(P, real))
+
+    def for_g_step(self, P: Players) -> GInputs:
+        """G's step's draws, in this order: z (`g_noise`), a real batch and its instance noise when
+        the loss needs one, the fakes' instance noise."""
+        z = self.g_noise()
+        real = pack(self.with_instance_noise(self.real()), P.pack, batch_dim=1) if P.needs_real else None
+        return GInputs(z, real, self.instance_noise(z))

@@ -42,9 +42,11 @@ class Compiler:
         return self.mode == "reduce-overhead"
 
     def __call__(self, fn: Callable[..., Any], allowed: bool = True, fullgraph: bool = False) -> Callable[..., Any]:
-        """fn compiled, or fn itself in eager mode or where not `allowed` (double backward, which
-        gradient penalties need, cannot go through a compiled graph); `fullgraph`: a graph break is an
-        error, not a fallback to Python."""
+        """fn compiled, or fn itself in eager mode or where not `allowed` (the players' compiled parts:
+        autograd's double backward, which gradient penalties need, cannot go back through a compiled
+        graph's backward; the whole step, lossbench.train.whole_step, takes its gradients with
+        torch.func inside the one graph instead); `fullgraph`: a graph break is an error, not a
+        fallback to Python."""
         return torch.compile(fn, mode=self.mode, fullgraph=fullgraph) if self.mode and allowed else fn
 
     def begin_step(self) -> None:

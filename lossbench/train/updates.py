@@ -56,9 +56,10 @@ def clip_weights(P: Players) -> None:
 
 def d_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One discriminator step on L_D + weight * penalty, for every seed at once (D's inputs packed)."""
-    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
-    fake = pack(draws.with_instance_noise(P.fake(draws.noise())), P.pack, batch_dim=1)
-    total, stats = P.d_objective(real, fake, draws.penalty_noise(P, real))
+    inp = draws.for_d_step(P)
+    x = P.fake(inp.z)
+    fake = pack(x if inp.e is None else x + inp.e, P.pack, batch_dim=1)
+    total, stats = P.d_objective(inp.real, fake, inp.u)
     P.opt_d.zero_grad(set_to_none=True)
     total.sum().backward()  # the sum over seeds: each seed's parameters get their own gradient
     grad_norm = P.grad_norms(P.d_parameters())  # before any clipping: what the loss asked of D
@@ -78,9 +79,8 @@ def g_row(P: Players, g_loss: Tensor, d_fake: Tensor, d_fake_grad: Tensor, grad_
 def g_step(P: Players, draws: Draws, state: TrainState) -> None:
     """One generator step on L_G(D(G(z))) (with D(x) on a real batch for relativistic losses), and
     its learning signal: what the loss passes to each fake's logit, and ||grad_G L_G||."""
-    z = draws.g_noise()
-    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
-    g_loss, d_fake = P.g_objective(z, real, draws.instance_noise(z))
+    z, real, e = draws.for_g_step(P)
+    g_loss, d_fake = P.g_objective(z, real, e)
     d_fake.retain_grad()  # dL_G/dd_f comes out of this backward pass, at no extra cost
     P.opt_g.zero_grad(set_to_none=True)
     g_loss.sum().backward()
@@ -109,10 +109,7 @@ def _set_grads(params: list[Tensor], grads: list[Tensor]) -> None:
 def simultaneous(P: Players, draws: Draws, state: TrainState, t: TrainConfig) -> None:
     """Both players' gradients at (theta, psi) on the same fakes, then both steps:
     theta' = theta - h_G g_theta, psi' = psi - h_D g_psi (for SGD; any optimiser takes these gradients)."""
-    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
-    z = draws.noise()
-    e = draws.instance_noise(z)
-    u = draws.penalty_noise(P, real)
+    real, z, e, u = draws.for_d_step(P)  # the draws of a D step
     gamma = t.consensus
     d_loss, stats, g_loss, d_fake = P.joint_objective(real, z, e, u, double_backward=gamma > 0)
     g_params, d_params = P.g_parameters(), P.d_parameters()

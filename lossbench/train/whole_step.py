@@ -32,6 +32,7 @@ gradients), not other optimisers: `check` refuses them in one line.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -41,10 +42,9 @@ from torch import Tensor
 from torch.func import grad, vjp
 
 from lossbench.errors import ConfigError
-from lossbench.gan.member_adam import MemberAdam, adam_moved, coefficients, per_member
-from lossbench.gan.penalties import Noises
+from lossbench.gan.member_adam import FlatState, MemberAdam, adam_moved, coefficients, per_member
 from lossbench.registry import Registry
-from lossbench.train.draws import Draws
+from lossbench.train.draws import DInputs, Draws, GInputs
 from lossbench.train.players import Stacked, pack
 from lossbench.train.speed import Compiler
 from lossbench.train.updates import g_row
@@ -55,25 +55,6 @@ if TYPE_CHECKING:
 
 Params = dict[str, Tensor]
 OPTIMIZERS = ("adam",)
-
-
-class DInputs(NamedTuple):
-    """One D step's draws: the real batch (noised, packed), the fakes' z, their instance noise (or None)
-    and the penalty's noise (or None)."""
-
-    real: Tensor
-    z: Tensor
-    e: Tensor | None
-    u: Noises
-
-
-class GInputs(NamedTuple):
-    """G's step's draws: z, a real batch for relativistic losses (noised, packed; else None) and the
-    fakes' instance noise (or None)."""
-
-    z: Tensor
-    real: Tensor | None
-    e: Tensor | None
 
 
 class Optim(NamedTuple):
@@ -104,16 +85,9 @@ class Tensors(NamedTuple):
 
 
 def draw_inputs(P: Stacked, draws: Draws, n_critic: int) -> tuple[tuple[DInputs, ...], GInputs]:
-    """Every member's draws for one generator step, per stream in the eager step's order."""
-    d = []
-    for _ in range(n_critic):
-        real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
-        z = draws.noise()
-        e = draws.instance_noise(z)
-        d.append(DInputs(real, z, e, draws.penalty_noise(P, real)))
-    z = draws.g_noise()
-    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1) if P.needs_real else None
-    return tuple(d), GInputs(z, real, draws.instance_noise(z))
+    """Every member's draws for one alternating generator step: n_critic D steps', then G's
+    (Draws.for_d_step, for_g_step: the calls updates.d_step and g_step make)."""
+    return tuple(draws.for_d_step(P) for _ in range(n_critic)), draws.for_g_step(P)
 
 
 def adam(params: Params, grads: Params, opt: Optim) -> tuple[Params, Optim, Tensor]:
@@ -174,12 +148,8 @@ def alternating(P: Stacked, s: Tensors, inputs: tuple[tuple[DInputs, ...], GInpu
 
 
 def draw_joint(P: Stacked, draws: Draws, n_critic: int) -> DInputs:
-    """The draws of one simultaneous step, per stream in `updates.simultaneous`'s order: the real
-    batch (noised, packed), z, the fakes' instance noise, the penalty's noise."""
-    real = pack(draws.with_instance_noise(draws.real()), P.pack, batch_dim=1)
-    z = draws.noise()
-    e = draws.instance_noise(z)
-    return DInputs(real, z, e, draws.penalty_noise(P, real))
+    """The draws of one simultaneous step: a D step's (updates.simultaneous takes the same)."""
+    return draws.for_d_step(P)
 
 
 def simultaneous(P: Stacked, s: Tensors, inp: DInputs) -> Tensors:
@@ -241,6 +211,15 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError("--whole-step does not take consensus > 0 (its double backward through the gradients)")
 
 
+def own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn as a new function with its own code object. torch.compile keeps a function's compiled
+    graphs on its code object, at most torch._dynamo.config.recompile_limit (8) of them, and each
+    group (another loss, penalty, net or n_critic) needs its own graph: with fullgraph=True the ninth
+    group of a process would fail. A code object per WholeStep gives each group its own cache, freed
+    with it."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 class WholeStep:
     """The step function the loop calls (updates.StepFn's signature) for players built with
     --whole-step: draws, one call of the (compiled) pure step, the results written back."""
@@ -251,30 +230,30 @@ class WholeStep:
         self.P = P
         self.rule = RULES.get(updates)
         self.compiler = Compiler(compile_mode)
-        self.fn = self.compiler(self.rule.step, fullgraph=True)
+        self.fn = self.compiler(own_code(self.rule.step), fullgraph=True)
         # views without autograd history of the players' own tensors: the step reads them, and the
         # results are copied into the same storage (a checkpoint's load copies into it too)
         self._gp, self._dp = ({n: t.detach() for n, t in d.items()} for d in (P.g_params, P.d_params))
-        self._optims: dict[int, tuple[object, Optim]] = {}  # per player: its flat state, and the step's view of it
+        self._optims: dict[str, tuple[FlatState, Optim]] = {}  # per player ("g", "d"): its flat state, the step's view
 
-    def _optim(self, opt: MemberAdam) -> Optim:
+    def _optim(self, player: str, opt: MemberAdam) -> Optim:
         """The player's Adam state for the step: its flat moments, and its step count and per-member
         values on the device, copied there once per flat state (the first step, after a load)."""
         flat = opt.flat(0)
-        seen = self._optims.get(id(opt))
+        seen = self._optims.get(player)
         if seen is None or seen[0] is not flat:
             group, device = opt.param_groups[0], flat.exp_avg.device
             lr, beta1, beta2 = (group[k].to(device) for k in ("lr", "beta1", "beta2"))
             step = flat.step.to(device, torch.float64, copy=True)  # its own: the host count advances apart
-            seen = self._optims[id(opt)] = (flat, Optim(flat.exp_avg, flat.exp_avg_sq, step, lr, beta1, beta2,
-                                                        group["eps"]))  # fmt: skip
+            seen = self._optims[player] = (flat, Optim(flat.exp_avg, flat.exp_avg_sq, step, lr, beta1, beta2,
+                                                       group["eps"]))  # fmt: skip
         return seen[1]
 
     def tensors(self, state: TrainState) -> Tensors:
         """The step's inputs from the players and the state."""
         P = self.P
-        return Tensors(self._gp, P.g_buffers, self._dp, P.d_buffers, self._optim(P.opt_g), self._optim(P.opt_d),
-                       state.acc_d, state.acc_g)  # fmt: skip
+        return Tensors(self._gp, P.g_buffers, self._dp, P.d_buffers, self._optim("g", P.opt_g),
+                       self._optim("d", P.opt_d), state.acc_d, state.acc_g)  # fmt: skip
 
     def __call__(self, P: Stacked, draws: Draws, state: TrainState, t: TrainConfig) -> None:
         inputs = self.rule.draw(P, draws, t.n_critic)
@@ -282,13 +261,13 @@ class WholeStep:
         self.compiler.begin_step()
         with torch.no_grad():
             new = self.fn(P, s, inputs)
-            self._write_back(s, new, {id(P.opt_g): 1, id(P.opt_d): self.rule.d_steps(inputs)})
+            self._write_back(s, new, {"g": 1, "d": self.rule.d_steps(inputs)})
         state.step += 1
         state.window += 1
 
-    def _write_back(self, s: Tensors, new: Tensors, steps: dict[int, int]) -> None:
+    def _write_back(self, s: Tensors, new: Tensors, steps: dict[str, int]) -> None:
         """The returned tensors into the players' and the state's storage, one foreach copy; each
-        optimiser's host step count advances by its `steps` (by id), as its device count did."""
+        player's host step count advances by its `steps`, as its device count did."""
         pairs = [(s.gp, new.gp), (s.gb, new.gb), (s.dp, new.dp), (s.db, new.db)]
         dst = [t for old, _ in pairs for t in old.values()]
         src = [fresh[n] for old, fresh in pairs for n in old]
@@ -298,5 +277,5 @@ class WholeStep:
         dst += [s.acc_d, s.acc_g]
         src += [new.acc_d, new.acc_g]
         torch._foreach_copy_(dst, src)
-        for key, (flat, _) in self._optims.items():
-            flat.step += steps[key]  # type: ignore[attr-defined]
+        for player, (flat, _) in self._optims.items():
+            flat.step += steps[player]
