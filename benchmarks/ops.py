@@ -48,10 +48,10 @@ from lossbench.exec.estimate import timed
 from lossbench.options import SpeedConfig
 from lossbench.train import state as state_module
 from lossbench.train.draws import Draws
+from lossbench.train.loop import step_function
 from lossbench.train.players import COMPILED, Stacked
 from lossbench.train.speed import MutationRecorder
 from lossbench.train.state import TrainState, training_data
-from lossbench.train.updates import UPDATES
 
 # name -> (data set, architecture, flags): the setups of issue 27's items 4 and 5
 SETUPS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -134,7 +134,7 @@ def build(cfg: RunConfig, x: torch.Tensor, shape: tuple[int, ...], device: torch
         members = drawn(cfg, size) if configs else None
         state = trainer.setup(cfg, list(range(size)), shape, device, speed, configs=members)
     draws = Draws.training(cfg, state, training_data(cfg, x, device))  # as the loop draws
-    return Group(cfg, state, draws, state.whole or UPDATES.get(cfg.train.updates), device)  # as loop.train picks
+    return Group(cfg, state, draws, step_function(state, cfg.train), device)  # as loop.train picks
 
 
 def count_steps(group: Group, warmup: int, steps: int) -> list[Counter]:

@@ -66,7 +66,8 @@ def test_compiled_group_parts_mutate_no_input_and_train_as_eager(
     before = {name: t.clone() for name, t in P.g_buffers.items()}
     train(cfg, compiled, draws, 2)
     train(cfg, eager, eager_draws, 2)
-    called = ("_fake", "_d_objective", "_g_logits") if updates == "alternating" else ("_joint",)
+    alternating = ("batched_fake", "batched_d_objective", "batched_g_logits")
+    called = alternating if updates == "alternating" else ("batched_joint",)
     assert all(recorders[name].mutated for name in called)  # every part the rule calls was compiled and traced
     for name in called:
         assert all(m == [] for m in recorders[name].mutated), name  # no graph mutates an input

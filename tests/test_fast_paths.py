@@ -18,6 +18,7 @@ from lossbench import train as trainer
 from lossbench.errors import ConfigError
 from lossbench.gan import data
 from lossbench.options import SpeedConfig
+from lossbench.train.loop import step_function
 
 CPU = torch.device("cpu")
 PARALLEL = SpeedConfig(parallel_seeds=True)
@@ -306,12 +307,13 @@ def test_cuda_graphs_are_refused_off_cuda() -> None:
 )  # fmt: skip
 def test_speed_flags_reach_torch_compile_in_their_mode(speed: SpeedConfig, modes: list, monkeypatch) -> None:
     """What setup hands to torch.compile: nothing in eager mode; G and D (no penalty here) in the
-    flag's mode; with --whole-step only the whole step, as one graph (fullgraph). Compile itself is
-    replaced by a recorder, so no graph is built."""
+    flag's mode; with --whole-step only the whole step, as one graph (fullgraph), when the loop takes
+    its step. Compile itself is replaced by a recorder, so no graph is built."""
     seen: list = []
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None, fullgraph=False:
                         seen.append(mode + " fullgraph" * fullgraph) or fn)  # fmt: skip
     monkeypatch.setattr(SpeedConfig, "check_device", lambda self, device: None)
     cfg = config.resolve(("flags", {"dataset": "ring8", "loss": "hinge"}))
-    trainer.setup(cfg, 0, (2,), CPU, speed)
+    state = trainer.setup(cfg, 0, (2,), CPU, speed)
+    step_function(state, cfg.train)  # the step the loop will call (the whole step is made here)
     assert seen == modes

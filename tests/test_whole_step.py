@@ -15,9 +15,10 @@ from test_parallel_configs import train as train_alone
 from lossbench import train as trainer
 from lossbench.options import SpeedConfig
 from lossbench.train.draws import Draws
+from lossbench.train.loop import step_function
 from lossbench.train.speed import MutationRecorder
 from lossbench.train.state import TrainState, training_data
-from lossbench.train.whole_step import draw_inputs
+from lossbench.train.whole_step import WholeStep, draw_inputs
 
 CPU = torch.device("cpu")
 WHOLE = SpeedConfig(parallel_seeds=True, whole_step=True)
@@ -93,7 +94,7 @@ def test_whole_step_members_equal_their_sequential_twins(base, varied, mnist_dir
     x, shape = data_for(cfgs[0], mnist_dir)
     seeds = list(range(len(cfgs)))[::-1]
     group, together = trained(cfgs, seeds, x, shape, WHOLE)
-    assert group.whole is not None
+    assert isinstance(group.whole, WholeStep)
     for k, (cfg, seed) in enumerate(zip(cfgs, seeds)):
         _, alone, single = train_alone([cfg], [seed], x, shape)  # the plain path: torch's modules and Adam
         assert [s for s, _ in together[k]] == [s for s, _ in alone[0]]
@@ -107,7 +108,7 @@ def test_one_seed_is_a_group_of_one(float64: None) -> None:
     x, shape = data_for(cfg, None)
     one, logged = trained([cfg], [3], x, shape, SpeedConfig(whole_step=True))
     _, alone, single = train_alone([cfg], [3], x, shape)
-    assert one.players.size == 1 and one.whole is not None
+    assert one.players.size == 1 and isinstance(one.whole, WholeStep)
     torch.testing.assert_close(stats(logged[0]), stats(alone[0]), rtol=1e-9, atol=1e-9)
     assert_same_member(one.state_dict(0), single.state_dict(0), 1e-9)
 
@@ -146,7 +147,8 @@ def traced(flags: dict, mnist_dir: str) -> None:
     x, shape = data_for(cfg, mnist_dir)
     state = trainer.setup(cfg, [0, 1], shape, CPU, WHOLE, configs=cfgs)
     recorder = MutationRecorder()
-    state.whole.fn = torch.compile(state.whole.rule.step, backend=recorder.backend, fullgraph=True)
+    whole = step_function(state, cfg.train)
+    whole.fn = torch.compile(whole.rule.step, backend=recorder.backend, fullgraph=True)
     _, compiled = trained(cfgs, [0, 1], x, shape, WHOLE, state=state)
     _, eager = trained(cfgs, [0, 1], x, shape, WHOLE)
     assert recorder.mutated == [[]]  # one graph for every step, no input mutated: CUDA graphs capture it whole

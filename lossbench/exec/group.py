@@ -39,7 +39,7 @@ from lossbench.gan import data, models
 from lossbench.metrics.registry import EMA_PREFIX
 from lossbench.options import ExecConfig, SpeedConfig, resolve_exec
 from lossbench.tracking import Tracker
-from lossbench.train import checkpoint, members, validate, whole_step
+from lossbench.train import checkpoint, members, validate
 from lossbench.train.loop import Hooks, Outcome, train
 from lossbench.train.state import TrainState, setup, training_data
 
@@ -75,7 +75,7 @@ class Context:
         if ex.speed.parallel_configs or (ex.speed.parallel_seeds and len(ex.seeds) > 1) or ex.speed.whole_step:
             members.check_stackable(cfg)  # --whole-step: a seed alone is a group of one
         if ex.speed.whole_step:
-            whole_step.check(cfg)
+            members.check_whole_step(cfg)
         train_set = data.load(cfg.data.dataset, ex.data_dir, "train")
         per_step = cfg.train.batch_size * cfg.train.pack  # samples one D step reads
         if per_step > len(train_set.x):  # the size is known once the data is (validate cannot load it)

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from lossbench.config import RunConfig, TrainConfig
 from lossbench.train.draws import Draws
 from lossbench.train.state import D_KEYS, G_KEYS, LOSS_KEYS, TrainState
-from lossbench.train.updates import UPDATES
+from lossbench.train.updates import UPDATES, StepFn
+from lossbench.train.whole_step import WholeStep
 
 
 def _noop(*args: object) -> None:
@@ -65,7 +66,7 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
     hooks, t, P = hooks or Hooks(), cfg.train, state.players
     draws = Draws.training(cfg, state, data)
     seeds = _Seeds(P.size)
-    step = state.whole or UPDATES.get(t.updates)  # --whole-step: the same update rule as one traced function
+    step = step_function(state, t)
     while state.step < t.steps and seeds.alive:
         if hooks.should_stop():
             return seeds.ended("interrupted", state.step)
@@ -74,6 +75,16 @@ def train(cfg: RunConfig, state: TrainState, data: Tensor, hooks: Hooks | None =
             state.average.update(P)
         _run_schedules(cfg, state, hooks, seeds)
     return seeds.ended("finished", state.step)
+
+
+def step_function(state: TrainState, t: TrainConfig) -> StepFn:
+    """The step the loop calls: the update rule's (lossbench.train.updates), or with --whole-step the
+    same rule as one traced function, made once per state (its compiled graph is kept with it)."""
+    if not state.speed.whole_step:
+        return UPDATES.get(t.updates)
+    if state.whole is None:
+        state.whole = WholeStep(state.players, t.updates, state.speed.compile_mode)  # type: ignore[arg-type]
+    return state.whole
 
 
 @dataclass

@@ -41,6 +41,17 @@ def check_stackable(cfg: RunConfig) -> None:
         raise ConfigError(UNSTACKABLE)
 
 
+def check_whole_step(cfg: RunConfig) -> None:
+    """Refuse, before anything is written, what --whole-step (lossbench.train.whole_step) cannot
+    train: another optimiser than Adam (its flat per-member state is MemberAdam's), consensus (a
+    double backward through the gradients). Every update rule has a whole step."""
+    t = cfg.train
+    if t.optimizer not in MEMBER_OPTIMIZERS:
+        raise ConfigError(f"--whole-step trains optimizer={'|'.join(MEMBER_OPTIMIZERS)}, not {t.optimizer}")
+    if t.consensus > 0:
+        raise ConfigError("--whole-step does not take consensus > 0 (its double backward through the gradients)")
+
+
 def shape_key(cfg: RunConfig) -> RunConfig:
     """cfg with the values members of a group may differ in made equal (see the module's docstring):
     two configurations train in one group exactly when their keys are equal."""

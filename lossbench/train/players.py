@@ -41,7 +41,7 @@ from lossbench.train.speed import Compiler, Precision
 UNSTACKABLE = ("--parallel-seeds, --parallel-configs and --whole-step do not support d_norm=spectral (its power "
                "iteration cannot be vmapped); run the seeds one after another")  # fmt: skip
 D_STATS = ("d_loss", "d_real", "d_fake", "penalty")  # what d_objective reports, in this order
-COMPILED = ("_fake", "_d_objective", "_g_logits", "_joint")  # Stacked's callables its Compiler wraps
+COMPILED = ("batched_fake", "batched_d_objective", "batched_g_logits", "batched_joint")  # what Stacked's Compiler wraps
 OptFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
 
 
@@ -326,17 +326,20 @@ class Stacked(_Norms):
         u_dim = 0 if penalty.noise else None
         real_dim = 0 if self.needs_real else None
         self.compiler = Compiler(compile_mode)
-        self._fake = self.compiler(vmap(self._fake_seed))
-        self._d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, 0, u_dim)),
+        # the batched_* callables: every member at once (vmap), pure (buffers in, updated copies out);
+        # the methods below call them and write the buffers back, the whole step
+        # (lossbench.train.whole_step) composes them into one traced function
+        self.batched_fake = self.compiler(vmap(self._fake_seed))
+        self.batched_d_objective = self.compiler(vmap(self._d_seed, in_dims=(0, 0, 0, 0, 0, u_dim)),
                                           allowed=not penalty.input_gradient)  # fmt: skip
         e_dim = 0 if torch.is_tensor(instance_noise) or instance_noise > 0 else None
         # G's logits are compiled, its loss is not: the loss's backward then passes through the
         # logits' tensor, which leaves dL_G/dd_f for the learning signal (inside one compiled graph
         # it would not)
-        self._g_logits = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
-        self._g_loss = vmap(loss.generator_loss, in_dims=(0, real_dim))
+        self.batched_g_logits = self.compiler(vmap(self._g_seed, in_dims=(0, 0, 0, 0, 0, real_dim, e_dim)))
+        self.batched_g_loss = vmap(loss.generator_loss, in_dims=(0, real_dim))
         joint = vmap(self._joint_seed, in_dims=(0, 0, 0, 0, 0, 0, 0, e_dim, u_dim))
-        self._joint, self._joint_eager = self.compiler(joint, allowed=not penalty.input_gradient), joint
+        self.batched_joint, self._joint_eager = self.compiler(joint, allowed=not penalty.input_gradient), joint
 
     # Each per-seed function takes the buffers it reads, updates `running` copies of them and returns
     # the copies last (explicit state: see the module's docstring).
@@ -372,7 +375,7 @@ class Stacked(_Norms):
     def fake(self, z: Tensor) -> Tensor:
         self.compiler.begin_step()
         with torch.no_grad():
-            x, gb = self._fake(self.g_params, self.g_buffers, z)
+            x, gb = self.batched_fake(self.g_params, self.g_buffers, z)
         write_back(self.g_buffers, gb)
         return x
 
@@ -380,26 +383,26 @@ class Stacked(_Norms):
         self, real: Tensor, z: Tensor, e: Tensor | None, u: Noises, double_backward: bool = False
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         self.compiler.begin_step()
-        fn = self._joint_eager if double_backward else self._joint
+        fn = self._joint_eager if double_backward else self.batched_joint
         total, stats, d_real, d_fake, gb, db = fn(self.g_params, self.g_buffers, self.d_params, self.d_buffers,
                                                   self.weight, real, z, e, u)  # fmt: skip
         write_back(self.g_buffers, gb)
         write_back(self.d_buffers, db)
-        return total, stats, self._g_loss(d_fake, d_real if self.needs_real else None), d_fake
+        return total, stats, self.batched_g_loss(d_fake, d_real if self.needs_real else None), d_fake
 
     def d_objective(self, real: Tensor, fake: Tensor, u: Noises) -> tuple[Tensor, Tensor]:
-        total, stats, db = self._d_objective(self.d_params, self.d_buffers, self.weight, real, fake, u)
+        total, stats, db = self.batched_d_objective(self.d_params, self.d_buffers, self.weight, real, fake, u)
         write_back(self.d_buffers, db)
         return total, stats
 
     def g_objective(self, z: Tensor, real: Tensor | None, e: Tensor | None) -> tuple[Tensor, Tensor]:
         self.compiler.begin_step()
         d_params = {k: v.detach() for k, v in self.d_params.items()}  # no gradient into D's weights
-        logits, gb, db = self._g_logits(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real, e)
+        logits, gb, db = self.batched_g_logits(self.g_params, self.g_buffers, d_params, self.d_buffers, z, real, e)
         write_back(self.g_buffers, gb)
         write_back(self.d_buffers, db)
         d_fake, d_real = logits if self.needs_real else (logits, None)
-        return self._g_loss(d_fake, d_real), d_fake
+        return self.batched_g_loss(d_fake, d_real), d_fake
 
     def d_parameters(self) -> list[Tensor]:
         return list(self.d_params.values())

@@ -20,7 +20,7 @@ from lossbench.errors import CheckpointError
 from lossbench.gan import batches, losses, models, optim, penalties
 from lossbench.gan.member_adam import MemberAdam
 from lossbench.options import SpeedConfig
-from lossbench.train import counterfactual, members, whole_step
+from lossbench.train import counterfactual, members
 from lossbench.train.ema import GeneratorAverage
 from lossbench.train.players import D_STATS, OptFactory, Players, Single, Stacked
 from lossbench.train.speed import Precision
@@ -45,7 +45,8 @@ class TrainState:
     step: int = 0  # completed generator steps
     window: int = 0  # steps summed in the accumulators since they were last read
     average: GeneratorAverage | None = None  # --ema: the average of G's weights, per seed
-    whole: whole_step.WholeStep | None = None  # --whole-step: the loop calls it instead of the update rule's step
+    speed: SpeedConfig = SpeedConfig()  # the fast paths it was built for
+    whole: Any = None  # --whole-step: its lossbench.train.whole_step.WholeStep, made by the loop (loop.step_function)
 
     # one-seed conveniences (tests, benchmarks, the plain path)
     @property
@@ -103,7 +104,7 @@ def setup(
     speed = speed or SpeedConfig()
     speed.check_device(device)
     if speed.whole_step:
-        whole_step.check(cfg)
+        members.check_whole_step(cfg)
     seed_list = [seeds] if isinstance(seeds, int) else list(seeds)
     if len(seed_list) > 1 and not speed.parallel_seeds:
         raise ValueError("several seeds in one state need speed.parallel_seeds")
@@ -145,7 +146,7 @@ def setup(
         acc_d=torch.zeros(S, len(D_KEYS), device=device),
         acc_g=torch.zeros(S, len(G_KEYS), device=device),
         average=average,
-        whole=whole_step.WholeStep(players, t.updates, speed.compile_mode) if speed.whole_step else None,  # type: ignore[arg-type]
+        speed=speed,
     )
 
 

@@ -27,7 +27,8 @@ the eager stacked path with MemberAdam (the same operations, bit for bit in eage
 Scope: alternating and simultaneous updates with Adam (the optimiser is always MemberAdam: one flat
 state per player), any loss, penalty, n_critic, pack, instance noise and weight clip, batch norm in
 either net; one seed trains as a group of one. Not consensus (its double backward through the
-gradients), not other optimisers: `check` refuses them in one line.
+gradients), not other optimisers: lossbench.train.members.check_whole_step refuses them in one line.
+The loop makes a state's WholeStep on its first call (lossbench.train.loop.step_function).
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ from __future__ import annotations
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 from torch.func import grad, vjp
 
-from lossbench.errors import ConfigError
 from lossbench.gan.member_adam import FlatState, MemberAdam, adam_moved, coefficients, per_member
+from lossbench.gan.update_rules import RULES as UPDATE_RULES
 from lossbench.registry import Registry
 from lossbench.train.draws import DInputs, Draws, GInputs
 from lossbench.train.players import Stacked, pack
@@ -50,11 +51,19 @@ from lossbench.train.speed import Compiler
 from lossbench.train.updates import g_row
 
 if TYPE_CHECKING:
-    from lossbench.config import RunConfig, TrainConfig
-    from lossbench.train.state import TrainState
+    from lossbench.config import TrainConfig
 
 Params = dict[str, Tensor]
-OPTIMIZERS = ("adam",)
+
+
+class StepState(Protocol):
+    """What the step reads and advances of lossbench.train.state.TrainState (which holds a WholeStep,
+    so this module does not import it)."""
+
+    acc_d: Tensor
+    acc_g: Tensor
+    step: int
+    window: int
 
 
 class Optim(NamedTuple):
@@ -106,11 +115,11 @@ def adam(params: Params, grads: Params, opt: Optim) -> tuple[Params, Optim, Tens
 
 def d_step(P: Stacked, s: Tensors, inp: DInputs, clip: Tensor | None) -> Tensors:
     """One D step on L_D + weight * penalty (updates.d_step's), its statistics added to acc_d."""
-    x, gb = P._fake(s.gp, s.gb, inp.z)
+    x, gb = P.batched_fake(s.gp, s.gb, inp.z)
     fake = pack(x if inp.e is None else x + inp.e, P.pack, batch_dim=1)
 
     def objective(dp: Params) -> tuple[Tensor, tuple[Tensor, Params]]:
-        total, stats, db = P._d_objective(dp, s.db, P.weight, inp.real, fake, inp.u)
+        total, stats, db = P.batched_d_objective(dp, s.db, P.weight, inp.real, fake, inp.u)
         return total.sum(), (stats, db)  # the sum over members: each member's parameters get their own gradient
 
     grads, (stats, db) = grad(objective, has_aux=True)(s.dp)
@@ -126,7 +135,7 @@ def g_step(P: Stacked, s: Tensors, inp: GInputs) -> Tensors:
     dL_G/dd_f, which is also the learning signal's input; its row added to acc_g."""
 
     def logits(gp: Params) -> tuple[Tensor, tuple[Params, Params]]:
-        out, gb, db = P._g_logits(gp, s.gb, s.dp, s.db, inp.z, inp.real, inp.e)
+        out, gb, db = P.batched_g_logits(gp, s.gb, s.dp, s.db, inp.z, inp.real, inp.e)
         return out, (gb, db)
 
     out, pullback, (gb, db) = vjp(logits, s.gp, has_aux=True)
@@ -157,7 +166,8 @@ def simultaneous(P: Stacked, s: Tensors, inp: DInputs) -> Tensors:
     vjp of the joint objective pulled back twice: D's total for g_psi, dL_G/dd_f for g_theta."""
 
     def joint(gp: Params, dp: Params) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Params, Params]]:
-        total, stats, d_real, d_fake, gb, db = P._joint(gp, s.gb, dp, s.db, P.weight, inp.real, inp.z, inp.e, inp.u)
+        out = P.batched_joint(gp, s.gb, dp, s.db, P.weight, inp.real, inp.z, inp.e, inp.u)
+        total, stats, d_real, d_fake, gb, db = out
         return (total, d_fake, d_real), (stats, gb, db)
 
     (total, d_fake, d_real), pullback, (stats, gb, db) = vjp(joint, s.gp, s.dp, has_aux=True)
@@ -176,7 +186,7 @@ def simultaneous(P: Stacked, s: Tensors, inp: DInputs) -> Tensors:
 
 def _g_loss(P: Stacked, d_fake: Tensor, d_real: Tensor) -> tuple[Tensor, Tensor]:
     """(sum over members of L_G, L_G per member) on the fakes' logits (and D(x) for relativistic losses)."""
-    per_member_loss = P._g_loss(d_fake, d_real if P.needs_real else None)
+    per_member_loss = P.batched_g_loss(d_fake, d_real if P.needs_real else None)
     return per_member_loss.sum(), per_member_loss
 
 
@@ -198,17 +208,7 @@ class Rule:
 RULES: Registry[Rule] = Registry("update rule with a whole step", key="updates")
 RULES.add("alternating", Rule(draw_inputs, alternating, lambda inputs: len(inputs[0])))
 RULES.add("simultaneous", Rule(draw_joint, simultaneous, lambda inputs: 1))
-
-
-def check(cfg: RunConfig) -> None:
-    """Refuse, before anything is written, what --whole-step cannot train."""
-    t = cfg.train
-    if t.updates not in RULES.names():
-        raise ConfigError(f"--whole-step trains updates={'|'.join(RULES.names())}, not {t.updates}")
-    if t.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"--whole-step trains optimizer={'|'.join(OPTIMIZERS)}, not {t.optimizer}")
-    if t.consensus > 0:
-        raise ConfigError("--whole-step does not take consensus > 0 (its double backward through the gradients)")
+assert set(RULES.names()) == set(UPDATE_RULES.names()), "a whole step for every update rule (train.members checks none)"
 
 
 def own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -249,13 +249,13 @@ class WholeStep:
                                                        group["eps"]))  # fmt: skip
         return seen[1]
 
-    def tensors(self, state: TrainState) -> Tensors:
+    def tensors(self, state: StepState) -> Tensors:
         """The step's inputs from the players and the state."""
         P = self.P
         return Tensors(self._gp, P.g_buffers, self._dp, P.d_buffers, self._optim("g", P.opt_g),
                        self._optim("d", P.opt_d), state.acc_d, state.acc_g)  # fmt: skip
 
-    def __call__(self, P: Stacked, draws: Draws, state: TrainState, t: TrainConfig) -> None:
+    def __call__(self, P: Stacked, draws: Draws, state: StepState, t: TrainConfig) -> None:
         inputs = self.rule.draw(P, draws, t.n_critic)
         s = self.tensors(state)
         self.compiler.begin_step()
