@@ -5,8 +5,8 @@ captured graph (BENCHMARKS.md, "graph breaks"): the per-member draws (a torch.Ge
 a graph), backward() and torch's optimiser step. Here one generator step of a group (n_critic D
 steps, then G's step: lossbench.train.updates.alternating) is split in two:
 
-1. `draw_inputs`: every member's random inputs for the step, drawn from its own streams with the
-   same calls, in the same order per stream, as `updates.d_step` and `updates.g_step` draw them, so
+1. `draw_inputs`: every member's random inputs for the step, drawn from its own streams by the
+   calls `updates.d_step` and `updates.g_step` make (`Draws.for_d_step`, `Draws.for_g_step`), so
    the numbers are the same;
 2. `alternating`: a pure function of (G's and D's stacked parameters and buffers, their Adam moments
    and step count, the per-member hyperparameters, those inputs) that returns the new ones and the
@@ -18,11 +18,12 @@ steps, then G's step: lossbench.train.updates.alternating) is split in two:
 Simultaneous updates (`updates.simultaneous`) have their pair too: `draw_joint`, and `simultaneous`,
 which takes both players' gradients at the same point from one vjp of the joint objective.
 
-`WholeStep` compiles the rule's pure step with fullgraph=True under the run's compile mode (eager without
-one), so --compile traces one graph per step and --cuda-graphs replays one CUDA graph per step, and
-writes the returned tensors back into the players' own storage: checkpoints, evaluation, the EMA
-and a member's slice read them as on every other path. The parameters and moments equal those of
-the eager stacked path with MemberAdam (the same operations, bit for bit in eager mode).
+`WholeStep` compiles its own copy of the rule's pure step (`own_code`: one compile cache per group)
+with fullgraph=True under the run's compile mode (eager without one), so --compile traces one graph
+per step and --cuda-graphs replays one CUDA graph per step, and writes the returned tensors back into
+the players' own storage: checkpoints, evaluation, the EMA and a member's slice read them as on every
+other path. The parameters and moments equal those of the eager stacked path with MemberAdam (the
+same operations, bit for bit in eager mode).
 
 Scope: alternating and simultaneous updates with Adam (the optimiser is always MemberAdam: one flat
 state per player), any loss, penalty, n_critic, pack, instance noise and weight clip, batch norm in
