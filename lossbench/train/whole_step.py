@@ -203,12 +203,11 @@ class Rule:
 
     draw: Callable[[Stacked, Draws, int], Any]
     step: Callable[[Stacked, Tensors, Any], Tensors]
-    d_steps: Callable[[Any], int]  # D's optimiser steps in one generator step, from the inputs
 
 
 RULES: Registry[Rule] = Registry("update rule with a whole step", key="updates")
-RULES.add("alternating", Rule(draw_inputs, alternating, lambda inputs: len(inputs[0])))
-RULES.add("simultaneous", Rule(draw_joint, simultaneous, lambda inputs: 1))
+RULES.add("alternating", Rule(draw_inputs, alternating))
+RULES.add("simultaneous", Rule(draw_joint, simultaneous))
 assert set(RULES.names()) == set(UPDATE_RULES.names()), "a whole step for every update rule (train.members checks none)"
 
 
@@ -262,7 +261,7 @@ class WholeStep:
         self.compiler.begin_step()
         with torch.no_grad():
             new = self.fn(P, s, inputs)
-            self._write_back(s, new, {"g": 1, "d": self.rule.d_steps(inputs)})
+            self._write_back(s, new, {"g": 1, "d": t.n_critic})  # D steps n_critic times (simultaneous: once)
         state.step += 1
         state.window += 1
 
